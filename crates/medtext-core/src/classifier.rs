@@ -1,0 +1,224 @@
+//! Text in, calibrated label probabilities out: tokenizer → encoder → pooling
+//! → head, over as many windows as the text needs.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::{bert::BertEncoder, Encoder};
+use crate::head::LinearHead;
+use crate::pack::{Architecture, HeadKind, HeadSpec, Pack, Pooling};
+use crate::pool::mean_pool_normalized;
+use crate::tokenize::{TextTokenizer, Window};
+use crate::{text, Error, Result};
+
+/// Windows encoded together in one forward pass: enough to amortise the
+/// per-call overhead, small enough to bound memory on a long note.
+const WINDOWS_PER_BATCH: usize = 8;
+
+/// One label with its probability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabelScore {
+    pub id: String,
+    pub display: String,
+    pub probability: f32,
+}
+
+/// The result of classifying one text.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Classification {
+    pub pack: String,
+    pub pack_version: String,
+    pub head: String,
+    /// The most probable label.
+    pub top: LabelScore,
+    /// Every label, most probable first.
+    pub probabilities: Vec<LabelScore>,
+    /// True when the top probability is below the head's abstain threshold.
+    pub needs_review: bool,
+    /// Windows the text was split into (1 for anything that fits the model).
+    pub windows: usize,
+    pub tokens: usize,
+}
+
+/// A loaded pack with one head, ready to classify.
+pub struct Classifier {
+    pack: Pack,
+    head_spec: HeadSpec,
+    tokenizer: TextTokenizer,
+    encoder: Box<dyn Encoder>,
+    head: LinearHead,
+}
+
+impl Classifier {
+    /// Loads the pack `pack_name` (a name inside `models_dir`, or a path) with
+    /// its head `head` (the first head when `None`).
+    pub fn load(models_dir: &Path, pack_name: &str, head: Option<&str>) -> Result<Self> {
+        let pack = Pack::find(models_dir, pack_name)?;
+        Self::from_pack(pack, head)
+    }
+
+    pub fn from_pack(pack: Pack, head: Option<&str>) -> Result<Self> {
+        let head_spec = pack.head(head)?.clone();
+        let spec = &pack.manifest.encoder;
+        let encoder_dir = pack.encoder_dir();
+        let encoder: Box<dyn Encoder> = match spec.architecture {
+            Architecture::Bert => Box::new(BertEncoder::load(&encoder_dir)?),
+        };
+        match spec.pooling {
+            Pooling::Mean => {}
+        }
+        if spec.max_tokens > encoder.max_positions() {
+            return Err(Error::pack(
+                pack.dir.join("manifest.json"),
+                format!(
+                    "max_tokens {} exceeds the encoder's {} positions",
+                    spec.max_tokens,
+                    encoder.max_positions()
+                ),
+            ));
+        }
+        let tokenizer = TextTokenizer::from_file(&encoder_dir.join("tokenizer.json"), spec.max_tokens)?;
+        let head = match head_spec.kind {
+            HeadKind::Linear => LinearHead::load(
+                &pack.dir.join(&head_spec.file),
+                encoder.hidden_size(),
+                head_spec.labels.len(),
+            )?,
+        };
+        Ok(Self {
+            pack,
+            head_spec,
+            tokenizer,
+            encoder,
+            head,
+        })
+    }
+
+    pub fn pack(&self) -> &Pack {
+        &self.pack
+    }
+
+    pub fn head_spec(&self) -> &HeadSpec {
+        &self.head_spec
+    }
+
+    /// Classifies `text`. A text longer than the model's window is split into
+    /// overlapping windows; their probabilities are averaged, so every part of
+    /// the note counts and none is silently cut.
+    pub fn classify(&self, text: &str) -> Result<Classification> {
+        text::validate(text)?;
+        let tokenized = self.tokenizer.tokenize(text)?;
+        let mut sums = vec![0f32; self.head_spec.labels.len()];
+        for batch in tokenized.windows.chunks(WINDOWS_PER_BATCH) {
+            for row in self.window_probabilities(batch)? {
+                for (s, p) in sums.iter_mut().zip(row) {
+                    *s += p;
+                }
+            }
+        }
+        let n = tokenized.windows.len() as f32;
+        let mut probabilities: Vec<LabelScore> = self
+            .head_spec
+            .labels
+            .iter()
+            .zip(sums)
+            .map(|(label, s)| LabelScore {
+                id: label.id.clone(),
+                display: label.display.clone(),
+                probability: s / n,
+            })
+            .collect();
+        probabilities.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+        let top = probabilities[0].clone();
+        Ok(Classification {
+            pack: self.pack.manifest.name.clone(),
+            pack_version: self.pack.manifest.version.clone(),
+            head: self.head_spec.name.clone(),
+            needs_review: f64::from(top.probability) < self.head_spec.abstain_below,
+            top,
+            probabilities,
+            windows: tokenized.windows.len(),
+            tokens: tokenized.tokens,
+        })
+    }
+
+    /// Probabilities for each window of one batch, padded to the longest.
+    fn window_probabilities(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
+        let longest = windows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(windows.len() * longest);
+        let mut mask = Vec::with_capacity(windows.len() * longest);
+        for w in windows {
+            ids.extend_from_slice(w);
+            ids.extend(std::iter::repeat_n(0u32, longest - w.len()));
+            mask.extend(std::iter::repeat_n(1u32, w.len()));
+            mask.extend(std::iter::repeat_n(0u32, longest - w.len()));
+        }
+        let shape = (windows.len(), longest);
+        let ids = Tensor::from_vec(ids, shape, &Device::Cpu)?;
+        let mask = Tensor::from_vec(mask, shape, &Device::Cpu)?;
+        let hidden = self.encoder.forward(&ids, &mask)?;
+        let pooled = mean_pool_normalized(&hidden, &mask)?;
+        Ok(self
+            .head
+            .probabilities(&pooled, self.head_spec.temperature)?
+            .to_vec2::<f32>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::tests::{write_tiny_pack, TINY_LABELS};
+
+    fn tiny_classifier(root: &Path) -> Classifier {
+        write_tiny_pack(root);
+        Classifier::load(root, "tiny-pack", None).unwrap()
+    }
+
+    #[test]
+    fn classification_has_every_label_sorted_and_summing_to_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = tiny_classifier(dir.path());
+        let r = c.classify("Patient with fever and cough.").unwrap();
+        assert_eq!(r.pack, "tiny-pack");
+        assert_eq!(r.head, "chapter");
+        assert_eq!(r.windows, 1);
+        assert_eq!(r.probabilities.len(), TINY_LABELS.len());
+        let sum: f32 = r.probabilities.iter().map(|l| l.probability).sum();
+        assert!((sum - 1.0).abs() < 1e-5, "{sum}");
+        assert!(r.probabilities.windows(2).all(|w| w[0].probability >= w[1].probability));
+        assert_eq!(r.top, r.probabilities[0]);
+        assert_eq!(r.needs_review, r.top.probability < 0.5);
+        // Same input, same answer.
+        assert_eq!(c.classify("Patient with fever and cough.").unwrap(), r);
+    }
+
+    #[test]
+    fn a_long_note_uses_several_windows_and_matches_averaging_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = tiny_classifier(dir.path()); // max_tokens 10: body 8, step 6
+        let text = "fever cough chest pain tumor fever cough chest pain tumor fever cough chest pain";
+        let r = c.classify(text).unwrap();
+        assert_eq!(r.tokens, 14);
+        assert_eq!(r.windows, 2);
+        let windows = c.tokenizer.tokenize(text).unwrap().windows;
+        let each: Vec<Vec<f32>> = windows
+            .iter()
+            .map(|w| c.window_probabilities(std::slice::from_ref(w)).unwrap().remove(0))
+            .collect();
+        for label in &r.probabilities {
+            let i = TINY_LABELS.iter().position(|(id, _)| *id == label.id).unwrap();
+            let mean = (each[0][i] + each[1][i]) / 2.0;
+            assert!((label.probability - mean).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn empty_text_is_refused_before_any_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = tiny_classifier(dir.path());
+        assert!(matches!(c.classify("   "), Err(Error::EmptyText)));
+    }
+}

@@ -1,0 +1,149 @@
+//! BERT-family encoders (BERT, MiniLM) on Candle's CPU backend.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+
+use super::Encoder;
+use crate::{Error, Result};
+
+pub struct BertEncoder {
+    model: BertModel,
+    hidden_size: usize,
+    max_positions: usize,
+}
+
+impl BertEncoder {
+    /// Loads `config.json` and `model.safetensors` from `dir`. Tensor names may
+    /// carry a `bert.` prefix (Hugging Face checkpoints) or not (sentence
+    /// transformers exports such as MiniLM).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let config_text =
+            std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+        let config: Config = serde_json::from_str(&config_text)
+            .map_err(|e| Error::pack(&config_path, format!("not a BERT config: {e}")))?;
+        Self::from_config(config, &dir.join("model.safetensors"))
+    }
+
+    pub fn from_config(config: Config, weights: &Path) -> Result<Self> {
+        // SAFETY: the file is memory-mapped read-only; its hash was verified
+        // when the pack was opened, and MedText never writes to model files.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
+            .map_err(|e| Error::pack(weights, format!("cannot read the weights: {e}")))?;
+        let model = BertModel::load(vb, &config).map_err(|e| {
+            Error::pack(
+                weights,
+                format!("weights do not match config.json: {e}"),
+            )
+        })?;
+        Ok(Self {
+            model,
+            hidden_size: config.hidden_size,
+            max_positions: config.max_position_embeddings,
+        })
+    }
+}
+
+impl Encoder for BertEncoder {
+    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        let token_type_ids = input_ids.zeros_like()?;
+        Ok(self
+            .model
+            .forward(input_ids, &token_type_ids, Some(attention_mask))?)
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.hidden_size
+    }
+
+    fn max_positions(&self) -> usize {
+        self.max_positions
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// A tiny random BERT (2 layers, hidden 8) written as `config.json` +
+    /// `model.safetensors` into `dir`, with names as in sentence-transformers
+    /// exports (no `bert.` prefix).
+    pub(crate) fn write_tiny_bert(dir: &Path, vocab_size: usize) {
+        let hidden = 8;
+        let config = serde_json::json!({
+            "vocab_size": vocab_size, "hidden_size": hidden, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 16, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0, "max_position_embeddings": 64, "type_vocab_size": 2,
+            "initializer_range": 0.02, "layer_norm_eps": 1e-12, "pad_token_id": 0,
+            "model_type": "bert"
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let dev = Device::Cpu;
+        let rand = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
+        let mut t: HashMap<String, Tensor> = HashMap::new();
+        t.insert("embeddings.word_embeddings.weight".into(), rand(&[vocab_size, hidden]));
+        t.insert("embeddings.position_embeddings.weight".into(), rand(&[64, hidden]));
+        t.insert("embeddings.token_type_embeddings.weight".into(), rand(&[2, hidden]));
+        let norm = |prefix: &str, t: &mut HashMap<String, Tensor>| {
+            t.insert(format!("{prefix}.weight"), Tensor::ones(hidden, DType::F32, &dev).unwrap());
+            t.insert(format!("{prefix}.bias"), Tensor::zeros(hidden, DType::F32, &dev).unwrap());
+        };
+        norm("embeddings.LayerNorm", &mut t);
+        for l in 0..2 {
+            let p = format!("encoder.layer.{l}");
+            for (name, out, inp) in [
+                ("attention.self.query", hidden, hidden),
+                ("attention.self.key", hidden, hidden),
+                ("attention.self.value", hidden, hidden),
+                ("attention.output.dense", hidden, hidden),
+                ("intermediate.dense", 16, hidden),
+                ("output.dense", hidden, 16),
+            ] {
+                t.insert(format!("{p}.{name}.weight"), rand(&[out, inp]));
+                t.insert(format!("{p}.{name}.bias"), rand(&[out]));
+            }
+            norm(&format!("{p}.attention.output.LayerNorm"), &mut t);
+            norm(&format!("{p}.output.LayerNorm"), &mut t);
+        }
+        candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
+    }
+
+    #[test]
+    fn tiny_bert_loads_and_masked_padding_does_not_change_real_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), 14);
+        let enc = BertEncoder::load(dir.path()).unwrap();
+        assert_eq!((enc.hidden_size(), enc.max_positions()), (8, 64));
+
+        let ids = Tensor::new(&[[2u32, 4, 5, 3]], &Device::Cpu).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1]], &Device::Cpu).unwrap();
+        let alone = enc.forward(&ids, &mask).unwrap();
+        assert_eq!(alone.dims(), &[1, 4, 8]);
+
+        let padded_ids = Tensor::new(&[[2u32, 4, 5, 3, 0, 0]], &Device::Cpu).unwrap();
+        let padded_mask = Tensor::new(&[[1u32, 1, 1, 1, 0, 0]], &Device::Cpu).unwrap();
+        let padded = enc.forward(&padded_ids, &padded_mask).unwrap();
+        let head = padded.narrow(1, 0, 4).unwrap();
+        let diff = (alone - head).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+
+    #[test]
+    fn weights_that_do_not_match_the_config_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), 14);
+        let cfg = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            cfg.replace("\"hidden_size\":8", "\"hidden_size\":12"),
+        )
+        .unwrap();
+        let err = BertEncoder::load(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("model.safetensors"), "{err}");
+    }
+}

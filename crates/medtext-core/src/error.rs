@@ -1,0 +1,72 @@
+//! The one error type of the core.
+//!
+//! Messages never contain the text being classified: they name files, sizes and
+//! what to do next, so they are safe to log and to show.
+
+use std::path::PathBuf;
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the text is empty: type or paste a note to classify")]
+    EmptyText,
+
+    #[error(
+        "the text is {chars} characters long, over the limit of {limit}: split it into parts and classify each"
+    )]
+    TextTooLong { chars: usize, limit: usize },
+
+    #[error("the input is not valid UTF-8 text (first invalid byte at offset {offset}): save it as UTF-8 and try again")]
+    InvalidUtf8 { offset: usize },
+
+    #[error("model pack {path}: {problem}")]
+    Pack { path: PathBuf, problem: String },
+
+    #[error("no model pack named '{name}' in {dir}: run `models/fetch-encoder.sh`, or set MEDTEXT_MODELS_DIR to the folder that holds the packs")]
+    PackNotFound { name: String, dir: PathBuf },
+
+    #[error("tokenizer {path}: {problem}")]
+    Tokenizer { path: PathBuf, problem: String },
+
+    #[error("inference failed: {0}")]
+    Inference(#[from] candle_core::Error),
+
+    #[error("the history database {path} could not be opened with its key from the OS keychain: the key is wrong or the file is not a MedText database. The file was left untouched; restore it from a backup or move it aside to start a new history")]
+    WrongKeyOrNotADatabase { path: PathBuf },
+
+    #[error("the history database {path} exists but its key is missing from the OS keychain. The file was left untouched and no new database was created; restore the keychain entry, or move the file aside to start a new history")]
+    KeyMissing { path: PathBuf },
+
+    #[error("OS keychain: {problem}. Check that a keyring (Secret Service, Credential Manager or Keychain) is running and unlocked")]
+    Keychain { problem: String },
+
+    #[error("history database {path}: {problem}")]
+    Store { path: PathBuf, problem: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("no data directory could be determined for this user: set MEDTEXT_DATA_DIR")]
+    NoDataDir,
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn pack(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
+        Error::Pack {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}

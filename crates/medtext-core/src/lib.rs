@@ -1,0 +1,21 @@
+//! MedText's domain: model packs, tokenization, inference, the encrypted
+//! history store and its keychain custody.
+//!
+//! This crate knows nothing of Tauri so that the desktop app, the `medtext`
+//! command-line tool and the tests all run exactly the same code.
+
+pub mod classifier;
+pub mod encoder;
+pub mod error;
+pub mod head;
+pub mod keychain;
+pub mod pack;
+pub mod paths;
+pub mod pool;
+pub mod store;
+pub mod text;
+pub mod tokenize;
+
+pub use classifier::{Classification, Classifier, LabelScore};
+pub use error::{Error, Result};
+pub use store::{HistoryEntry, HistoryStore};

@@ -1,0 +1,322 @@
+//! Model packs: a folder with a `manifest.json` that names the encoder, the
+//! heads on top of it, their labels, and the sha256 of every file.
+//!
+//! Opening a pack verifies every hash before any weight is read, so a damaged
+//! or swapped file is refused with its name instead of giving wrong answers.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{Error, Result};
+
+/// The manifest format this build reads.
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format: u32,
+    pub name: String,
+    pub version: String,
+    pub task: String,
+    pub license: String,
+    pub attribution: String,
+    pub encoder: EncoderSpec,
+    pub heads: Vec<HeadSpec>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderSpec {
+    /// Folder with `config.json`, `model.safetensors`, `tokenizer.json`,
+    /// relative to the pack (encoders are shared between packs).
+    pub path: PathBuf,
+    pub architecture: Architecture,
+    pub pooling: Pooling,
+    /// Longest window fed to the encoder, special tokens included.
+    pub max_tokens: usize,
+    /// sha256 of each encoder file, by file name.
+    pub sha256: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    Bert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    Mean,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSpec {
+    pub name: String,
+    pub kind: HeadKind,
+    pub file: PathBuf,
+    pub sha256: String,
+    /// Calibration temperature the logits are divided by.
+    pub temperature: f64,
+    /// Below this top probability the result is flagged for review.
+    pub abstain_below: f64,
+    pub labels: Vec<Label>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKind {
+    Linear,
+}
+
+/// A label: a stable id (stored in history, used by tools) and the name shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Label {
+    pub id: String,
+    pub display: String,
+}
+
+/// An opened, verified model pack.
+#[derive(Debug, Clone)]
+pub struct Pack {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl Pack {
+    /// Reads `dir/manifest.json`, checks it, and verifies the sha256 of every
+    /// file it names.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let manifest_path = dir.join("manifest.json");
+        let text = std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::pack(&manifest_path, format!("invalid manifest: {e}")))?;
+        let pack = Self {
+            dir: dir.to_path_buf(),
+            manifest,
+        };
+        pack.check(&manifest_path)?;
+        pack.verify_hashes()?;
+        Ok(pack)
+    }
+
+    /// Opens the pack called `name` inside `models_dir`, or the folder `name`
+    /// itself when it is a path to a pack.
+    pub fn find(models_dir: &Path, name: &str) -> Result<Self> {
+        let as_path = Path::new(name);
+        if as_path.join("manifest.json").is_file() {
+            return Self::open(as_path);
+        }
+        let dir = models_dir.join(name);
+        if !dir.join("manifest.json").is_file() {
+            return Err(Error::PackNotFound {
+                name: name.to_string(),
+                dir: models_dir.to_path_buf(),
+            });
+        }
+        Self::open(&dir)
+    }
+
+    pub fn encoder_dir(&self) -> PathBuf {
+        self.dir.join(&self.manifest.encoder.path)
+    }
+
+    /// The head called `name`, or the first head when `name` is `None`.
+    pub fn head(&self, name: Option<&str>) -> Result<&HeadSpec> {
+        let heads = &self.manifest.heads;
+        match name {
+            None => heads.first(),
+            Some(n) => heads.iter().find(|h| h.name == n),
+        }
+        .ok_or_else(|| {
+            let known: Vec<&str> = heads.iter().map(|h| h.name.as_str()).collect();
+            Error::pack(
+                &self.dir,
+                format!(
+                    "no head named '{}'; this pack has: {}",
+                    name.unwrap_or_default(),
+                    known.join(", ")
+                ),
+            )
+        })
+    }
+
+    fn check(&self, manifest_path: &Path) -> Result<()> {
+        let m = &self.manifest;
+        let bad = |problem: String| Err(Error::pack(manifest_path, problem));
+        if m.format != MANIFEST_FORMAT {
+            return bad(format!(
+                "manifest format {} is not supported by this MedText (it reads format {MANIFEST_FORMAT})",
+                m.format
+            ));
+        }
+        if m.heads.is_empty() {
+            return bad("the pack has no heads".into());
+        }
+        for required in ["config.json", "model.safetensors", "tokenizer.json"] {
+            if !m.encoder.sha256.contains_key(required) {
+                return bad(format!("encoder.sha256 has no entry for {required}"));
+            }
+        }
+        for head in &m.heads {
+            if head.labels.len() < 2 {
+                return bad(format!("head '{}' needs at least two labels", head.name));
+            }
+            let mut ids: Vec<&str> = head.labels.iter().map(|l| l.id.as_str()).collect();
+            ids.sort_unstable();
+            if ids.windows(2).any(|w| w[0] == w[1]) {
+                return bad(format!("head '{}' has duplicate label ids", head.name));
+            }
+            if !(head.temperature.is_finite() && head.temperature > 0.0) {
+                return bad(format!("head '{}' has a non-positive temperature", head.name));
+            }
+            if !(0.0..=1.0).contains(&head.abstain_below) {
+                return bad(format!("head '{}' has abstain_below outside 0..1", head.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn verify_hashes(&self) -> Result<()> {
+        let encoder_dir = self.encoder_dir();
+        for (file, expected) in &self.manifest.encoder.sha256 {
+            verify_file(&encoder_dir.join(file), expected)?;
+        }
+        for head in &self.manifest.heads {
+            verify_file(&self.dir.join(&head.file), &head.sha256)?;
+        }
+        Ok(())
+    }
+}
+
+/// sha256 of a file, hex-encoded, streamed so large weights are not read whole.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+fn verify_file(path: &Path, expected: &str) -> Result<()> {
+    if !path.is_file() {
+        return Err(Error::pack(
+            path,
+            "the file is missing (for the default encoder run models/fetch-encoder.sh)",
+        ));
+    }
+    let actual = sha256_file(path)?;
+    if !actual.eq_ignore_ascii_case(expected) {
+        return Err(Error::pack(
+            path,
+            format!("sha256 mismatch: the manifest expects {expected}, the file has {actual}; the file is damaged or was replaced"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::encoder::bert::tests::write_tiny_bert;
+    use crate::head::tests::write_head;
+    use crate::tokenize::tests::{tiny_tokenizer_json, TINY_VOCAB};
+
+    pub(crate) const TINY_LABELS: [(&str, &str); 3] = [
+        ("I00-I99", "Diseases of the circulatory system"),
+        ("J00-J99", "Diseases of the respiratory system"),
+        ("C00-D49", "Neoplasms"),
+    ];
+
+    /// Writes a complete tiny pack: `root/encoders/tiny` and `root/tiny-pack`.
+    pub(crate) fn write_tiny_pack(root: &Path) -> PathBuf {
+        let enc = root.join("encoders/tiny");
+        std::fs::create_dir_all(&enc).unwrap();
+        write_tiny_bert(&enc, TINY_VOCAB.len());
+        std::fs::write(enc.join("tokenizer.json"), tiny_tokenizer_json(TINY_VOCAB)).unwrap();
+        let pack = root.join("tiny-pack");
+        std::fs::create_dir_all(&pack).unwrap();
+        write_head(
+            &pack.join("head.safetensors"),
+            &(0..3).map(|i| (0..8).map(|j| ((i * 8 + j) as f32).sin()).collect()).collect::<Vec<_>>(),
+            &[0.1, -0.1, 0.0],
+        );
+        let sha = |p: PathBuf| sha256_file(&p).unwrap();
+        let manifest = serde_json::json!({
+            "format": 1, "name": "tiny-pack", "version": "0.0.1", "task": "test",
+            "license": "Apache-2.0", "attribution": "generated by the test",
+            "encoder": {
+                "path": "../encoders/tiny", "architecture": "bert", "pooling": "mean", "max_tokens": 10,
+                "sha256": {
+                    "config.json": sha(enc.join("config.json")),
+                    "model.safetensors": sha(enc.join("model.safetensors")),
+                    "tokenizer.json": sha(enc.join("tokenizer.json")),
+                }
+            },
+            "heads": [{
+                "name": "chapter", "kind": "linear", "file": "head.safetensors",
+                "sha256": sha(pack.join("head.safetensors")), "temperature": 1.0, "abstain_below": 0.5,
+                "labels": TINY_LABELS.iter().map(|(id, d)| serde_json::json!({"id": id, "display": d})).collect::<Vec<_>>()
+            }]
+        });
+        std::fs::write(pack.join("manifest.json"), serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+        pack
+    }
+
+    #[test]
+    fn a_tiny_pack_opens_and_finds_its_head() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_pack(dir.path());
+        let pack = Pack::find(dir.path(), "tiny-pack").unwrap();
+        assert_eq!(pack.head(None).unwrap().name, "chapter");
+        assert_eq!(pack.head(Some("chapter")).unwrap().labels.len(), 3);
+        let err = pack.head(Some("block")).unwrap_err().to_string();
+        assert!(err.contains("no head named 'block'") && err.contains("chapter"), "{err}");
+    }
+
+    #[test]
+    fn a_changed_weight_file_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = write_tiny_pack(dir.path());
+        let weights = dir.path().join("encoders/tiny/model.safetensors");
+        let mut bytes = std::fs::read(&weights).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&weights, bytes).unwrap();
+        let err = Pack::open(&pack).unwrap_err().to_string();
+        assert!(err.contains("model.safetensors") && err.contains("sha256 mismatch"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_file_and_an_unknown_pack_are_explained() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = write_tiny_pack(dir.path());
+        std::fs::remove_file(pack.join("head.safetensors")).unwrap();
+        let err = Pack::open(&pack).unwrap_err().to_string();
+        assert!(err.contains("head.safetensors") && err.contains("missing"), "{err}");
+        let err = Pack::find(dir.path(), "nope").unwrap_err().to_string();
+        assert!(err.contains("no model pack named 'nope'"), "{err}");
+    }
+
+    #[test]
+    fn an_unsupported_architecture_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = write_tiny_pack(dir.path());
+        let m = std::fs::read_to_string(pack.join("manifest.json")).unwrap();
+        std::fs::write(pack.join("manifest.json"), m.replace("\"bert\"", "\"gpt2\"")).unwrap();
+        let err = Pack::open(&pack).unwrap_err().to_string();
+        assert!(err.contains("manifest.json") && err.contains("gpt2"), "{err}");
+    }
+}

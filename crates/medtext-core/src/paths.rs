@@ -1,0 +1,50 @@
+//! Where MedText keeps its data and finds its model packs.
+
+use std::path::PathBuf;
+
+use crate::{Error, Result};
+
+/// Environment variable that overrides the data directory (database, logs, caches).
+pub const DATA_DIR_ENV: &str = "MEDTEXT_DATA_DIR";
+/// Environment variable that overrides the folder holding model packs.
+pub const MODELS_DIR_ENV: &str = "MEDTEXT_MODELS_DIR";
+
+/// The per-user data directory: `MEDTEXT_DATA_DIR`, else the platform's data
+/// directory (`~/.local/share/MedText` on Linux, `%APPDATA%\MedText` on Windows,
+/// `~/Library/Application Support/MedText` on macOS).
+pub fn data_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    dirs::data_dir()
+        .map(|d| d.join("MedText"))
+        .ok_or(Error::NoDataDir)
+}
+
+/// The models directory: `MEDTEXT_MODELS_DIR` if set, else the first of
+/// `candidates` that exists (the app passes its bundled resources folder, the
+/// CLI the folder beside its executable), else the last candidate so that the
+/// "pack not found" error names a sensible place.
+pub fn models_dir(candidates: &[PathBuf]) -> PathBuf {
+    if let Some(dir) = std::env::var_os(MODELS_DIR_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    candidates
+        .iter()
+        .find(|c| c.is_dir())
+        .or(candidates.last())
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("models"))
+}
+
+/// Creates `dir` (and parents) readable by the owner only.
+pub fn ensure_private_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}

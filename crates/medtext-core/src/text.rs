@@ -1,0 +1,64 @@
+//! Validation of the text a clinician submits, before any work is done on it.
+
+use crate::{Error, Result};
+
+/// The longest text accepted, in characters (Unicode scalar values).
+///
+/// 100,000 characters is roughly 40 pages of a dense note: well beyond a
+/// discharge summary, small enough that a 2-core workstation classifies it in a
+/// few seconds through overlapping windows.
+pub const MAX_TEXT_CHARS: usize = 100_000;
+
+/// Checks that `text` has something to classify and is within the limit.
+pub fn validate(text: &str) -> Result<()> {
+    if text.trim().is_empty() {
+        return Err(Error::EmptyText);
+    }
+    let chars = text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(Error::TextTooLong {
+            chars,
+            limit: MAX_TEXT_CHARS,
+        });
+    }
+    Ok(())
+}
+
+/// Decodes bytes read from a file or pipe as UTF-8, with an error that says where
+/// decoding failed (never what the bytes were).
+pub fn decode_utf8(bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| Error::InvalidUtf8 {
+        offset: e.utf8_error().valid_up_to(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_whitespace_are_rejected() {
+        assert!(matches!(validate(""), Err(Error::EmptyText)));
+        assert!(matches!(validate(" \n\t "), Err(Error::EmptyText)));
+    }
+
+    #[test]
+    fn over_the_limit_is_rejected_with_both_sizes() {
+        let long = "a".repeat(MAX_TEXT_CHARS + 1);
+        match validate(&long) {
+            Err(Error::TextTooLong { chars, limit }) => {
+                assert_eq!(chars, MAX_TEXT_CHARS + 1);
+                assert_eq!(limit, MAX_TEXT_CHARS);
+            }
+            other => panic!("expected TextTooLong, got {other:?}"),
+        }
+        assert!(validate(&"é".repeat(MAX_TEXT_CHARS)).is_ok());
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_offset_not_the_content() {
+        let err = decode_utf8(vec![b'o', b'k', 0xff, b'x']).unwrap_err();
+        assert!(matches!(err, Error::InvalidUtf8 { offset: 2 }));
+        assert!(!err.to_string().contains("ok"));
+    }
+}
