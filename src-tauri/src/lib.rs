@@ -1,0 +1,26 @@
+//! The MedText desktop shell: maps IPC commands onto `medtext_core` and holds
+//! the loaded model and the open history as state. No domain logic lives here.
+
+mod commands;
+mod state;
+
+use tauri::Manager;
+
+pub fn run() {
+    let result = tauri::Builder::default()
+        .setup(|app| {
+            let resources = app.path().resource_dir().ok();
+            app.manage(state::AppState::load(resources));
+            Ok(())
+        })
+        .invoke_handler(tauri::generate_handler![
+            commands::classify,
+            commands::recent_history,
+            commands::app_status
+        ])
+        .run(tauri::generate_context!());
+    if let Err(error) = result {
+        eprintln!("MedText could not start: {error}");
+        std::process::exit(1);
+    }
+}

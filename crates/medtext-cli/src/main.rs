@@ -1,1 +1,383 @@
-fn main(){}
+//! `medtext`: the command-line face of MedText, on the same core as the app.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use medtext_core::pack::{Label, DEFAULT_PACK};
+use medtext_core::train::{self, PackDraft};
+use medtext_core::{dataset, metrics, paths, text, Classification, Classifier, Embedder, HistoryStore};
+
+#[derive(Parser)]
+#[command(
+    name = "medtext",
+    version,
+    about = "Offline clinical text classification",
+    long_about = "Offline clinical text classification. Nothing leaves this machine.\n\n\
+Environment:\n  MEDTEXT_DATA_DIR    where the encrypted history lives (default: the platform data directory)\n  \
+MEDTEXT_MODELS_DIR  where model packs are found (default: the models/ folder installed with MedText)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify one text given as an argument, a file, or standard input.
+    Classify(ClassifyArgs),
+    /// Show the most recent saved classifications (opens the encrypted history).
+    History {
+        /// How many entries to show.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluate a pack's head on a labelled CSV file.
+    Eval(EvalArgs),
+    /// Train a nearest-centroid head on a labelled CSV file and write a model pack.
+    Train(TrainArgs),
+}
+
+#[derive(Args)]
+struct PackArgs {
+    /// Model pack: a name inside the models directory, or a path to a pack folder.
+    #[arg(long, default_value = DEFAULT_PACK)]
+    pack: String,
+    /// Head within the pack (default: the pack's first head).
+    #[arg(long)]
+    head: Option<String>,
+}
+
+#[derive(Args)]
+struct ClassifyArgs {
+    #[command(flatten)]
+    pack: PackArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Save the text and result to the encrypted history.
+    #[arg(long)]
+    save: bool,
+    /// Read the text from this file (`-` for standard input) instead of TEXT.
+    #[arg(long, conflicts_with = "text")]
+    file: Option<PathBuf>,
+    /// The text to classify.
+    #[arg(required_unless_present = "file")]
+    text: Option<String>,
+}
+
+#[derive(Args)]
+struct LabelledFileArgs {
+    /// Labelled CSV file with a header row.
+    #[arg(long)]
+    input: PathBuf,
+    /// Column holding the text.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column holding the label.
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// Optional CSV (value,name with a header) mapping the file's label values
+    /// to label ids, e.g. the abstracts' labels.csv mapping 1 to neoplasms.
+    #[arg(long)]
+    label_names: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    pack: PackArgs,
+    #[command(flatten)]
+    data: LabelledFileArgs,
+    /// Print JSON: {"accuracy", "macro_f1", "ece", "per_class", "confusion", "n"}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: LabelledFileArgs,
+    /// Encoder folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    encoder: PathBuf,
+    /// Folder to write the pack into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Pack name.
+    #[arg(long)]
+    name: String,
+    /// Head name.
+    #[arg(long, default_value = "category")]
+    head: String,
+    #[arg(long, default_value = "0.1.0")]
+    version: String,
+    /// What the pack does, shown to clinicians.
+    #[arg(long)]
+    task: String,
+    #[arg(long)]
+    license: String,
+    #[arg(long)]
+    attribution: String,
+    /// Longest window fed to the encoder, special tokens included.
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Top probability below which a result is flagged for review.
+    #[arg(long, default_value_t = 0.5)]
+    abstain_below: f64,
+    /// Seed of the stratified 70/10/20 train/validation/test split.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Classify(args) => classify(args),
+        Command::History { limit, json } => history(limit, json),
+        Command::Eval(args) => eval(args),
+        Command::Train(args) => train(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type CliResult = Result<(), String>;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Where packs are looked for when MEDTEXT_MODELS_DIR is not set: beside the
+/// executable, in the Linux package's resource folder, and in the source tree
+/// for development builds (target/<profile>/medtext).
+fn models_dir() -> PathBuf {
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    paths::models_dir(&[
+        exe_dir.join("models"),
+        exe_dir.join("../lib/MedText/models"),
+        exe_dir.join("../../models"),
+    ])
+}
+
+fn load_classifier(args: &PackArgs) -> Result<Classifier, String> {
+    Classifier::load(&models_dir(), &args.pack, args.head.as_deref()).map_err(err)
+}
+
+fn read_input(args: &ClassifyArgs) -> Result<String, String> {
+    let bytes = match (&args.text, &args.file) {
+        (Some(text), _) => return Ok(text.clone()),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("standard input: {e}"))?;
+            buf
+        }
+        (None, Some(path)) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        (None, None) => return Err("give the text to classify, or --file".into()),
+    };
+    text::decode_utf8(bytes).map_err(err)
+}
+
+fn classify(args: ClassifyArgs) -> CliResult {
+    let input = read_input(&args)?;
+    // Reject bad input before the model loads, so the message comes at once.
+    text::validate(&input).map_err(err)?;
+    let classifier = load_classifier(&args.pack)?;
+    let result = classifier.classify(&input).map_err(err)?;
+    let saved_id = if args.save {
+        let mut store = HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)?;
+        Some(store.save(&input, &result).map_err(err)?)
+    } else {
+        None
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&result).map_err(err)?;
+        value["saved_id"] = serde_json::json!(saved_id);
+        println!("{}", serde_json::to_string_pretty(&value).map_err(err)?);
+    } else {
+        print_classification(&result);
+        if let Some(id) = saved_id {
+            println!("saved to history as record {id}");
+        }
+    }
+    Ok(())
+}
+
+fn print_classification(c: &Classification) {
+    println!("{}  {:.1}%  [{}]", c.top.display, c.top.probability * 100.0, c.top.id);
+    if c.needs_review {
+        println!("needs review: confidence below the pack's threshold");
+    }
+    for l in &c.probabilities {
+        println!("  {:>6.1}%  {:<34} {}", l.probability * 100.0, l.display, l.id);
+    }
+    println!("{} tokens, {} window(s); {} {} / {}", c.tokens, c.windows, c.pack, c.pack_version, c.head);
+}
+
+fn history(limit: usize, json: bool) -> CliResult {
+    let store = HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)?;
+    let entries = store.recent(limit).map_err(err)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries).map_err(err)?);
+        return Ok(());
+    }
+    for e in entries {
+        println!("#{:<5} {:<32} {:>5.1}%  {}", e.id, e.top.display, e.top.probability * 100.0, e.pack);
+    }
+    Ok(())
+}
+
+/// Reads the labelled file and maps its label values through `--label-names`.
+fn read_examples(args: &LabelledFileArgs) -> Result<Vec<dataset::Example>, String> {
+    let mut examples = dataset::read_csv(&args.input, &args.text_column, &args.label_column).map_err(err)?;
+    if let Some(names) = &args.label_names {
+        let map = read_label_names(names)?;
+        for e in &mut examples {
+            e.label = map
+                .iter()
+                .find(|(value, _)| *value == e.label)
+                .map(|(_, name)| name.clone())
+                .ok_or_else(|| format!("label value '{}' is not in {}", e.label, names.display()))?;
+        }
+    }
+    Ok(examples)
+}
+
+fn read_label_names(path: &Path) -> Result<Vec<(String, String)>, String> {
+    let mut reader = csv_reader(path)?;
+    reader
+        .records()
+        .map(|r| {
+            let r = r.map_err(|e| format!("{}: {e}", path.display()))?;
+            match (r.get(0), r.get(1)) {
+                (Some(v), Some(n)) => Ok((v.trim().to_string(), n.trim().to_string())),
+                _ => Err(format!("{}: every row needs a value and a name", path.display())),
+            }
+        })
+        .collect()
+}
+
+fn csv_reader(path: &Path) -> Result<dataset::CsvReader, String> {
+    dataset::open_csv(path).map_err(err)
+}
+
+fn eval(args: EvalArgs) -> CliResult {
+    let classifier = load_classifier(&args.pack)?;
+    let examples = read_examples(&args.data)?;
+    let labels = &classifier.head_spec().labels;
+    let ids: Vec<String> = labels.iter().map(|l| l.id.clone()).collect();
+    let mut probabilities = Vec::with_capacity(examples.len());
+    let mut truth = Vec::with_capacity(examples.len());
+    for (row, e) in examples.iter().enumerate() {
+        let t = ids
+            .iter()
+            .position(|id| *id == e.label)
+            .ok_or_else(|| format!("row {}: label '{}' is not one of this head's labels ({})", row + 1, e.label, ids.join(", ")))?;
+        let c = classifier.classify(&e.text).map_err(|e| format!("row {}: {e}", row + 1))?;
+        probabilities.push(ids.iter().map(|id| c.probabilities.iter().find(|l| &l.id == id).map_or(0.0, |l| l.probability)).collect());
+        truth.push(t);
+    }
+    let m = metrics::evaluate(&ids, &probabilities, &truth);
+    print_metrics(&m, args.json)
+}
+
+fn print_metrics(m: &metrics::Metrics, json: bool) -> CliResult {
+    if json {
+        println!("{}", serde_json::to_string_pretty(m).map_err(err)?);
+        return Ok(());
+    }
+    println!("n = {}   accuracy {:.3}   macro-F1 {:.3}   ECE {:.3}", m.n, m.accuracy, m.macro_f1, m.ece);
+    println!("{:<34} {:>9} {:>7} {:>6} {:>8}", "label", "precision", "recall", "F1", "support");
+    for c in &m.per_class {
+        println!("{:<34} {:>9.3} {:>7.3} {:>6.3} {:>8}", c.label, c.precision, c.recall, c.f1, c.support);
+    }
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> CliResult {
+    let examples = read_examples(&args.data)?;
+    let mut label_ids: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
+    label_ids.sort();
+    label_ids.dedup();
+    let truth: Vec<usize> = examples
+        .iter()
+        .map(|e| label_ids.iter().position(|l| *l == e.label).unwrap_or_default())
+        .collect();
+    let embedder = Embedder::load(&args.encoder, medtext_core::pack::Architecture::Bert, args.max_tokens).map_err(err)?;
+    let started = std::time::Instant::now();
+    let mut vectors = Vec::with_capacity(examples.len());
+    for (i, e) in examples.iter().enumerate() {
+        vectors.push(embedder.embed_text(&e.text).map_err(|e| format!("row {}: {e}", i + 1))?);
+        if (i + 1) % 100 == 0 || i + 1 == examples.len() {
+            let per = started.elapsed().as_secs_f64() / (i + 1) as f64;
+            eprint!("\rembedding {}/{}  ETA {:.0}s   ", i + 1, examples.len(), per * (examples.len() - i - 1) as f64);
+        }
+    }
+    eprintln!();
+    let split = train::stratified_split(&truth, 0.1, 0.2, args.seed);
+    let weights = train::centroids(&vectors, &truth, &split.train, label_ids.len()).map_err(err)?;
+    let logits_of = |rows: &[usize]| -> Vec<Vec<f32>> { rows.iter().map(|&r| train::logits(&weights, &vectors[r])).collect() };
+    let truth_of = |rows: &[usize]| -> Vec<usize> { rows.iter().map(|&r| truth[r]).collect() };
+    let temperature = train::fit_temperature(&logits_of(&split.validation), &truth_of(&split.validation));
+    let test_logits = logits_of(&split.test);
+    let test_truth = truth_of(&split.test);
+    let evaluate = |t: f64| {
+        let probs: Vec<Vec<f32>> = test_logits.iter().map(|l| train::softmax(l, t)).collect();
+        metrics::evaluate(&label_ids, &probs, &test_truth)
+    };
+    let uncalibrated = evaluate(1.0);
+    let calibrated = evaluate(temperature);
+    let labels = label_ids
+        .iter()
+        .map(|id| Label { id: id.clone(), display: display_name(id) })
+        .collect();
+    let manifest = train::write_pack(
+        &args.out,
+        PackDraft {
+            name: &args.name,
+            version: &args.version,
+            task: &args.task,
+            license: &args.license,
+            attribution: &args.attribution,
+            encoder_dir: &args.encoder,
+            max_tokens: args.max_tokens,
+            head_name: &args.head,
+            labels,
+            weights,
+            temperature,
+            abstain_below: args.abstain_below,
+        },
+    )
+    .map_err(err)?;
+    let report = serde_json::json!({
+        "method": "nearest centroid on mean-pooled encoder vectors, temperature fitted on validation",
+        "seed": args.seed,
+        "split": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
+        "temperature": temperature,
+        "test": calibrated,
+        "test_ece_before_calibration": uncalibrated.ece,
+    });
+    let report_path = args.out.join("evaluation.json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report).map_err(err)? + "\n")
+        .map_err(|e| format!("{}: {e}", report_path.display()))?;
+    eprintln!("wrote {} and {}", manifest.display(), report_path.display());
+    print_metrics(&calibrated, false)
+}
+
+/// "digestive system diseases" -> "Digestive system diseases".
+fn display_name(id: &str) -> String {
+    let mut chars = id.chars();
+    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+}

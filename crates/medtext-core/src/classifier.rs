@@ -10,7 +10,7 @@ use crate::encoder::{bert::BertEncoder, Encoder};
 use crate::head::LinearHead;
 use crate::pack::{Architecture, HeadKind, HeadSpec, Pack, Pooling};
 use crate::pool::mean_pool_normalized;
-use crate::tokenize::{TextTokenizer, Window};
+use crate::tokenize::{TextTokenizer, Tokenized, Window};
 use crate::{text, Error, Result};
 
 /// Windows encoded together in one forward pass: enough to amortise the
@@ -42,12 +42,84 @@ pub struct Classification {
     pub tokens: usize,
 }
 
+/// Tokenizer + encoder + pooling: text to unit sentence vectors, one per
+/// window. Shared by classification and head training, so a head is trained on
+/// exactly the vectors it will see.
+pub struct Embedder {
+    tokenizer: TextTokenizer,
+    encoder: Box<dyn Encoder>,
+}
+
+impl Embedder {
+    /// Loads the encoder in `dir` (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`) with windows of at most `max_tokens`.
+    pub fn load(dir: &Path, architecture: Architecture, max_tokens: usize) -> Result<Self> {
+        let encoder: Box<dyn Encoder> = match architecture {
+            Architecture::Bert => Box::new(BertEncoder::load(dir)?),
+        };
+        if max_tokens > encoder.max_positions() {
+            return Err(Error::pack(
+                dir,
+                format!(
+                    "max_tokens {max_tokens} exceeds the encoder's {} positions",
+                    encoder.max_positions()
+                ),
+            ));
+        }
+        let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_tokens)?;
+        Ok(Self { tokenizer, encoder })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.encoder.hidden_size()
+    }
+
+    /// Tokenizes `text` into windows.
+    pub fn tokenize(&self, text: &str) -> Result<Tokenized> {
+        self.tokenizer.tokenize(text)
+    }
+
+    /// Unit vectors `[windows, hidden]` for a batch of windows, padded to the
+    /// longest.
+    pub fn embed_windows(&self, windows: &[Window]) -> Result<Tensor> {
+        let longest = windows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(windows.len() * longest);
+        let mut mask = Vec::with_capacity(windows.len() * longest);
+        for w in windows {
+            ids.extend_from_slice(w);
+            ids.extend(std::iter::repeat_n(0u32, longest - w.len()));
+            mask.extend(std::iter::repeat_n(1u32, w.len()));
+            mask.extend(std::iter::repeat_n(0u32, longest - w.len()));
+        }
+        let shape = (windows.len(), longest);
+        let ids = Tensor::from_vec(ids, shape, &Device::Cpu)?;
+        let mask = Tensor::from_vec(mask, shape, &Device::Cpu)?;
+        let hidden = self.encoder.forward(&ids, &mask)?;
+        mean_pool_normalized(&hidden, &mask)
+    }
+
+    /// One unit vector for a whole text: the normalised mean of its windows.
+    pub fn embed_text(&self, text: &str) -> Result<Vec<f32>> {
+        text::validate(text)?;
+        let tokenized = self.tokenize(text)?;
+        let mut sum = vec![0f32; self.hidden_size()];
+        for batch in tokenized.windows.chunks(WINDOWS_PER_BATCH) {
+            for row in self.embed_windows(batch)?.to_vec2::<f32>()? {
+                for (s, v) in sum.iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+        }
+        let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        Ok(sum.into_iter().map(|v| v / norm).collect())
+    }
+}
+
 /// A loaded pack with one head, ready to classify.
 pub struct Classifier {
     pack: Pack,
     head_spec: HeadSpec,
-    tokenizer: TextTokenizer,
-    encoder: Box<dyn Encoder>,
+    embedder: Embedder,
     head: LinearHead,
 }
 
@@ -62,36 +134,21 @@ impl Classifier {
     pub fn from_pack(pack: Pack, head: Option<&str>) -> Result<Self> {
         let head_spec = pack.head(head)?.clone();
         let spec = &pack.manifest.encoder;
-        let encoder_dir = pack.encoder_dir();
-        let encoder: Box<dyn Encoder> = match spec.architecture {
-            Architecture::Bert => Box::new(BertEncoder::load(&encoder_dir)?),
-        };
         match spec.pooling {
             Pooling::Mean => {}
         }
-        if spec.max_tokens > encoder.max_positions() {
-            return Err(Error::pack(
-                pack.dir.join("manifest.json"),
-                format!(
-                    "max_tokens {} exceeds the encoder's {} positions",
-                    spec.max_tokens,
-                    encoder.max_positions()
-                ),
-            ));
-        }
-        let tokenizer = TextTokenizer::from_file(&encoder_dir.join("tokenizer.json"), spec.max_tokens)?;
+        let embedder = Embedder::load(&pack.encoder_dir(), spec.architecture, spec.max_tokens)?;
         let head = match head_spec.kind {
             HeadKind::Linear => LinearHead::load(
                 &pack.dir.join(&head_spec.file),
-                encoder.hidden_size(),
+                embedder.hidden_size(),
                 head_spec.labels.len(),
             )?,
         };
         Ok(Self {
             pack,
             head_spec,
-            tokenizer,
-            encoder,
+            embedder,
             head,
         })
     }
@@ -109,7 +166,7 @@ impl Classifier {
     /// the note counts and none is silently cut.
     pub fn classify(&self, text: &str) -> Result<Classification> {
         text::validate(text)?;
-        let tokenized = self.tokenizer.tokenize(text)?;
+        let tokenized = self.embedder.tokenize(text)?;
         let mut sums = vec![0f32; self.head_spec.labels.len()];
         for batch in tokenized.windows.chunks(WINDOWS_PER_BATCH) {
             for row in self.window_probabilities(batch)? {
@@ -144,22 +201,9 @@ impl Classifier {
         })
     }
 
-    /// Probabilities for each window of one batch, padded to the longest.
+    /// Probabilities for each window of one batch.
     fn window_probabilities(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
-        let longest = windows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(windows.len() * longest);
-        let mut mask = Vec::with_capacity(windows.len() * longest);
-        for w in windows {
-            ids.extend_from_slice(w);
-            ids.extend(std::iter::repeat_n(0u32, longest - w.len()));
-            mask.extend(std::iter::repeat_n(1u32, w.len()));
-            mask.extend(std::iter::repeat_n(0u32, longest - w.len()));
-        }
-        let shape = (windows.len(), longest);
-        let ids = Tensor::from_vec(ids, shape, &Device::Cpu)?;
-        let mask = Tensor::from_vec(mask, shape, &Device::Cpu)?;
-        let hidden = self.encoder.forward(&ids, &mask)?;
-        let pooled = mean_pool_normalized(&hidden, &mask)?;
+        let pooled = self.embedder.embed_windows(windows)?;
         Ok(self
             .head
             .probabilities(&pooled, self.head_spec.temperature)?
@@ -203,7 +247,7 @@ mod tests {
         let r = c.classify(text).unwrap();
         assert_eq!(r.tokens, 14);
         assert_eq!(r.windows, 2);
-        let windows = c.tokenizer.tokenize(text).unwrap().windows;
+        let windows = c.embedder.tokenize(text).unwrap().windows;
         let each: Vec<Vec<f32>> = windows
             .iter()
             .map(|w| c.window_probabilities(std::slice::from_ref(w)).unwrap().remove(0))

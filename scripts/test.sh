@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, Rust unit and integration tests, the UI's
+# type check and tests, and the end-to-end test of the real app. Installs what
+# it needs first. Tests that touch the keychain run against a real Secret
+# Service (gnome-keyring in a private D-Bus session with a scratch HOME); the
+# end-to-end test drives the real app under Xvfb through tauri-driver.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD"
+
+scripts/setup.sh --test
+# The keychain tests get a scratch HOME below; keep the toolchain where it is.
+export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}" RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}"
+export PATH="$CARGO_HOME/bin:$PATH"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+step() { echo; echo "==> $*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "UI type check and tests"
+npm --prefix ui run typecheck
+npm --prefix ui test
+
+step "build the app and the CLI"
+ui/node_modules/.bin/tauri build --debug --no-bundle
+cargo build -p medtext-cli
+
+step "Rust tests and the end-to-end test, with a real keychain and display"
+SCRATCH="$(mktemp -d)"
+trap 'rm -rf "$SCRATCH"' EXIT
+mkdir -p "$SCRATCH/home"
+export MEDTEXT_APP_BIN="$TARGET/debug/medtext-app"
+export MEDTEXT_CLI_BIN="$TARGET/debug/medtext"
+export TAURI_DRIVER_BIN="$(command -v tauri-driver)"
+HOME="$SCRATCH/home" dbus-run-session -- bash -c '
+  set -euo pipefail
+  echo -n medtext-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null
+  cargo test --workspace
+  xvfb-run --auto-servernum --server-args="-screen 0 1280x900x24" \
+    node --test --test-concurrency=1 tests/e2e/
+'

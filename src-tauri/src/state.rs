@@ -1,0 +1,33 @@
+//! What the shell keeps between commands: the classifier and the history,
+//! each loaded once at start-up. A part that fails to load keeps its error so
+//! every command can say exactly what is wrong instead of the app refusing to
+//! open.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use medtext_core::{paths, Classifier, HistoryStore};
+
+pub struct AppState {
+    pub classifier: Result<Arc<Classifier>, String>,
+    pub history: Result<Arc<Mutex<HistoryStore>>, String>,
+}
+
+impl AppState {
+    pub fn load(resource_dir: Option<PathBuf>) -> Self {
+        let mut candidates: Vec<PathBuf> = resource_dir.into_iter().map(|d| d.join("models")).collect();
+        // A development build runs from the source tree: use its models/.
+        if cfg!(debug_assertions) {
+            candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
+        }
+        let models_dir = paths::models_dir(&candidates);
+        let classifier = Classifier::load(&models_dir, medtext_core::pack::DEFAULT_PACK, None)
+            .map(Arc::new)
+            .map_err(|e| e.to_string());
+        let history = paths::data_dir()
+            .and_then(|dir| HistoryStore::open_in(&dir))
+            .map(|store| Arc::new(Mutex::new(store)))
+            .map_err(|e| e.to_string());
+        Self { classifier, history }
+    }
+}

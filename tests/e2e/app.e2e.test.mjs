@@ -1,0 +1,111 @@
+// End to end: the real built MedText app, driven through tauri-driver and
+// WebKitWebDriver under Xvfb, with the real keychain (Secret Service) and a
+// real SQLCipher file. Run by scripts/test.sh, which provides the display,
+// the session bus and an unlocked gnome-keyring.
+import assert from "node:assert/strict";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, readdirSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { WebDriver } from "./webdriver.mjs";
+
+const APP = process.env.MEDTEXT_APP_BIN;
+const CLI = process.env.MEDTEXT_CLI_BIN;
+const DRIVER = process.env.TAURI_DRIVER_BIN ?? "tauri-driver";
+assert.ok(APP && existsSync(APP), `MEDTEXT_APP_BIN must name the built app (got ${APP})`);
+assert.ok(CLI && existsSync(CLI), `MEDTEXT_CLI_BIN must name the built medtext CLI (got ${CLI})`);
+
+const dataDir = mkdtempSync(join(tmpdir(), "medtext-e2e-"));
+process.env.MEDTEXT_DATA_DIR = dataDir;
+const NOTE =
+  "Quillbrook: 68 year old man with crushing substernal chest pain radiating to the left arm, " +
+  "ST elevation in the anterior leads and raised troponin; taken for coronary angiography and stenting.";
+
+let driver;
+const wd = new WebDriver("http://127.0.0.1:4444");
+
+async function driverUp() {
+  for (let i = 0; i < 100; i++) {
+    try {
+      await fetch("http://127.0.0.1:4444/status");
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  throw new Error("tauri-driver did not start on 127.0.0.1:4444");
+}
+
+async function openApp() {
+  await wd.start(APP);
+  await wd.waitFor("the model to load", async () => (await wd.text("#status")).includes("offline"), 60_000);
+}
+
+function cliHistory() {
+  const out = execFileSync(CLI, ["history", "--json", "--limit", "5"], { env: process.env, encoding: "utf8" });
+  return JSON.parse(out);
+}
+
+before(async () => {
+  driver = spawn(DRIVER, ["--port", "4444", "--native-port", "4445"], { stdio: "inherit", env: process.env });
+  await driverUp();
+});
+
+after(async () => {
+  await wd.quit().catch(() => {});
+  driver?.kill();
+});
+
+test("classify a clinical note in the real app, save it encrypted, see it after a restart", async () => {
+  await openApp();
+  await wd.type("#note-input", NOTE);
+  await wd.click("#classify-button");
+  const label = await wd.waitFor("a label", async () => {
+    const t = await wd.text("#result-label");
+    return t.length > 0 ? t : null;
+  });
+  const bars = await wd.texts("#result-probabilities li");
+  assert.equal(bars.length, 5, `one bar per label: ${JSON.stringify(bars)}`);
+  const percents = bars.map((b) => Number(/([\d.]+)%/.exec(b)?.[1]));
+  assert.ok(percents.every((p) => p >= 0 && p <= 100), JSON.stringify(bars));
+  const total = percents.reduce((a, b) => a + b, 0);
+  assert.ok(Math.abs(total - 100) < 3, `probabilities add up to about 100%: ${total}`);
+  assert.equal(label, "Cardiovascular diseases", "a chest pain / STEMI note is cardiovascular");
+  await wd.waitFor("the history entry", async () => (await wd.texts("#history-list li")).length === 1);
+  await wd.quit();
+
+  // The row is in the encrypted database, read back through the CLI with the
+  // key from the same keychain.
+  const rows = cliHistory();
+  assert.equal(rows.length, 1);
+  assert.equal(rows[0].top.display, label);
+  assert.ok(NOTE.startsWith(rows[0].preview));
+
+  // No plaintext on disk.
+  for (const f of readdirSync(dataDir)) {
+    const bytes = readFileSync(join(dataDir, f));
+    assert.ok(!bytes.includes(Buffer.from("Quillbrook")), `${f} holds plaintext`);
+    assert.ok(!bytes.includes(Buffer.from("SQLite format 3")), `${f} is an unencrypted SQLite file`);
+  }
+
+  // After a restart the app shows the saved result.
+  await openApp();
+  const history = await wd.waitFor("history after restart", async () => {
+    const items = await wd.texts("#history-list li");
+    return items.length === 1 ? items : null;
+  });
+  assert.ok(history[0].includes(label), history[0]);
+  await wd.quit();
+});
+
+test("empty text gets a clear message and nothing is saved", async () => {
+  await openApp();
+  await wd.clear("#note-input");
+  await wd.type("#note-input", "   ");
+  await wd.click("#classify-button");
+  await wd.waitFor("the error message", async () => (await wd.text("#error")).includes("Type or paste"));
+  assert.equal(await wd.displayed("#result"), false);
+  await wd.quit();
+  assert.equal(cliHistory().length, 1, "the empty text was not saved");
+});

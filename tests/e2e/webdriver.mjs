@@ -1,0 +1,97 @@
+// A minimal W3C WebDriver client over fetch: enough to drive the real MedText
+// app through tauri-driver and WebKitWebDriver, with no third-party packages.
+
+const ELEMENT = "element-6066-11e4-a52e-4f735466cecf";
+
+export class WebDriver {
+  constructor(base) {
+    this.base = base;
+    this.session = null;
+  }
+
+  async request(method, path, body) {
+    const res = await fetch(`${this.base}${path}`, {
+      method,
+      headers: { "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const json = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      const v = json.value ?? {};
+      throw new Error(`WebDriver ${method} ${path}: ${res.status} ${v.error ?? ""} ${v.message ?? ""}`);
+    }
+    return json.value;
+  }
+
+  async start(application) {
+    const value = await this.request("POST", "/session", {
+      capabilities: { alwaysMatch: { "tauri:options": { application } } },
+    });
+    this.session = value.sessionId;
+  }
+
+  async quit() {
+    if (this.session) await this.request("DELETE", `/session/${this.session}`);
+    this.session = null;
+  }
+
+  s(path) {
+    return `/session/${this.session}${path}`;
+  }
+
+  async find(css) {
+    const v = await this.request("POST", this.s("/element"), { using: "css selector", value: css });
+    return v[ELEMENT];
+  }
+
+  async findAll(css) {
+    const v = await this.request("POST", this.s("/elements"), { using: "css selector", value: css });
+    return v.map((e) => e[ELEMENT]);
+  }
+
+  async type(css, text) {
+    const id = await this.find(css);
+    await this.request("POST", this.s(`/element/${id}/value`), { text });
+  }
+
+  async clear(css) {
+    const id = await this.find(css);
+    await this.request("POST", this.s(`/element/${id}/clear`), {});
+  }
+
+  async click(css) {
+    const id = await this.find(css);
+    await this.request("POST", this.s(`/element/${id}/click`), {});
+  }
+
+  async text(css) {
+    const id = await this.find(css);
+    return this.request("GET", this.s(`/element/${id}/text`));
+  }
+
+  async texts(css) {
+    const ids = await this.findAll(css);
+    return Promise.all(ids.map((id) => this.request("GET", this.s(`/element/${id}/text`))));
+  }
+
+  async displayed(css) {
+    const id = await this.find(css);
+    return this.request("GET", this.s(`/element/${id}/displayed`));
+  }
+
+  /** Polls `check` until it returns a truthy value or `ms` pass. */
+  async waitFor(what, check, ms = 30_000) {
+    const until = Date.now() + ms;
+    let last;
+    while (Date.now() < until) {
+      try {
+        const v = await check();
+        if (v) return v;
+      } catch (e) {
+        last = e;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
+  }
+}

@@ -1,0 +1,82 @@
+// Pure DOM rendering, kept apart from IPC so it can be tested in jsdom.
+import type { Classification, HistoryEntry, LabelScore } from "./types";
+
+export function percent(p: number): string {
+  const v = Math.round(p * 1000) / 10;
+  return `${v.toFixed(v >= 10 || v === 0 ? 0 : 1)}%`;
+}
+
+/** Checks typed text before a round trip to Rust; null when it may be sent. */
+export function inputProblem(text: string, maxChars: number): string | null {
+  if (text.trim().length === 0) return "Type or paste a note to classify.";
+  const chars = [...text].length;
+  if (chars > maxChars) {
+    return `The text is ${chars.toLocaleString("en")} characters long, over the limit of ${maxChars.toLocaleString("en")}. Split it into parts and classify each.`;
+  }
+  return null;
+}
+
+function bar(label: LabelScore, doc: Document): HTMLLIElement {
+  const li = doc.createElement("li");
+  li.dataset.labelId = label.id;
+  const name = doc.createElement("span");
+  name.className = "bar-name";
+  name.textContent = label.display;
+  name.title = label.id;
+  const track = doc.createElement("span");
+  track.className = "bar-track";
+  const fill = doc.createElement("span");
+  fill.className = "bar-fill";
+  fill.style.width = `${Math.max(0, Math.min(1, label.probability)) * 100}%`;
+  track.append(fill);
+  const value = doc.createElement("span");
+  value.className = "bar-value";
+  value.textContent = percent(label.probability);
+  li.append(name, track, value);
+  return li;
+}
+
+export function renderResult(c: Classification, doc: Document = document): void {
+  const get = (id: string) => doc.getElementById(id) as HTMLElement;
+  get("result-label").textContent = c.top.display;
+  get("result-label").title = c.top.id;
+  get("result-confidence").textContent = percent(c.top.probability);
+  get("result-review").hidden = !c.needs_review;
+  get("result-probabilities").replaceChildren(...c.probabilities.map((l) => bar(l, doc)));
+  const windows = c.windows === 1 ? "" : ` in ${c.windows} overlapping windows`;
+  get("result-meta").textContent = `${c.tokens} tokens${windows} · ${c.pack} ${c.pack_version}, head ${c.head}`;
+  get("result").hidden = false;
+}
+
+export function renderHistory(entries: HistoryEntry[], doc: Document = document): void {
+  const list = doc.getElementById("history-list") as HTMLOListElement;
+  list.replaceChildren(
+    ...entries.map((e) => {
+      const li = doc.createElement("li");
+      li.dataset.recordId = String(e.id);
+      const head = doc.createElement("div");
+      head.className = "history-head";
+      const label = doc.createElement("strong");
+      label.textContent = e.top.display;
+      const p = doc.createElement("span");
+      p.className = "muted";
+      p.textContent = ` ${percent(e.top.probability)}`;
+      const when = doc.createElement("time");
+      when.dateTime = new Date(e.created_at_ms).toISOString();
+      when.textContent = new Date(e.created_at_ms).toLocaleString();
+      head.append(label, p, when);
+      const preview = doc.createElement("p");
+      preview.className = "preview";
+      preview.textContent = e.preview;
+      li.append(head, preview);
+      return li;
+    }),
+  );
+  (doc.getElementById("history-empty") as HTMLElement).hidden = entries.length > 0;
+}
+
+export function showError(message: string | null, doc: Document = document): void {
+  const el = doc.getElementById("error") as HTMLElement;
+  el.textContent = message ?? "";
+  el.hidden = message === null;
+}

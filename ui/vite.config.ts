@@ -1,0 +1,16 @@
+import { defineConfig } from "vitest/config";
+
+// Everything is bundled locally: no CDN, no remote fonts, no source maps that
+// could leak paths. Tauri serves the built files from ui/dist.
+export default defineConfig({
+  clearScreen: false,
+  build: {
+    outDir: "dist",
+    emptyOutDir: true,
+    target: "es2021",
+    sourcemap: false,
+  },
+  test: {
+    environment: "jsdom",
+  },
+});
