@@ -19,12 +19,14 @@ step() { echo; echo "==> $*"; }
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
-
-step "UI type check and tests"
+# The UI is built before any Rust compile: the app embeds ui/dist at build time.
+step "UI type check, tests and build"
 npm --prefix ui run typecheck
 npm --prefix ui test
+npm --prefix ui run build
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "build the app and the CLI"
 ui/node_modules/.bin/tauri build --debug --no-bundle

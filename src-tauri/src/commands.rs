@@ -37,15 +37,22 @@ pub struct ModelInfo {
 
 /// Classifies `text` off the UI thread and saves the result to the history.
 #[tauri::command]
-pub async fn classify(text: String, state: State<'_, AppState>) -> Result<ClassifyResponse, String> {
+pub async fn classify(
+    text: String,
+    state: State<'_, AppState>,
+) -> Result<ClassifyResponse, String> {
     let classifier = state.classifier.clone()?;
     medtext_core::text::validate(&text).map_err(|e| e.to_string())?;
     let history = state.history.clone();
     tauri::async_runtime::spawn_blocking(move || {
         let classification = classifier.classify(&text).map_err(|e| e.to_string())?;
         let saved = history.and_then(|h| {
-            let mut store = h.lock().map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
-            store.save(&text, &classification).map_err(|e| e.to_string())
+            let mut store = h.lock().map_err(|_| {
+                "the history store is unavailable after an earlier failure".to_string()
+            })?;
+            store
+                .save(&text, &classification)
+                .map_err(|e| e.to_string())
         });
         let (saved_id, save_error) = match saved {
             Ok(id) => (Some(id), None),

@@ -15,7 +15,8 @@ pub struct AppState {
 
 impl AppState {
     pub fn load(resource_dir: Option<PathBuf>) -> Self {
-        let mut candidates: Vec<PathBuf> = resource_dir.into_iter().map(|d| d.join("models")).collect();
+        let mut candidates: Vec<PathBuf> =
+            resource_dir.into_iter().map(|d| d.join("models")).collect();
         // A development build runs from the source tree: use its models/.
         if cfg!(debug_assertions) {
             candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
@@ -28,6 +29,9 @@ impl AppState {
             .and_then(|dir| HistoryStore::open_in(&dir))
             .map(|store| Arc::new(Mutex::new(store)))
             .map_err(|e| e.to_string());
-        Self { classifier, history }
+        Self {
+            classifier,
+            history,
+        }
     }
 }

@@ -4,7 +4,7 @@
 // the session bus and an unlocked gnome-keyring.
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, existsSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, existsSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -42,6 +42,12 @@ async function openApp() {
   await wd.waitFor("the model to load", async () => (await wd.text("#status")).includes("offline"), 60_000);
 }
 
+/** Saves a screenshot when MEDTEXT_E2E_SCREENSHOTS names a folder (for people, not assertions). */
+async function snap(name) {
+  const dir = process.env.MEDTEXT_E2E_SCREENSHOTS;
+  if (dir) writeFileSync(join(dir, `${name}.png`), await wd.screenshot());
+}
+
 function cliHistory() {
   const out = execFileSync(CLI, ["history", "--json", "--limit", "5"], { env: process.env, encoding: "utf8" });
   return JSON.parse(out);
@@ -73,6 +79,7 @@ test("classify a clinical note in the real app, save it encrypted, see it after 
   assert.ok(Math.abs(total - 100) < 3, `probabilities add up to about 100%: ${total}`);
   assert.equal(label, "Cardiovascular diseases", "a chest pain / STEMI note is cardiovascular");
   await wd.waitFor("the history entry", async () => (await wd.texts("#history-list li")).length === 1);
+  await snap("classified");
   await wd.quit();
 
   // The row is in the encrypted database, read back through the CLI with the

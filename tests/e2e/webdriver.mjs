@@ -79,6 +79,11 @@ export class WebDriver {
     return this.request("GET", this.s(`/element/${id}/displayed`));
   }
 
+  /** A PNG of the window, as bytes. */
+  async screenshot() {
+    return Buffer.from(await this.request("GET", this.s("/screenshot")), "base64");
+  }
+
   /** Polls `check` until it returns a truthy value or `ms` pass. */
   async waitFor(what, check, ms = 30_000) {
     const until = Date.now() + ms;

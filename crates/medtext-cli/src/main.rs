@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use medtext_core::pack::{Label, DEFAULT_PACK};
 use medtext_core::train::{self, PackDraft};
-use medtext_core::{dataset, metrics, paths, text, Classification, Classifier, Embedder, HistoryStore};
+use medtext_core::{
+    dataset, metrics, paths, text, Classification, Classifier, Embedder, HistoryStore,
+};
 
 #[derive(Parser)]
 #[command(
@@ -181,10 +183,14 @@ fn read_input(args: &ClassifyArgs) -> Result<String, String> {
         (Some(text), _) => return Ok(text.clone()),
         (None, Some(path)) if path.as_os_str() == "-" => {
             let mut buf = Vec::new();
-            std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("standard input: {e}"))?;
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| format!("standard input: {e}"))?;
             buf
         }
-        (None, Some(path)) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?,
+        (None, Some(path)) => {
+            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
+        }
         (None, None) => return Err("give the text to classify, or --file".into()),
     };
     text::decode_utf8(bytes).map_err(err)
@@ -216,14 +222,27 @@ fn classify(args: ClassifyArgs) -> CliResult {
 }
 
 fn print_classification(c: &Classification) {
-    println!("{}  {:.1}%  [{}]", c.top.display, c.top.probability * 100.0, c.top.id);
+    println!(
+        "{}  {:.1}%  [{}]",
+        c.top.display,
+        c.top.probability * 100.0,
+        c.top.id
+    );
     if c.needs_review {
         println!("needs review: confidence below the pack's threshold");
     }
     for l in &c.probabilities {
-        println!("  {:>6.1}%  {:<34} {}", l.probability * 100.0, l.display, l.id);
+        println!(
+            "  {:>6.1}%  {:<34} {}",
+            l.probability * 100.0,
+            l.display,
+            l.id
+        );
     }
-    println!("{} tokens, {} window(s); {} {} / {}", c.tokens, c.windows, c.pack, c.pack_version, c.head);
+    println!(
+        "{} tokens, {} window(s); {} {} / {}",
+        c.tokens, c.windows, c.pack, c.pack_version, c.head
+    );
 }
 
 fn history(limit: usize, json: bool) -> CliResult {
@@ -234,14 +253,21 @@ fn history(limit: usize, json: bool) -> CliResult {
         return Ok(());
     }
     for e in entries {
-        println!("#{:<5} {:<32} {:>5.1}%  {}", e.id, e.top.display, e.top.probability * 100.0, e.pack);
+        println!(
+            "#{:<5} {:<32} {:>5.1}%  {}",
+            e.id,
+            e.top.display,
+            e.top.probability * 100.0,
+            e.pack
+        );
     }
     Ok(())
 }
 
 /// Reads the labelled file and maps its label values through `--label-names`.
 fn read_examples(args: &LabelledFileArgs) -> Result<Vec<dataset::Example>, String> {
-    let mut examples = dataset::read_csv(&args.input, &args.text_column, &args.label_column).map_err(err)?;
+    let mut examples =
+        dataset::read_csv(&args.input, &args.text_column, &args.label_column).map_err(err)?;
     if let Some(names) = &args.label_names {
         let map = read_label_names(names)?;
         for e in &mut examples {
@@ -249,7 +275,9 @@ fn read_examples(args: &LabelledFileArgs) -> Result<Vec<dataset::Example>, Strin
                 .iter()
                 .find(|(value, _)| *value == e.label)
                 .map(|(_, name)| name.clone())
-                .ok_or_else(|| format!("label value '{}' is not in {}", e.label, names.display()))?;
+                .ok_or_else(|| {
+                    format!("label value '{}' is not in {}", e.label, names.display())
+                })?;
         }
     }
     Ok(examples)
@@ -263,7 +291,10 @@ fn read_label_names(path: &Path) -> Result<Vec<(String, String)>, String> {
             let r = r.map_err(|e| format!("{}: {e}", path.display()))?;
             match (r.get(0), r.get(1)) {
                 (Some(v), Some(n)) => Ok((v.trim().to_string(), n.trim().to_string())),
-                _ => Err(format!("{}: every row needs a value and a name", path.display())),
+                _ => Err(format!(
+                    "{}: every row needs a value and a name",
+                    path.display()
+                )),
             }
         })
         .collect()
@@ -281,12 +312,27 @@ fn eval(args: EvalArgs) -> CliResult {
     let mut probabilities = Vec::with_capacity(examples.len());
     let mut truth = Vec::with_capacity(examples.len());
     for (row, e) in examples.iter().enumerate() {
-        let t = ids
-            .iter()
-            .position(|id| *id == e.label)
-            .ok_or_else(|| format!("row {}: label '{}' is not one of this head's labels ({})", row + 1, e.label, ids.join(", ")))?;
-        let c = classifier.classify(&e.text).map_err(|e| format!("row {}: {e}", row + 1))?;
-        probabilities.push(ids.iter().map(|id| c.probabilities.iter().find(|l| &l.id == id).map_or(0.0, |l| l.probability)).collect());
+        let t = ids.iter().position(|id| *id == e.label).ok_or_else(|| {
+            format!(
+                "row {}: label '{}' is not one of this head's labels ({})",
+                row + 1,
+                e.label,
+                ids.join(", ")
+            )
+        })?;
+        let c = classifier
+            .classify(&e.text)
+            .map_err(|e| format!("row {}: {e}", row + 1))?;
+        probabilities.push(
+            ids.iter()
+                .map(|id| {
+                    c.probabilities
+                        .iter()
+                        .find(|l| &l.id == id)
+                        .map_or(0.0, |l| l.probability)
+                })
+                .collect(),
+        );
         truth.push(t);
     }
     let m = metrics::evaluate(&ids, &probabilities, &truth);
@@ -298,10 +344,19 @@ fn print_metrics(m: &metrics::Metrics, json: bool) -> CliResult {
         println!("{}", serde_json::to_string_pretty(m).map_err(err)?);
         return Ok(());
     }
-    println!("n = {}   accuracy {:.3}   macro-F1 {:.3}   ECE {:.3}", m.n, m.accuracy, m.macro_f1, m.ece);
-    println!("{:<34} {:>9} {:>7} {:>6} {:>8}", "label", "precision", "recall", "F1", "support");
+    println!(
+        "n = {}   accuracy {:.3}   macro-F1 {:.3}   ECE {:.3}",
+        m.n, m.accuracy, m.macro_f1, m.ece
+    );
+    println!(
+        "{:<34} {:>9} {:>7} {:>6} {:>8}",
+        "label", "precision", "recall", "F1", "support"
+    );
     for c in &m.per_class {
-        println!("{:<34} {:>9.3} {:>7.3} {:>6.3} {:>8}", c.label, c.precision, c.recall, c.f1, c.support);
+        println!(
+            "{:<34} {:>9.3} {:>7.3} {:>6.3} {:>8}",
+            c.label, c.precision, c.recall, c.f1, c.support
+        );
     }
     Ok(())
 }
@@ -313,24 +368,48 @@ fn train(args: TrainArgs) -> CliResult {
     label_ids.dedup();
     let truth: Vec<usize> = examples
         .iter()
-        .map(|e| label_ids.iter().position(|l| *l == e.label).unwrap_or_default())
+        .map(|e| {
+            label_ids
+                .iter()
+                .position(|l| *l == e.label)
+                .unwrap_or_default()
+        })
         .collect();
-    let embedder = Embedder::load(&args.encoder, medtext_core::pack::Architecture::Bert, args.max_tokens).map_err(err)?;
+    let embedder = Embedder::load(
+        &args.encoder,
+        medtext_core::pack::Architecture::Bert,
+        args.max_tokens,
+    )
+    .map_err(err)?;
     let started = std::time::Instant::now();
     let mut vectors = Vec::with_capacity(examples.len());
     for (i, e) in examples.iter().enumerate() {
-        vectors.push(embedder.embed_text(&e.text).map_err(|e| format!("row {}: {e}", i + 1))?);
+        vectors.push(
+            embedder
+                .embed_text(&e.text)
+                .map_err(|e| format!("row {}: {e}", i + 1))?,
+        );
         if (i + 1) % 100 == 0 || i + 1 == examples.len() {
             let per = started.elapsed().as_secs_f64() / (i + 1) as f64;
-            eprint!("\rembedding {}/{}  ETA {:.0}s   ", i + 1, examples.len(), per * (examples.len() - i - 1) as f64);
+            eprint!(
+                "\rembedding {}/{}  ETA {:.0}s   ",
+                i + 1,
+                examples.len(),
+                per * (examples.len() - i - 1) as f64
+            );
         }
     }
     eprintln!();
     let split = train::stratified_split(&truth, 0.1, 0.2, args.seed);
     let weights = train::centroids(&vectors, &truth, &split.train, label_ids.len()).map_err(err)?;
-    let logits_of = |rows: &[usize]| -> Vec<Vec<f32>> { rows.iter().map(|&r| train::logits(&weights, &vectors[r])).collect() };
+    let logits_of = |rows: &[usize]| -> Vec<Vec<f32>> {
+        rows.iter()
+            .map(|&r| train::logits(&weights, &vectors[r]))
+            .collect()
+    };
     let truth_of = |rows: &[usize]| -> Vec<usize> { rows.iter().map(|&r| truth[r]).collect() };
-    let temperature = train::fit_temperature(&logits_of(&split.validation), &truth_of(&split.validation));
+    let temperature =
+        train::fit_temperature(&logits_of(&split.validation), &truth_of(&split.validation));
     let test_logits = logits_of(&split.test);
     let test_truth = truth_of(&split.test);
     let evaluate = |t: f64| {
@@ -341,7 +420,10 @@ fn train(args: TrainArgs) -> CliResult {
     let calibrated = evaluate(temperature);
     let labels = label_ids
         .iter()
-        .map(|id| Label { id: id.clone(), display: display_name(id) })
+        .map(|id| Label {
+            id: id.clone(),
+            display: display_name(id),
+        })
         .collect();
     let manifest = train::write_pack(
         &args.out,
@@ -370,8 +452,11 @@ fn train(args: TrainArgs) -> CliResult {
         "test_ece_before_calibration": uncalibrated.ece,
     });
     let report_path = args.out.join("evaluation.json");
-    std::fs::write(&report_path, serde_json::to_string_pretty(&report).map_err(err)? + "\n")
-        .map_err(|e| format!("{}: {e}", report_path.display()))?;
+    std::fs::write(
+        &report_path,
+        serde_json::to_string_pretty(&report).map_err(err)? + "\n",
+    )
+    .map_err(|e| format!("{}: {e}", report_path.display()))?;
     eprintln!("wrote {} and {}", manifest.display(), report_path.display());
     print_metrics(&calibrated, false)
 }
@@ -379,5 +464,8 @@ fn train(args: TrainArgs) -> CliResult {
 /// "digestive system diseases" -> "Digestive system diseases".
 fn display_name(id: &str) -> String {
     let mut chars = id.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }

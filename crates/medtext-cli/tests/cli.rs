@@ -22,7 +22,11 @@ fn stderr(o: &Output) -> String {
 fn classify_prints_json_with_every_label() {
     let dir = tempfile::tempdir().unwrap();
     let out = medtext(
-        &["classify", "--json", "Adenocarcinoma of the colon with liver metastases treated with chemotherapy."],
+        &[
+            "classify",
+            "--json",
+            "Adenocarcinoma of the colon with liver metastases treated with chemotherapy.",
+        ],
         dir.path(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -40,11 +44,18 @@ fn empty_text_and_invalid_utf8_fail_clearly_and_save_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = medtext(&["classify", "--save", "   "], dir.path());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("the text is empty"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the text is empty"),
+        "{}",
+        stderr(&out)
+    );
 
     let file = dir.path().join("note.txt");
     std::fs::write(&file, b"chest pain \xff\xfe").unwrap();
-    let out = medtext(&["classify", "--save", "--file", file.to_str().unwrap()], dir.path());
+    let out = medtext(
+        &["classify", "--save", "--file", file.to_str().unwrap()],
+        dir.path(),
+    );
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not valid UTF-8"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("chest"), "the error quoted the text");
@@ -58,7 +69,11 @@ fn text_over_the_limit_is_refused_with_the_limit_named() {
     std::fs::write(&file, "fever ".repeat(20_000)).unwrap();
     let out = medtext(&["classify", "--file", file.to_str().unwrap()], dir.path());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("over the limit of 100000"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("over the limit of 100000"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -66,7 +81,11 @@ fn an_unknown_pack_names_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
     let out = medtext(&["classify", "--pack", "no-such-pack", "cough"], dir.path());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("no model pack named 'no-such-pack'"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no model pack named 'no-such-pack'"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -84,7 +103,13 @@ fn saved_results_are_listed_by_history() {
     assert_eq!(rows[0]["id"], id);
     assert_eq!(rows[0]["top"]["id"], saved["top"]["id"]);
     let db = std::fs::read(dir.path().join("history.db")).unwrap();
-    assert!(!db.windows(9).any(|w| w == b"hippocamp"), "plaintext on disk");
+    assert!(
+        !db.windows(9).any(|w| w == b"hippocamp"),
+        "plaintext on disk"
+    );
     // Leave no secrets behind in the test keychain.
-    medtext_core::keychain::delete_database_key(&dir.path().canonicalize().unwrap().join("history.db")).unwrap();
+    medtext_core::keychain::delete_database_key(
+        &dir.path().canonicalize().unwrap().join("history.db"),
+    )
+    .unwrap();
 }

@@ -232,7 +232,10 @@ mod tests {
         assert_eq!(r.probabilities.len(), TINY_LABELS.len());
         let sum: f32 = r.probabilities.iter().map(|l| l.probability).sum();
         assert!((sum - 1.0).abs() < 1e-5, "{sum}");
-        assert!(r.probabilities.windows(2).all(|w| w[0].probability >= w[1].probability));
+        assert!(r
+            .probabilities
+            .windows(2)
+            .all(|w| w[0].probability >= w[1].probability));
         assert_eq!(r.top, r.probabilities[0]);
         assert_eq!(r.needs_review, r.top.probability < 0.5);
         // Same input, same answer.
@@ -243,17 +246,25 @@ mod tests {
     fn a_long_note_uses_several_windows_and_matches_averaging_them() {
         let dir = tempfile::tempdir().unwrap();
         let c = tiny_classifier(dir.path()); // max_tokens 10: body 8, step 6
-        let text = "fever cough chest pain tumor fever cough chest pain tumor fever cough chest pain";
+        let text =
+            "fever cough chest pain tumor fever cough chest pain tumor fever cough chest pain";
         let r = c.classify(text).unwrap();
         assert_eq!(r.tokens, 14);
         assert_eq!(r.windows, 2);
         let windows = c.embedder.tokenize(text).unwrap().windows;
         let each: Vec<Vec<f32>> = windows
             .iter()
-            .map(|w| c.window_probabilities(std::slice::from_ref(w)).unwrap().remove(0))
+            .map(|w| {
+                c.window_probabilities(std::slice::from_ref(w))
+                    .unwrap()
+                    .remove(0)
+            })
             .collect();
         for label in &r.probabilities {
-            let i = TINY_LABELS.iter().position(|(id, _)| *id == label.id).unwrap();
+            let i = TINY_LABELS
+                .iter()
+                .position(|(id, _)| *id == label.id)
+                .unwrap();
             let mean = (each[0][i] + each[1][i]) / 2.0;
             assert!((label.probability - mean).abs() < 1e-5);
         }

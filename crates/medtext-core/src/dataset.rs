@@ -45,7 +45,8 @@ pub fn read_csv(path: &Path, text_column: &str, label_column: &str) -> Result<Ve
     let (text_at, label_at) = (column(text_column)?, column(label_column)?);
     let mut examples = Vec::new();
     for (i, record) in reader.records().enumerate() {
-        let record = record.map_err(|_| bad(format!("row {} is not valid CSV or not UTF-8", i + 1)))?;
+        let record =
+            record.map_err(|_| bad(format!("row {} is not valid CSV or not UTF-8", i + 1)))?;
         let field = |at: usize| record.get(at).unwrap_or_default().to_string();
         let example = Example {
             text: field(text_at),
@@ -76,7 +77,10 @@ mod tests {
         assert_eq!(rows[0].text, "chest pain, radiating");
         assert_eq!(rows[1].label, "2");
         let err = read_csv(&path, "note", "label").unwrap_err().to_string();
-        assert!(err.contains("no column 'note'") && err.contains("label, text"), "{err}");
+        assert!(
+            err.contains("no column 'note'") && err.contains("label, text"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -65,7 +65,10 @@ pub(crate) mod tests {
     pub(crate) fn write_head(path: &Path, weight: &[Vec<f32>], bias: &[f32]) {
         let dev = Device::Cpu;
         let mut t = HashMap::new();
-        t.insert("weight".to_string(), Tensor::new(weight.to_vec(), &dev).unwrap());
+        t.insert(
+            "weight".to_string(),
+            Tensor::new(weight.to_vec(), &dev).unwrap(),
+        );
         t.insert("bias".to_string(), Tensor::new(bias, &dev).unwrap());
         candle_core::safetensors::save(&t, path).unwrap();
     }
@@ -74,10 +77,18 @@ pub(crate) mod tests {
     fn probabilities_follow_the_weights_and_sum_to_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("head.safetensors");
-        write_head(&path, &[vec![1., 0.], vec![0., 1.], vec![0., 0.]], &[0., 0., 0.5]);
+        write_head(
+            &path,
+            &[vec![1., 0.], vec![0., 1.], vec![0., 0.]],
+            &[0., 0., 0.5],
+        );
         let head = LinearHead::load(&path, 2, 3).unwrap();
         let x = Tensor::new(&[[2f32, 0.]], &Device::Cpu).unwrap();
-        let p = head.probabilities(&x, 1.0).unwrap().to_vec2::<f32>().unwrap();
+        let p = head
+            .probabilities(&x, 1.0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         // logits (2, 0, 0.5)
         let z = [2f32.exp(), 1.0, 0.5f32.exp()];
         let sum: f32 = z.iter().sum();
@@ -85,7 +96,11 @@ pub(crate) mod tests {
             assert!((a - b).abs() < 1e-6, "{p:?}");
         }
         // A higher temperature flattens the distribution.
-        let flat = head.probabilities(&x, 10.0).unwrap().to_vec2::<f32>().unwrap();
+        let flat = head
+            .probabilities(&x, 10.0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         assert!(flat[0][0] < p[0][0]);
     }
 

@@ -33,7 +33,9 @@ impl DatabaseKey {
     }
 
     fn from_hex(text: &str) -> Result<Self> {
-        let bytes = hex::decode(text.trim()).ok().and_then(|v| <[u8; 32]>::try_from(v).ok());
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok());
         bytes.map(Self).ok_or_else(|| Error::Keychain {
             problem: "the stored database key is malformed (expected 64 hex digits)".into(),
         })
@@ -87,7 +89,8 @@ pub fn database_key(db_path: &Path) -> Result<DatabaseKey> {
             let stored = entry.get_password().map_err(keychain_error)?;
             if stored != key.to_hex() {
                 return Err(Error::Keychain {
-                    problem: "the key read back from the keychain differs from the one stored".into(),
+                    problem: "the key read back from the keychain differs from the one stored"
+                        .into(),
                 });
             }
             Ok(key)
@@ -135,6 +138,9 @@ mod tests {
 
     #[test]
     fn generated_keys_differ() {
-        assert_ne!(DatabaseKey::generate().unwrap().0, DatabaseKey::generate().unwrap().0);
+        assert_ne!(
+            DatabaseKey::generate().unwrap().0,
+            DatabaseKey::generate().unwrap().0
+        );
     }
 }

@@ -33,10 +33,11 @@ pub fn evaluate(labels: &[String], probabilities: &[Vec<f32>], truth: &[usize]) 
     let mut confusion = vec![vec![0usize; k]; k];
     let mut bins = vec![(0usize, 0f64, 0f64); ECE_BINS]; // (count, confidence sum, correct sum)
     for (row, &t) in probabilities.iter().zip(truth) {
-        let (pred, conf) = row
-            .iter()
-            .enumerate()
-            .fold((0, f32::MIN), |best, (i, &p)| if p > best.1 { (i, p) } else { best });
+        let (pred, conf) =
+            row.iter().enumerate().fold(
+                (0, f32::MIN),
+                |best, (i, &p)| if p > best.1 { (i, p) } else { best },
+            );
         confusion[t][pred] += 1;
         let bin = ((conf as f64 * ECE_BINS as f64) as usize).min(ECE_BINS - 1);
         bins[bin].0 += 1;
@@ -51,15 +52,27 @@ pub fn evaluate(labels: &[String], probabilities: &[Vec<f32>], truth: &[usize]) 
             let predicted: usize = (0..k).map(|t| confusion[t][c]).sum();
             let support: usize = confusion[c].iter().sum();
             let (precision, recall) = (ratio(tp, predicted), ratio(tp, support));
-            let f1 = if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) };
-            ClassFigures { label: labels[c].clone(), precision, recall, f1, support }
+            let f1 = if precision + recall == 0.0 {
+                0.0
+            } else {
+                2.0 * precision * recall / (precision + recall)
+            };
+            ClassFigures {
+                label: labels[c].clone(),
+                precision,
+                recall,
+                f1,
+                support,
+            }
         })
         .collect();
     let correct: usize = (0..k).map(|c| confusion[c][c]).sum();
     let ece = bins
         .iter()
         .filter(|b| b.0 > 0)
-        .map(|(count, conf, hit)| (*count as f64 / n.max(1) as f64) * ((conf - hit) / *count as f64).abs())
+        .map(|(count, conf, hit)| {
+            (*count as f64 / n.max(1) as f64) * ((conf - hit) / *count as f64).abs()
+        })
         .sum();
     Metrics {
         accuracy: ratio(correct, n),
@@ -79,7 +92,12 @@ mod tests {
     fn figures_match_a_hand_computed_example() {
         let labels = vec!["a".to_string(), "b".to_string()];
         // Predictions: a, a, b, b ; truth: a, b, b, b
-        let probs = vec![vec![0.9, 0.1], vec![0.6, 0.4], vec![0.2, 0.8], vec![0.3, 0.7]];
+        let probs = vec![
+            vec![0.95, 0.05],
+            vec![0.65, 0.35],
+            vec![0.15, 0.85],
+            vec![0.25, 0.75],
+        ];
         let m = evaluate(&labels, &probs, &[0, 1, 1, 1]);
         assert_eq!(m.confusion, vec![vec![1, 0], vec![1, 2]]);
         assert!((m.accuracy - 0.75).abs() < 1e-12);
@@ -87,8 +105,8 @@ mod tests {
         assert!((m.per_class[0].f1 - 2.0 / 3.0).abs() < 1e-12);
         assert!((m.per_class[1].f1 - 0.8).abs() < 1e-12);
         assert!((m.macro_f1 - (2.0 / 3.0 + 0.8) / 2.0).abs() < 1e-12);
-        // bins: 0.9 (hit), 0.6 (miss), 0.8 (hit), 0.7 (hit), each alone
-        let expected_ece = (0.1 + 0.6 + 0.2 + 0.3) / 4.0;
+        // One example per bin: 0.95 (hit), 0.65 (miss), 0.85 (hit), 0.75 (hit).
+        let expected_ece = (0.05 + 0.65 + 0.15 + 0.25) / 4.0;
         assert!((m.ece - expected_ece).abs() < 1e-6, "{}", m.ece);
         assert_eq!(m.n, 4);
     }

@@ -97,7 +97,8 @@ impl Pack {
     /// file it names.
     pub fn open(dir: &Path) -> Result<Self> {
         let manifest_path = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let text =
+            std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| Error::pack(&manifest_path, format!("invalid manifest: {e}")))?;
         let pack = Self {
@@ -177,10 +178,16 @@ impl Pack {
                 return bad(format!("head '{}' has duplicate label ids", head.name));
             }
             if !(head.temperature.is_finite() && head.temperature > 0.0) {
-                return bad(format!("head '{}' has a non-positive temperature", head.name));
+                return bad(format!(
+                    "head '{}' has a non-positive temperature",
+                    head.name
+                ));
             }
             if !(0.0..=1.0).contains(&head.abstain_below) {
-                return bad(format!("head '{}' has abstain_below outside 0..1", head.name));
+                return bad(format!(
+                    "head '{}' has abstain_below outside 0..1",
+                    head.name
+                ));
             }
         }
         Ok(())
@@ -253,7 +260,9 @@ pub(crate) mod tests {
         std::fs::create_dir_all(&pack).unwrap();
         write_head(
             &pack.join("head.safetensors"),
-            &(0..3).map(|i| (0..8).map(|j| ((i * 8 + j) as f32).sin()).collect()).collect::<Vec<_>>(),
+            &(0..3)
+                .map(|i| (0..8).map(|j| ((i * 8 + j) as f32).sin()).collect())
+                .collect::<Vec<_>>(),
             &[0.1, -0.1, 0.0],
         );
         let sha = |p: PathBuf| sha256_file(&p).unwrap();
@@ -274,7 +283,11 @@ pub(crate) mod tests {
                 "labels": TINY_LABELS.iter().map(|(id, d)| serde_json::json!({"id": id, "display": d})).collect::<Vec<_>>()
             }]
         });
-        std::fs::write(pack.join("manifest.json"), serde_json::to_string_pretty(&manifest).unwrap()).unwrap();
+        std::fs::write(
+            pack.join("manifest.json"),
+            serde_json::to_string_pretty(&manifest).unwrap(),
+        )
+        .unwrap();
         pack
     }
 
@@ -286,7 +299,10 @@ pub(crate) mod tests {
         assert_eq!(pack.head(None).unwrap().name, "chapter");
         assert_eq!(pack.head(Some("chapter")).unwrap().labels.len(), 3);
         let err = pack.head(Some("block")).unwrap_err().to_string();
-        assert!(err.contains("no head named 'block'") && err.contains("chapter"), "{err}");
+        assert!(
+            err.contains("no head named 'block'") && err.contains("chapter"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -299,7 +315,10 @@ pub(crate) mod tests {
         bytes[last] ^= 1;
         std::fs::write(&weights, bytes).unwrap();
         let err = Pack::open(&pack).unwrap_err().to_string();
-        assert!(err.contains("model.safetensors") && err.contains("sha256 mismatch"), "{err}");
+        assert!(
+            err.contains("model.safetensors") && err.contains("sha256 mismatch"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -308,7 +327,10 @@ pub(crate) mod tests {
         let pack = write_tiny_pack(dir.path());
         std::fs::remove_file(pack.join("head.safetensors")).unwrap();
         let err = Pack::open(&pack).unwrap_err().to_string();
-        assert!(err.contains("head.safetensors") && err.contains("missing"), "{err}");
+        assert!(
+            err.contains("head.safetensors") && err.contains("missing"),
+            "{err}"
+        );
         let err = Pack::find(dir.path(), "nope").unwrap_err().to_string();
         assert!(err.contains("no model pack named 'nope'"), "{err}");
     }
@@ -318,8 +340,15 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pack = write_tiny_pack(dir.path());
         let m = std::fs::read_to_string(pack.join("manifest.json")).unwrap();
-        std::fs::write(pack.join("manifest.json"), m.replace("\"bert\"", "\"gpt2\"")).unwrap();
+        std::fs::write(
+            pack.join("manifest.json"),
+            m.replace("\"bert\"", "\"gpt2\""),
+        )
+        .unwrap();
         let err = Pack::open(&pack).unwrap_err().to_string();
-        assert!(err.contains("manifest.json") && err.contains("gpt2"), "{err}");
+        assert!(
+            err.contains("manifest.json") && err.contains("gpt2"),
+            "{err}"
+        );
     }
 }

@@ -12,7 +12,11 @@ pub fn mean_pool_normalized(hidden: &Tensor, attention_mask: &Tensor) -> Result<
     let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
     let counts = mask.sum(1)?.clamp(1e-9f32, f32::MAX)?;
     let mean = summed.broadcast_div(&counts)?;
-    let norms = mean.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12f32, f32::MAX)?;
+    let norms = mean
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12f32, f32::MAX)?;
     Ok(mean.broadcast_div(&norms)?)
 }
 
@@ -26,13 +30,13 @@ mod tests {
     fn padding_is_ignored_and_vectors_have_unit_length() {
         let dev = Device::Cpu;
         // Two sequences; the second has one padding position holding garbage.
-        let hidden = Tensor::new(
-            &[[[1f32, 0.], [3., 4.]], [[0., 2.], [100., 100.]]],
-            &dev,
-        )
-        .unwrap();
+        let hidden =
+            Tensor::new(&[[[1f32, 0.], [3., 4.]], [[0., 2.], [100., 100.]]], &dev).unwrap();
         let mask = Tensor::new(&[[1u32, 1], [1, 0]], &dev).unwrap();
-        let pooled = mean_pool_normalized(&hidden, &mask).unwrap().to_vec2::<f32>().unwrap();
+        let pooled = mean_pool_normalized(&hidden, &mask)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         // mean of (1,0),(3,4) = (2,2) -> (0.7071, 0.7071); second = (0,2) -> (0,1)
         let expect = [[0.70710677f32, 0.70710677], [0., 1.]];
         for (row, exp) in pooled.iter().zip(expect) {

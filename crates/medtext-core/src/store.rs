@@ -84,7 +84,12 @@ impl HistoryStore {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
         };
-        if exists && std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len() == 0 {
+        if exists
+            && std::fs::metadata(path)
+                .map_err(|e| Error::io(path, e))?
+                .len()
+                == 0
+        {
             // SQLite would happily turn an empty file into a fresh database;
             // an empty file where history should be is damage to report.
             return Err(Error::WrongKeyOrNotADatabase {
@@ -96,7 +101,9 @@ impl HistoryStore {
         conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))
             .map_err(|e| store_error(path, e))?;
         // The first read is where a wrong key or a non-database shows.
-        if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)) {
+        if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
             return Err(match e.sqlite_error_code() {
                 Some(ErrorCode::NotADatabase) => Error::WrongKeyOrNotADatabase {
                     path: path.to_path_buf(),
@@ -218,11 +225,13 @@ impl HistoryStore {
             .map_err(|e| store_error(&self.path, e))?;
         let mut entries = Vec::new();
         for row in rows {
-            let (mut entry, probabilities, top_label) = row.map_err(|e| store_error(&self.path, e))?;
-            entry.probabilities = serde_json::from_str(&probabilities).map_err(|e| Error::Store {
-                path: self.path.clone(),
-                problem: format!("record {} has unreadable probabilities: {e}", entry.id),
-            })?;
+            let (mut entry, probabilities, top_label) =
+                row.map_err(|e| store_error(&self.path, e))?;
+            entry.probabilities =
+                serde_json::from_str(&probabilities).map_err(|e| Error::Store {
+                    path: self.path.clone(),
+                    problem: format!("record {} has unreadable probabilities: {e}", entry.id),
+                })?;
             entry.top = entry
                 .probabilities
                 .iter()
@@ -247,9 +256,13 @@ impl HistoryStore {
 
 fn store_error(path: &Path, e: rusqlite::Error) -> Error {
     let problem = match e.sqlite_error_code() {
-        Some(ErrorCode::DiskFull) => "the disk is full: free some space and try again; nothing was lost".to_string(),
+        Some(ErrorCode::DiskFull) => {
+            "the disk is full: free some space and try again; nothing was lost".to_string()
+        }
         Some(ErrorCode::ReadOnly) => "the file is read-only: check its permissions".to_string(),
-        Some(ErrorCode::CannotOpen) => "the file cannot be opened: check the folder exists and is writable".to_string(),
+        Some(ErrorCode::CannotOpen) => {
+            "the file cannot be opened: check the folder exists and is writable".to_string()
+        }
         // SQLite's messages name tables and columns, never bound values.
         _ => e.to_string(),
     };
@@ -282,12 +295,21 @@ fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    const SECRET_NOTE: &str = "Zebrafinch Quixotic: 71yo M with NSTEMI, troponin 4.2, s/p PCI to LAD.";
+    const SECRET_NOTE: &str =
+        "Zebrafinch Quixotic: 71yo M with NSTEMI, troponin 4.2, s/p PCI to LAD.";
 
     fn sample(top: &str) -> Classification {
         let probs = vec![
-            LabelScore { id: top.into(), display: "Top".into(), probability: 0.7 },
-            LabelScore { id: "other".into(), display: "Other".into(), probability: 0.3 },
+            LabelScore {
+                id: top.into(),
+                display: "Top".into(),
+                probability: 0.7,
+            },
+            LabelScore {
+                id: "other".into(),
+                display: "Other".into(),
+                probability: 0.3,
+            },
         ];
         Classification {
             pack: "p".into(),
@@ -364,25 +386,48 @@ mod tests {
     fn a_wrong_key_fails_clearly_and_leaves_the_file_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join(DATABASE_FILE);
-        HistoryStore::open(&db, &key(3)).unwrap().save(SECRET_NOTE, &sample("x")).unwrap();
+        HistoryStore::open(&db, &key(3))
+            .unwrap()
+            .save(SECRET_NOTE, &sample("x"))
+            .unwrap();
         let before = std::fs::read(&db).unwrap();
         let err = HistoryStore::open(&db, &key(4)).err().unwrap();
-        assert!(matches!(err, Error::WrongKeyOrNotADatabase { .. }), "{err:?}");
+        assert!(
+            matches!(err, Error::WrongKeyOrNotADatabase { .. }),
+            "{err:?}"
+        );
         let message = err.to_string();
-        assert!(message.contains("left untouched") && message.contains(DATABASE_FILE), "{message}");
+        assert!(
+            message.contains("left untouched") && message.contains(DATABASE_FILE),
+            "{message}"
+        );
         assert_eq!(std::fs::read(&db).unwrap(), before);
         // The right key still opens it with the record intact.
-        assert_eq!(HistoryStore::open(&db, &key(3)).unwrap().count().unwrap(), 1);
+        assert_eq!(
+            HistoryStore::open(&db, &key(3)).unwrap().count().unwrap(),
+            1
+        );
     }
 
     #[test]
     fn random_bytes_and_empty_files_are_not_replaced_by_a_new_database() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, content) in [("random.db", (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect::<Vec<_>>()), ("empty.db", vec![])] {
+        for (name, content) in [
+            (
+                "random.db",
+                (0..8192u32)
+                    .map(|i| (i * 7919 % 251) as u8)
+                    .collect::<Vec<_>>(),
+            ),
+            ("empty.db", vec![]),
+        ] {
             let db = dir.path().join(name);
             std::fs::write(&db, &content).unwrap();
             let err = HistoryStore::open(&db, &key(5)).err().unwrap();
-            assert!(matches!(err, Error::WrongKeyOrNotADatabase { .. }), "{name}: {err:?}");
+            assert!(
+                matches!(err, Error::WrongKeyOrNotADatabase { .. }),
+                "{name}: {err:?}"
+            );
             assert_eq!(std::fs::read(&db).unwrap(), content, "{name} was modified");
         }
     }

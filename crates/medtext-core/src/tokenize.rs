@@ -39,8 +39,8 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             problem,
         };
-        let mut inner = Tokenizer::from_file(path)
-            .map_err(|e| problem(format!("cannot load: {e}")))?;
+        let mut inner =
+            Tokenizer::from_file(path).map_err(|e| problem(format!("cannot load: {e}")))?;
         inner.with_padding(None);
         inner
             .with_truncation(None)

@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-use crate::pack::{sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, Manifest, Pooling, MANIFEST_FORMAT};
+use crate::pack::{
+    sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, Manifest, Pooling,
+    MANIFEST_FORMAT,
+};
 use crate::{Error, Result};
 
 /// Example indices of a stratified train / validation / test split.
@@ -33,7 +36,11 @@ pub fn stratified_split(labels: &[usize], validation: f64, test: f64, seed: u64)
     let mut classes: Vec<_> = by_class.into_iter().collect();
     classes.sort_unstable_by_key(|(c, _)| *c);
     let mut rng = SplitMix64(seed);
-    let mut split = Split { train: vec![], validation: vec![], test: vec![] };
+    let mut split = Split {
+        train: vec![],
+        validation: vec![],
+        test: vec![],
+    };
     for (_, mut members) in classes {
         for i in (1..members.len()).rev() {
             let j = (rng.next() % (i as u64 + 1)) as usize;
@@ -43,7 +50,9 @@ pub fn stratified_split(labels: &[usize], validation: f64, test: f64, seed: u64)
         let n_test = (n * test).round() as usize;
         let n_val = (n * validation).round() as usize;
         split.test.extend_from_slice(&members[..n_test]);
-        split.validation.extend_from_slice(&members[n_test..n_test + n_val]);
+        split
+            .validation
+            .extend_from_slice(&members[n_test..n_test + n_val]);
         split.train.extend_from_slice(&members[n_test + n_val..]);
     }
     for part in [&mut split.train, &mut split.validation, &mut split.test] {
@@ -53,7 +62,12 @@ pub fn stratified_split(labels: &[usize], validation: f64, test: f64, seed: u64)
 }
 
 /// The per-label centroid rows `[labels][hidden]`, each of unit length.
-pub fn centroids(vectors: &[Vec<f32>], labels: &[usize], rows: &[usize], n_labels: usize) -> Result<Vec<Vec<f32>>> {
+pub fn centroids(
+    vectors: &[Vec<f32>],
+    labels: &[usize],
+    rows: &[usize],
+    n_labels: usize,
+) -> Result<Vec<Vec<f32>>> {
     let hidden = vectors.first().map(Vec::len).unwrap_or(0);
     let mut sums = vec![vec![0f32; hidden]; n_labels];
     let mut counts = vec![0usize; n_labels];
@@ -108,7 +122,13 @@ pub fn fit_temperature(logits: &[Vec<f32>], truth: &[usize]) -> f64 {
     (0..=400)
         .map(|i| 10f64.powf(-3.0 + 3.5 * f64::from(i) / 400.0)) // 0.001 ..= ~3.16
         .map(|t| (t, nll(t)))
-        .fold((1.0, f64::INFINITY), |best, cur| if cur.1 < best.1 { cur } else { best })
+        .fold((1.0, f64::INFINITY), |best, cur| {
+            if cur.1 < best.1 {
+                cur
+            } else {
+                best
+            }
+        })
         .0
 }
 
@@ -138,13 +158,22 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
     let hidden = draft.weights.first().map(Vec::len).unwrap_or(0);
     let flat: Vec<f32> = draft.weights.into_iter().flatten().collect();
     let mut tensors = HashMap::new();
-    tensors.insert("weight".to_string(), Tensor::from_vec(flat, (rows, hidden), &Device::Cpu)?);
-    tensors.insert("bias".to_string(), Tensor::zeros(rows, candle_core::DType::F32, &Device::Cpu)?);
+    tensors.insert(
+        "weight".to_string(),
+        Tensor::from_vec(flat, (rows, hidden), &Device::Cpu)?,
+    );
+    tensors.insert(
+        "bias".to_string(),
+        Tensor::zeros(rows, candle_core::DType::F32, &Device::Cpu)?,
+    );
     candle_core::safetensors::save(&tensors, &head_path)?;
 
     let mut sha256 = std::collections::BTreeMap::new();
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-        sha256.insert(file.to_string(), sha256_file(&draft.encoder_dir.join(file))?);
+        sha256.insert(
+            file.to_string(),
+            sha256_file(&draft.encoder_dir.join(file))?,
+        );
     }
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
@@ -182,7 +211,11 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
 fn relative_path(from: &Path, to: &Path) -> Result<PathBuf> {
     let from = from.canonicalize().map_err(|e| Error::io(from, e))?;
     let to = to.canonicalize().map_err(|e| Error::io(to, e))?;
-    let common = from.components().zip(to.components()).take_while(|(a, b)| a == b).count();
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
     let mut rel = PathBuf::new();
     for _ in from.components().skip(common) {
         rel.push("..");
@@ -211,13 +244,20 @@ impl SplitMix64 {
 mod tests {
     use super::*;
     use crate::pack::tests::write_tiny_pack;
-    use crate::{Classifier, Pack};
+    use crate::pack::Pack;
+    use crate::Classifier;
 
     #[test]
     fn split_is_stratified_disjoint_complete_and_seeded() {
         let labels: Vec<usize> = (0..100).map(|i| usize::from(i % 4 == 0)).collect(); // 25 of class 1
         let s = stratified_split(&labels, 0.1, 0.2, 7);
-        let mut all: Vec<usize> = s.train.iter().chain(&s.validation).chain(&s.test).copied().collect();
+        let mut all: Vec<usize> = s
+            .train
+            .iter()
+            .chain(&s.validation)
+            .chain(&s.test)
+            .copied()
+            .collect();
         all.sort_unstable();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
         assert_eq!(s.test.iter().filter(|&&i| labels[i] == 1).count(), 5);
@@ -251,7 +291,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_pack(dir.path());
         let encoder_dir = dir.path().join("encoders/tiny");
-        let labels: Vec<Label> = ["a", "b"].iter().map(|l| Label { id: l.to_string(), display: l.to_uppercase() }).collect();
+        let labels: Vec<Label> = ["a", "b"]
+            .iter()
+            .map(|l| Label {
+                id: l.to_string(),
+                display: l.to_uppercase(),
+            })
+            .collect();
         let out = dir.path().join("trained");
         write_pack(
             &out,
@@ -272,7 +318,10 @@ mod tests {
         )
         .unwrap();
         let pack = Pack::open(&out).unwrap();
-        assert_eq!(pack.manifest.encoder.path, PathBuf::from("../encoders/tiny"));
+        assert_eq!(
+            pack.manifest.encoder.path,
+            PathBuf::from("../encoders/tiny")
+        );
         let c = Classifier::from_pack(pack, None).unwrap();
         let r = c.classify("fever and cough").unwrap();
         assert_eq!(r.probabilities.len(), 2);

@@ -30,10 +30,16 @@ fn a_missing_key_for_an_existing_database_fails_closed() {
     }
     let before = std::fs::read(&db).unwrap();
     delete_database_key(&db).unwrap();
-    let err = HistoryStore::open_in(&canonical).err().expect("must refuse");
+    let err = HistoryStore::open_in(&canonical)
+        .err()
+        .expect("must refuse");
     assert!(matches!(err, Error::KeyMissing { .. }), "{err:?}");
     assert!(err.to_string().contains("left untouched"), "{err}");
-    assert_eq!(std::fs::read(&db).unwrap(), before, "the database was modified");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "the database was modified"
+    );
     // No key was quietly created either.
     assert!(matches!(database_key(&db), Err(Error::KeyMissing { .. })));
 }
@@ -46,18 +52,34 @@ fn history_survives_reopening_through_the_keychain() {
         pack: "p".into(),
         pack_version: "1".into(),
         head: "h".into(),
-        top: medtext_core::LabelScore { id: "I20-I25".into(), display: "Ischaemic heart diseases".into(), probability: 0.9 },
+        top: medtext_core::LabelScore {
+            id: "I20-I25".into(),
+            display: "Ischaemic heart diseases".into(),
+            probability: 0.9,
+        },
         probabilities: vec![
-            medtext_core::LabelScore { id: "I20-I25".into(), display: "Ischaemic heart diseases".into(), probability: 0.9 },
-            medtext_core::LabelScore { id: "J09-J18".into(), display: "Influenza and pneumonia".into(), probability: 0.1 },
+            medtext_core::LabelScore {
+                id: "I20-I25".into(),
+                display: "Ischaemic heart diseases".into(),
+                probability: 0.9,
+            },
+            medtext_core::LabelScore {
+                id: "J09-J18".into(),
+                display: "Influenza and pneumonia".into(),
+                probability: 0.1,
+            },
         ],
         needs_review: false,
         windows: 1,
         tokens: 9,
     };
-    HistoryStore::open_in(&canonical).unwrap().save("NSTEMI, troponin up", &classification).unwrap();
+    HistoryStore::open_in(&canonical)
+        .unwrap()
+        .save("NSTEMI, troponin up", &classification)
+        .unwrap();
     let store = HistoryStore::open_in(&canonical).unwrap();
     assert_eq!(store.recent(5).unwrap()[0].top.id, "I20-I25");
-    assert!(keychain::account_for(&canonical.join(DATABASE_FILE)).contains(&*canonical.to_string_lossy()));
+    assert!(keychain::account_for(&canonical.join(DATABASE_FILE))
+        .contains(&*canonical.to_string_lossy()));
     delete_database_key(&canonical.join(DATABASE_FILE)).unwrap();
 }

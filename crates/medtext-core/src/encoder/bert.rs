@@ -31,14 +31,11 @@ impl BertEncoder {
     pub fn from_config(config: Config, weights: &Path) -> Result<Self> {
         // SAFETY: the file is memory-mapped read-only; its hash was verified
         // when the pack was opened, and MedText never writes to model files.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
-            .map_err(|e| Error::pack(weights, format!("cannot read the weights: {e}")))?;
-        let model = BertModel::load(vb, &config).map_err(|e| {
-            Error::pack(
-                weights,
-                format!("weights do not match config.json: {e}"),
-            )
-        })?;
+        let vb =
+            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
+                .map_err(|e| Error::pack(weights, format!("cannot read the weights: {e}")))?;
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| Error::pack(weights, format!("weights do not match config.json: {e}")))?;
         Ok(Self {
             model,
             hidden_size: config.hidden_size,
@@ -86,12 +83,27 @@ pub(crate) mod tests {
         let dev = Device::Cpu;
         let rand = |shape: &[usize]| Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
         let mut t: HashMap<String, Tensor> = HashMap::new();
-        t.insert("embeddings.word_embeddings.weight".into(), rand(&[vocab_size, hidden]));
-        t.insert("embeddings.position_embeddings.weight".into(), rand(&[64, hidden]));
-        t.insert("embeddings.token_type_embeddings.weight".into(), rand(&[2, hidden]));
+        t.insert(
+            "embeddings.word_embeddings.weight".into(),
+            rand(&[vocab_size, hidden]),
+        );
+        t.insert(
+            "embeddings.position_embeddings.weight".into(),
+            rand(&[64, hidden]),
+        );
+        t.insert(
+            "embeddings.token_type_embeddings.weight".into(),
+            rand(&[2, hidden]),
+        );
         let norm = |prefix: &str, t: &mut HashMap<String, Tensor>| {
-            t.insert(format!("{prefix}.weight"), Tensor::ones(hidden, DType::F32, &dev).unwrap());
-            t.insert(format!("{prefix}.bias"), Tensor::zeros(hidden, DType::F32, &dev).unwrap());
+            t.insert(
+                format!("{prefix}.weight"),
+                Tensor::ones(hidden, DType::F32, &dev).unwrap(),
+            );
+            t.insert(
+                format!("{prefix}.bias"),
+                Tensor::zeros(hidden, DType::F32, &dev).unwrap(),
+            );
         };
         norm("embeddings.LayerNorm", &mut t);
         for l in 0..2 {
