@@ -42,7 +42,6 @@ pub async fn classify(
     state: State<'_, AppState>,
 ) -> Result<ClassifyResponse, String> {
     let classifier = state.classifier.clone()?;
-    medtext_core::text::validate(&text).map_err(|e| e.to_string())?;
     let history = state.history.clone();
     tauri::async_runtime::spawn_blocking(move || {
         let classification = classifier.classify(&text).map_err(|e| e.to_string())?;
