@@ -28,13 +28,18 @@ npm --prefix ui run build
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# The app is built with the feature `tauri build` adds (it serves ui/dist
+# instead of the dev server); the tests use the same features so they reuse
+# this build instead of compiling Tauri a second time.
+export APP_FEATURES="tauri/custom-protocol"
 step "build the app and the CLI"
-ui/node_modules/.bin/tauri build --debug --no-bundle
-cargo build -p medtext-cli
+cargo build --workspace --features "$APP_FEATURES"
 
 step "Rust tests and the end-to-end test, with a real keychain and display"
 SCRATCH="$(mktemp -d)"
-trap 'rm -rf "$SCRATCH"' EXIT
+# gnome-keyring and the desktop portal may still hold files under the scratch
+# HOME for a moment after the bus closes: cleaning up is best effort.
+trap 'rm -rf "$SCRATCH" 2>/dev/null || true' EXIT
 mkdir -p "$SCRATCH/home"
 export MEDTEXT_APP_BIN="$TARGET/debug/medtext-app"
 export MEDTEXT_CLI_BIN="$TARGET/debug/medtext"
@@ -42,7 +47,7 @@ export TAURI_DRIVER_BIN="$(command -v tauri-driver)"
 HOME="$SCRATCH/home" dbus-run-session -- bash -c '
   set -euo pipefail
   echo -n medtext-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null
-  cargo test --workspace
+  cargo test --workspace --features "$APP_FEATURES"
   xvfb-run --auto-servernum --server-args="-screen 0 1280x900x24" \
     node --test --test-concurrency=1 tests/e2e/
 '

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use medtext_core::bench::{self, BenchPlan};
 use medtext_core::pack::{Label, DEFAULT_PACK};
 use medtext_core::train::{self, PackDraft};
 use medtext_core::{
@@ -42,6 +43,21 @@ enum Command {
     Eval(EvalArgs),
     /// Train a nearest-centroid head on a labelled CSV file and write a model pack.
     Train(TrainArgs),
+    /// Measure latency, throughput, load time and memory of a pack on this machine.
+    Bench {
+        /// Model pack: a name inside the models directory, or a path to a pack folder.
+        #[arg(long, default_value = DEFAULT_PACK)]
+        pack: String,
+        /// Timed runs at each input length.
+        #[arg(long, default_value_t = 30)]
+        iterations: usize,
+        /// Timed batches of 32 x 128 tokens.
+        #[arg(long, default_value_t = 5)]
+        batch_rounds: usize,
+        /// Print JSON: {"p50_ms", "p95_ms", "batch32x128_per_s", "evidence_256_ms", "load_ms", "peak_rss_mb"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -143,6 +159,19 @@ fn main() -> ExitCode {
         Command::History { limit, json } => history(limit, json),
         Command::Eval(args) => eval(args),
         Command::Train(args) => train(args),
+        Command::Bench {
+            pack,
+            iterations,
+            batch_rounds,
+            json,
+        } => bench(
+            &pack,
+            BenchPlan {
+                iterations: iterations.max(1),
+                batch_rounds: batch_rounds.max(1),
+            },
+            json,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -468,4 +497,32 @@ fn display_name(id: &str) -> String {
         .next()
         .map(|c| c.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
+}
+
+fn bench(pack: &str, plan: BenchPlan, json: bool) -> CliResult {
+    let report = bench::run(&models_dir(), pack, plan).map_err(err)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(err)?);
+        return Ok(());
+    }
+    println!("{:>8} {:>9} {:>9}", "tokens", "p50 ms", "p95 ms");
+    for (len, p50) in &report.p50_ms {
+        println!(
+            "{len:>8} {p50:>9.1} {:>9.1}",
+            report.p95_ms.get(len).copied().unwrap_or(f64::NAN)
+        );
+    }
+    println!(
+        "batch 32 x 128: {:.1} sequences/s",
+        report.batch32x128_per_s
+    );
+    match report.evidence_256_ms {
+        Some(ms) => println!("evidence, 256 tokens: {ms:.1} ms"),
+        None => println!("evidence, 256 tokens: not implemented yet"),
+    }
+    println!("pack load: {:.0} ms", report.load_ms);
+    if let Some(mb) = report.peak_rss_mb {
+        println!("peak RSS: {mb:.0} MB");
+    }
+    Ok(())
 }

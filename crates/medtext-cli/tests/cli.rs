@@ -113,3 +113,35 @@ fn saved_results_are_listed_by_history() {
     )
     .unwrap();
 }
+
+#[test]
+fn bench_prints_every_figure_of_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = medtext(
+        &[
+            "bench",
+            "--json",
+            "--iterations",
+            "2",
+            "--batch-rounds",
+            "1",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for len in ["32", "128", "256", "512"] {
+        let (p50, p95) = (
+            v["p50_ms"][len].as_f64().unwrap(),
+            v["p95_ms"][len].as_f64().unwrap(),
+        );
+        assert!(p50 > 0.0 && p95 >= p50, "{len}: {p50} {p95}");
+    }
+    assert!(v["batch32x128_per_s"].as_f64().unwrap() > 0.0);
+    assert!(v["load_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        v["peak_rss_mb"].as_f64().unwrap() > 50.0,
+        "the encoder alone is 90 MB"
+    );
+    assert!(v.as_object().unwrap().contains_key("evidence_256_ms"));
+}

@@ -201,8 +201,12 @@ impl Classifier {
         })
     }
 
+    pub fn embedder(&self) -> &Embedder {
+        &self.embedder
+    }
+
     /// Probabilities for each window of one batch.
-    fn window_probabilities(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
+    pub fn window_probabilities(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
         let pooled = self.embedder.embed_windows(windows)?;
         Ok(self
             .head
