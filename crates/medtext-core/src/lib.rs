@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pack;
 pub mod paths;
 pub mod pool;
+pub mod runtime;
 pub mod store;
 pub mod text;
 pub mod tokenize;
