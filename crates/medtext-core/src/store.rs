@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rusqlite::types::Type;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags};
 use serde::{Deserialize, Serialize};
 
@@ -202,48 +203,33 @@ impl HistoryStore {
             .map_err(|e| store_error(&self.path, e))?;
         let rows = stmt
             .query_map(params![limit as i64, PREVIEW_CHARS as i64], |r| {
-                Ok((
-                    HistoryEntry {
-                        id: r.get(0)?,
-                        created_at_ms: r.get(1)?,
-                        preview: r.get(2)?,
-                        pack: r.get(3)?,
-                        pack_version: r.get(4)?,
-                        head: r.get(5)?,
-                        needs_review: r.get(6)?,
-                        probabilities: Vec::new(),
-                        top: LabelScore {
-                            id: String::new(),
-                            display: String::new(),
-                            probability: 0.0,
-                        },
-                    },
-                    r.get::<_, String>(7)?,
-                    r.get::<_, String>(8)?,
-                ))
+                let probabilities: Vec<LabelScore> = serde_json::from_str(&r.get::<_, String>(7)?)
+                    .map_err(|e| {
+                        rusqlite::Error::FromSqlConversionFailure(7, Type::Text, Box::new(e))
+                    })?;
+                let top_label: String = r.get(8)?;
+                let top = probabilities
+                    .iter()
+                    .find(|l| l.id == top_label)
+                    .cloned()
+                    .ok_or_else(|| {
+                        rusqlite::Error::InvalidColumnType(8, "top_label".into(), Type::Text)
+                    })?;
+                Ok(HistoryEntry {
+                    id: r.get(0)?,
+                    created_at_ms: r.get(1)?,
+                    preview: r.get(2)?,
+                    pack: r.get(3)?,
+                    pack_version: r.get(4)?,
+                    head: r.get(5)?,
+                    needs_review: r.get(6)?,
+                    top,
+                    probabilities,
+                })
             })
             .map_err(|e| store_error(&self.path, e))?;
-        let mut entries = Vec::new();
-        for row in rows {
-            let (mut entry, probabilities, top_label) =
-                row.map_err(|e| store_error(&self.path, e))?;
-            entry.probabilities =
-                serde_json::from_str(&probabilities).map_err(|e| Error::Store {
-                    path: self.path.clone(),
-                    problem: format!("record {} has unreadable probabilities: {e}", entry.id),
-                })?;
-            entry.top = entry
-                .probabilities
-                .iter()
-                .find(|l| l.id == top_label)
-                .cloned()
-                .ok_or_else(|| Error::Store {
-                    path: self.path.clone(),
-                    problem: format!("record {} lists no probability for its top label", entry.id),
-                })?;
-            entries.push(entry);
-        }
-        Ok(entries)
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| store_error(&self.path, e))
     }
 
     /// Number of saved classifications.
