@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use medtext_core::bench::{self, BenchPlan};
-use medtext_core::pack::{Label, DEFAULT_PACK};
+use medtext_core::pack::{Architecture, Label, DEFAULT_PACK};
 use medtext_core::train::{self, PackDraft};
 use medtext_core::{
     dataset, metrics, paths, runtime, text, Classification, Classifier, Embedder, HistoryStore,
@@ -414,12 +414,8 @@ fn train(args: TrainArgs) -> CliResult {
                 .unwrap_or_default()
         })
         .collect();
-    let embedder = Embedder::load(
-        &args.encoder,
-        medtext_core::pack::Architecture::Bert,
-        args.max_tokens,
-    )
-    .map_err(err)?;
+    let architecture = Architecture::detect(&args.encoder).map_err(err)?;
+    let embedder = Embedder::load(&args.encoder, architecture, args.max_tokens).map_err(err)?;
     let started = std::time::Instant::now();
     let mut vectors = Vec::with_capacity(examples.len());
     for (i, e) in examples.iter().enumerate() {
@@ -473,6 +469,7 @@ fn train(args: TrainArgs) -> CliResult {
             license: &args.license,
             attribution: &args.attribution,
             encoder_dir: &args.encoder,
+            architecture,
             max_tokens: args.max_tokens,
             head_name: &args.head,
             labels,

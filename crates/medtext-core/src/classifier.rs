@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{bert::BertEncoder, Encoder};
+use crate::encoder::{bert::BertEncoder, distilbert::DistilBertEncoder, Encoder};
 use crate::head::LinearHead;
 use crate::pack::{Architecture, HeadKind, HeadSpec, Pack, Pooling};
 use crate::pool::mean_pool_normalized;
@@ -56,6 +56,7 @@ impl Embedder {
     pub fn load(dir: &Path, architecture: Architecture, max_tokens: usize) -> Result<Self> {
         let encoder: Box<dyn Encoder> = match architecture {
             Architecture::Bert => Box::new(BertEncoder::load(dir)?),
+            Architecture::Distilbert => Box::new(DistilBertEncoder::load(dir)?),
         };
         if max_tokens > encoder.max_positions() {
             return Err(Error::pack(
@@ -218,7 +219,7 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::tests::{write_tiny_pack, TINY_LABELS};
+    use crate::pack::tests::{write_tiny_pack, write_tiny_pack_with, TINY_LABELS};
 
     fn tiny_classifier(root: &Path) -> Classifier {
         write_tiny_pack(root);
@@ -272,6 +273,16 @@ mod tests {
             let mean = (each[0][i] + each[1][i]) / 2.0;
             assert!((label.probability - mean).abs() < 1e-5);
         }
+    }
+
+    #[test]
+    fn a_distilbert_pack_classifies_too() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_pack_with(dir.path(), Architecture::Distilbert);
+        let c = Classifier::load(dir.path(), "tiny-pack", None).unwrap();
+        let r = c.classify("fever and cough").unwrap();
+        let sum: f32 = r.probabilities.iter().map(|l| l.probability).sum();
+        assert!((sum - 1.0).abs() < 1e-5);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! classifier, pooling and heads never depend on a particular model family.
 
 pub mod bert;
+pub mod distilbert;
 
 use candle_core::Tensor;
 
@@ -18,4 +19,33 @@ pub trait Encoder: Send + Sync {
 
     /// Longest sequence it accepts, special tokens included.
     fn max_positions(&self) -> usize;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::Encoder;
+
+    /// The vectors of real tokens must not change when padding is appended:
+    /// the attention mask has to hide it completely.
+    pub(crate) fn assert_padding_is_ignored(enc: &dyn Encoder) {
+        let dev = Device::Cpu;
+        let ids = Tensor::new(&[[2u32, 4, 5, 3]], &dev).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1]], &dev).unwrap();
+        let alone = enc.forward(&ids, &mask).unwrap();
+        assert_eq!(alone.dims(), &[1, 4, enc.hidden_size()]);
+        let padded_ids = Tensor::new(&[[2u32, 4, 5, 3, 0, 0]], &dev).unwrap();
+        let padded_mask = Tensor::new(&[[1u32, 1, 1, 1, 0, 0]], &dev).unwrap();
+        let padded = enc.forward(&padded_ids, &padded_mask).unwrap();
+        let diff = (alone - padded.narrow(1, 0, 4).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "padding changed real tokens by {diff}");
+    }
 }
