@@ -1,8 +1,18 @@
 fn main() {
     // Capabilities live under src-tauri/ while tauri.conf.json sits at the
     // repository root beside the manifest (see the root Cargo.toml).
-    let attributes =
-        tauri_build::Attributes::new().capabilities_path_pattern("src-tauri/capabilities/**/*");
+    //
+    // Declaring the app's commands makes Tauri generate one permission per
+    // command (`allow-classify`, ...) and deny any command a capability does
+    // not grant, so src-tauri/capabilities/ is the complete list of what the
+    // web UI may call.
+    let attributes = tauri_build::Attributes::new()
+        .capabilities_path_pattern("src-tauri/capabilities/**/*")
+        .app_manifest(tauri_build::AppManifest::new().commands(&[
+            "classify",
+            "recent_history",
+            "app_status",
+        ]));
     if let Err(error) = tauri_build::try_build(attributes) {
         panic!("tauri-build failed: {error:#}");
     }

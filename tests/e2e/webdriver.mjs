@@ -24,6 +24,8 @@ export class WebDriver {
   }
 
   async start(application) {
+    // A test that failed half-way may have left its session open.
+    await this.quit().catch(() => {});
     const value = await this.request("POST", "/session", {
       capabilities: { alwaysMatch: { "tauri:options": { application } } },
     });

@@ -65,4 +65,9 @@ input.addEventListener("keydown", (e) => {
 });
 button.addEventListener("click", () => void classify());
 
-void loadStatus().then(refreshHistory);
+loadStatus()
+  .then(refreshHistory)
+  .catch((e: unknown) => {
+    status.textContent = "Not ready";
+    showError(errorText(e));
+  });
