@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use medtext_core::bench::{self, BenchPlan};
-use medtext_core::pack::{Architecture, Label, DEFAULT_PACK};
+use medtext_core::pack::{Architecture, Label, Pooling, DEFAULT_PACK};
 use medtext_core::train::{self, PackDraft};
 use medtext_core::{
     dataset, metrics, paths, runtime, text, Classification, Classifier, Embedder, HistoryStore,
@@ -46,6 +46,21 @@ enum Command {
     Eval(EvalArgs),
     /// Train a nearest-centroid head on a labelled CSV file and write a model pack.
     Train(TrainArgs),
+    /// Make a pack of a Hugging Face BertForSequenceClassification or
+    /// DistilBertForSequenceClassification folder (writes its manifest.json).
+    Import {
+        /// Folder holding config.json, model.safetensors and tokenizer.json.
+        folder: PathBuf,
+        /// Pack name.
+        #[arg(long)]
+        name: String,
+        /// The model's licence, recorded in the manifest.
+        #[arg(long)]
+        license: String,
+        /// Who made the model and from what data, recorded in the manifest.
+        #[arg(long)]
+        attribution: String,
+    },
     /// Measure latency, throughput, load time and memory of a pack on this machine.
     Bench {
         /// Model pack: a name inside the models directory, or a path to a pack folder.
@@ -163,6 +178,14 @@ fn main() -> ExitCode {
         Command::History { limit, json } => history(limit, json),
         Command::Eval(args) => eval(args),
         Command::Train(args) => train(args),
+        Command::Import {
+            folder,
+            name,
+            license,
+            attribution,
+        } => medtext_core::pack::import_sequence_classifier(&folder, &name, &license, &attribution)
+            .map(|path| eprintln!("wrote {}", path.display()))
+            .map_err(err),
         Command::Bench {
             pack,
             iterations,
@@ -415,7 +438,8 @@ fn train(args: TrainArgs) -> CliResult {
         })
         .collect();
     let architecture = Architecture::detect(&args.encoder).map_err(err)?;
-    let embedder = Embedder::load(&args.encoder, architecture, args.max_tokens).map_err(err)?;
+    let embedder =
+        Embedder::load(&args.encoder, architecture, Pooling::Mean, args.max_tokens).map_err(err)?;
     let started = std::time::Instant::now();
     let mut vectors = Vec::with_capacity(examples.len());
     for (i, e) in examples.iter().enumerate() {

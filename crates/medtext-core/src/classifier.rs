@@ -7,9 +7,9 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{bert::BertEncoder, distilbert::DistilBertEncoder, Encoder};
-use crate::head::LinearHead;
+use crate::head::{Head, LinearHead, SequenceClassificationHead};
 use crate::pack::{Architecture, HeadKind, HeadSpec, Pack, Pooling};
-use crate::pool::mean_pool_normalized;
+use crate::pool::{cls_pool, mean_pool_normalized};
 use crate::tokenize::{TextTokenizer, Tokenized, Window};
 use crate::{text, Error, Result};
 
@@ -48,12 +48,18 @@ pub struct Classification {
 pub struct Embedder {
     tokenizer: TextTokenizer,
     encoder: Box<dyn Encoder>,
+    pooling: Pooling,
 }
 
 impl Embedder {
     /// Loads the encoder in `dir` (`config.json`, `model.safetensors`,
     /// `tokenizer.json`) with windows of at most `max_tokens`.
-    pub fn load(dir: &Path, architecture: Architecture, max_tokens: usize) -> Result<Self> {
+    pub fn load(
+        dir: &Path,
+        architecture: Architecture,
+        pooling: Pooling,
+        max_tokens: usize,
+    ) -> Result<Self> {
         let encoder: Box<dyn Encoder> = match architecture {
             Architecture::Bert => Box::new(BertEncoder::load(dir)?),
             Architecture::Distilbert => Box::new(DistilBertEncoder::load(dir)?),
@@ -68,7 +74,11 @@ impl Embedder {
             ));
         }
         let tokenizer = TextTokenizer::from_file(&dir.join("tokenizer.json"), max_tokens)?;
-        Ok(Self { tokenizer, encoder })
+        Ok(Self {
+            tokenizer,
+            encoder,
+            pooling,
+        })
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -80,8 +90,8 @@ impl Embedder {
         self.tokenizer.tokenize(text)
     }
 
-    /// Unit vectors `[windows, hidden]` for a batch of windows, padded to the
-    /// longest.
+    /// Pooled vectors `[windows, hidden]` for a batch of windows, padded to the
+    /// longest (unit length with mean pooling).
     pub fn embed_windows(&self, windows: &[Window]) -> Result<Tensor> {
         let longest = windows.iter().map(Vec::len).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(windows.len() * longest);
@@ -96,7 +106,10 @@ impl Embedder {
         let ids = Tensor::from_vec(ids, shape, &Device::Cpu)?;
         let mask = Tensor::from_vec(mask, shape, &Device::Cpu)?;
         let hidden = self.encoder.forward(&ids, &mask)?;
-        mean_pool_normalized(&hidden, &mask)
+        match self.pooling {
+            Pooling::Mean => mean_pool_normalized(&hidden, &mask),
+            Pooling::Cls => cls_pool(&hidden),
+        }
     }
 
     /// One unit vector for a whole text: the normalised mean of its windows.
@@ -121,7 +134,7 @@ pub struct Classifier {
     pack: Pack,
     head_spec: HeadSpec,
     embedder: Embedder,
-    head: LinearHead,
+    head: Box<dyn Head>,
 }
 
 impl Classifier {
@@ -135,16 +148,22 @@ impl Classifier {
     pub fn from_pack(pack: Pack, head: Option<&str>) -> Result<Self> {
         let head_spec = pack.head(head)?.clone();
         let spec = &pack.manifest.encoder;
-        match spec.pooling {
-            Pooling::Mean => {}
-        }
-        let embedder = Embedder::load(&pack.encoder_dir(), spec.architecture, spec.max_tokens)?;
-        let head = match head_spec.kind {
-            HeadKind::Linear => LinearHead::load(
-                &pack.dir.join(&head_spec.file),
-                embedder.hidden_size(),
-                head_spec.labels.len(),
-            )?,
+        let embedder = Embedder::load(
+            &pack.encoder_dir(),
+            spec.architecture,
+            spec.pooling,
+            spec.max_tokens,
+        )?;
+        let head_path = pack.dir.join(&head_spec.file);
+        let (hidden, labels) = (embedder.hidden_size(), head_spec.labels.len());
+        let head: Box<dyn Head> = match head_spec.kind {
+            HeadKind::Linear => Box::new(LinearHead::load(&head_path, hidden, labels)?),
+            HeadKind::SequenceClassification => Box::new(SequenceClassificationHead::load(
+                &head_path,
+                spec.architecture,
+                hidden,
+                labels,
+            )?),
         };
         Ok(Self {
             pack,
@@ -283,6 +302,156 @@ mod tests {
         let r = c.classify("fever and cough").unwrap();
         let sum: f32 = r.probabilities.iter().map(|l| l.probability).sum();
         assert!((sum - 1.0).abs() < 1e-5);
+    }
+
+    /// Turns a tiny encoder folder into a Hugging Face
+    /// `*ForSequenceClassification` export: prefixed names, the
+    /// pooler/pre-classifier and classifier, `architectures` and `id2label`.
+    fn make_hf_checkpoint(
+        dir: &Path,
+        architecture: Architecture,
+        classifier_weight: Vec<f32>,
+        classifier_bias: [f32; 3],
+    ) {
+        use std::collections::HashMap;
+        let weights = dir.join("model.safetensors");
+        let (prefix, pre, arch_name) = match architecture {
+            Architecture::Bert => (
+                "bert.",
+                "bert.pooler.dense",
+                "BertForSequenceClassification",
+            ),
+            Architecture::Distilbert => {
+                ("", "pre_classifier", "DistilBertForSequenceClassification")
+            }
+        };
+        let dev = Device::Cpu;
+        let mut tensors: HashMap<String, Tensor> = candle_core::safetensors::load(&weights, &dev)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect();
+        tensors.insert(
+            format!("{pre}.weight"),
+            Tensor::randn(0f32, 0.5, (8, 8), &dev).unwrap(),
+        );
+        tensors.insert(
+            format!("{pre}.bias"),
+            Tensor::randn(0f32, 0.5, 8, &dev).unwrap(),
+        );
+        tensors.insert(
+            "classifier.weight".into(),
+            Tensor::from_vec(classifier_weight, (3, 8), &dev).unwrap(),
+        );
+        tensors.insert(
+            "classifier.bias".into(),
+            Tensor::new(&classifier_bias, &dev).unwrap(),
+        );
+        candle_core::safetensors::save(&tensors, &weights).unwrap();
+        let config_path = dir.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config["architectures"] = serde_json::json!([arch_name]);
+        config["id2label"] = serde_json::json!({"0": "NEGATIVE", "1": "NEUTRAL", "2": "POSITIVE"});
+        std::fs::write(&config_path, config.to_string()).unwrap();
+    }
+
+    #[test]
+    fn an_imported_checkpoint_uses_its_own_classifier_and_labels() {
+        for architecture in [Architecture::Bert, Architecture::Distilbert] {
+            let root = tempfile::tempdir().unwrap();
+            write_tiny_pack_with(root.path(), architecture);
+            let dir = root.path().join("encoders/tiny");
+            // A zero classifier leaves only its bias: the answer is known exactly.
+            make_hf_checkpoint(&dir, architecture, vec![0.0; 24], [2.0, 0.0, -1.0]);
+            crate::pack::import_sequence_classifier(&dir, "sentiment", "MIT", "test").unwrap();
+            let c = Classifier::load(root.path(), dir.to_str().unwrap(), None).unwrap();
+            let r = c.classify("fever and cough").unwrap();
+            let z: f32 = [2f32, 0.0, -1.0].iter().map(|v| v.exp()).sum();
+            let ids: Vec<&str> = r.probabilities.iter().map(|l| l.id.as_str()).collect();
+            assert_eq!(ids, ["NEGATIVE", "NEUTRAL", "POSITIVE"], "{architecture:?}");
+            for (label, logit) in r.probabilities.iter().zip([2f32, 0.0, -1.0]) {
+                assert!(
+                    (label.probability - logit.exp() / z).abs() < 1e-6,
+                    "{architecture:?}: {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_bert_checkpoint_head_is_tanh_pooler_then_classifier_on_cls() {
+        let root = tempfile::tempdir().unwrap();
+        write_tiny_pack_with(root.path(), Architecture::Bert);
+        let dir = root.path().join("encoders/tiny");
+        let classifier_weight: Vec<f32> = (0..24)
+            .map(|i| ((i * 37 % 11) as f32 - 5.0) / 4.0)
+            .collect();
+        make_hf_checkpoint(
+            &dir,
+            Architecture::Bert,
+            classifier_weight.clone(),
+            [0.1, -0.2, 0.3],
+        );
+        crate::pack::import_sequence_classifier(&dir, "sentiment", "MIT", "test").unwrap();
+        let c = Classifier::load(root.path(), dir.to_str().unwrap(), None).unwrap();
+        let r = c.classify("chest pain").unwrap();
+
+        // The same computation written out by hand on the [CLS] vector.
+        let window = c.embedder.tokenize("chest pain").unwrap().windows.remove(0);
+        let cls = c
+            .embedder
+            .embed_windows(&[window])
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+            .remove(0);
+        let t =
+            candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+        let pw = t["bert.pooler.dense.weight"].to_vec2::<f32>().unwrap();
+        let pb = t["bert.pooler.dense.bias"].to_vec1::<f32>().unwrap();
+        let pooled: Vec<f32> = (0..8)
+            .map(|o| (pw[o].iter().zip(&cls).map(|(w, x)| w * x).sum::<f32>() + pb[o]).tanh())
+            .collect();
+        let logits: Vec<f32> = (0..3)
+            .map(|o| {
+                classifier_weight[o * 8..o * 8 + 8]
+                    .iter()
+                    .zip(&pooled)
+                    .map(|(w, x)| w * x)
+                    .sum::<f32>()
+                    + [0.1, -0.2, 0.3][o]
+            })
+            .collect();
+        let z: f32 = logits.iter().map(|l| l.exp()).sum();
+        for (i, id) in ["NEGATIVE", "NEUTRAL", "POSITIVE"].iter().enumerate() {
+            let got = r
+                .probabilities
+                .iter()
+                .find(|l| l.id == *id)
+                .unwrap()
+                .probability;
+            assert!(
+                (got - logits[i].exp() / z).abs() < 1e-5,
+                "{id}: {got} vs {}",
+                logits[i].exp() / z
+            );
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_that_is_not_a_classifier_is_refused_on_import() {
+        let root = tempfile::tempdir().unwrap();
+        write_tiny_pack(root.path());
+        let err = crate::pack::import_sequence_classifier(
+            &root.path().join("encoders/tiny"),
+            "x",
+            "MIT",
+            "t",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ForSequenceClassification"), "{err}");
     }
 
     #[test]

@@ -3,56 +3,136 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor, D};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor, D};
 
+use crate::pack::Architecture;
 use crate::{Error, Result};
 
-/// A linear head: `logits = x · Wᵀ + b`, then a temperature-scaled softmax.
-///
-/// The file holds `weight` `[labels, hidden]` and `bias` `[labels]` (f32), the
-/// layout of `torch.nn.Linear` and `candle_nn::Linear`.
-pub struct LinearHead {
+/// What every head does: pooled vectors `[batch, hidden]` in, probabilities
+/// `[batch, labels]` out, after dividing the logits by `temperature`.
+pub trait Head: Send + Sync {
+    fn probabilities(&self, pooled: &Tensor, temperature: f64) -> Result<Tensor>;
+}
+
+/// `y = x · Wᵀ + b`, the layout of `torch.nn.Linear` and `candle_nn::Linear`.
+struct Dense {
     weight: Tensor,
     bias: Tensor,
+}
+
+impl Dense {
+    /// Reads `{prefix}weight` `[outputs, inputs]` and `{prefix}bias`
+    /// `[outputs]`, refusing other shapes with the file named.
+    fn load(
+        tensors: &MmapedSafetensors,
+        path: &Path,
+        prefix: &str,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<Self> {
+        let get = |name: String| {
+            tensors
+                .load(&name, &Device::Cpu)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .map_err(|_| Error::pack(path, format!("the head has no readable '{name}' tensor")))
+        };
+        let weight = get(format!("{prefix}weight"))?;
+        let bias = get(format!("{prefix}bias"))?;
+        if weight.dims() != [outputs, inputs] || bias.dims() != [outputs] {
+            return Err(Error::pack(
+                path,
+                format!(
+                    "{prefix}weight {:?} / bias {:?} do not fit {outputs} outputs on {inputs} inputs ({outputs} labels on a {inputs}-wide encoder?)",
+                    weight.dims(),
+                    bias.dims()
+                ),
+            ));
+        }
+        Ok(Self { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)?)
+    }
+}
+
+fn open(path: &Path) -> Result<MmapedSafetensors> {
+    // SAFETY: read-only mapping of a file whose hash the pack verified.
+    unsafe { MmapedSafetensors::new(path) }
+        .map_err(|e| Error::pack(path, format!("cannot read the head: {e}")))
+}
+
+fn softmax(logits: &Tensor, temperature: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(
+        &(logits / temperature)?,
+        D::Minus1,
+    )?)
+}
+
+/// A linear head on the pooled vector: the file holds `weight` and `bias`.
+pub struct LinearHead {
+    layer: Dense,
 }
 
 impl LinearHead {
     /// Loads the head and checks it fits an encoder of width `hidden` and a list
     /// of `labels` labels, so a mismatched pack is refused with the file named.
     pub fn load(path: &Path, hidden: usize, labels: usize) -> Result<Self> {
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
-            .map_err(|e| Error::pack(path, format!("cannot read the head: {e}")))?;
-        let get = |name: &str| {
-            tensors
-                .get(name)
-                .cloned()
-                .ok_or_else(|| Error::pack(path, format!("the head has no '{name}' tensor")))
-        };
-        let weight = get("weight")?;
-        let bias = get("bias")?;
-        if weight.dims() != [labels, hidden] || bias.dims() != [labels] {
-            return Err(Error::pack(
-                path,
-                format!(
-                    "head shapes weight {:?} / bias {:?} do not fit {labels} labels on a {hidden}-wide encoder",
-                    weight.dims(),
-                    bias.dims()
-                ),
-            ));
-        }
         Ok(Self {
-            weight: weight.to_dtype(candle_core::DType::F32)?,
-            bias: bias.to_dtype(candle_core::DType::F32)?,
+            layer: Dense::load(&open(path)?, path, "", hidden, labels)?,
         })
     }
+}
 
-    /// `pooled` is `[batch, hidden]`; returns probabilities `[batch, labels]`.
-    pub fn probabilities(&self, pooled: &Tensor, temperature: f64) -> Result<Tensor> {
-        let logits = pooled
-            .matmul(&self.weight.t()?)?
-            .broadcast_add(&self.bias)?;
-        let scaled = (logits / temperature)?;
-        Ok(candle_nn::ops::softmax(&scaled, D::Minus1)?)
+impl Head for LinearHead {
+    fn probabilities(&self, pooled: &Tensor, temperature: f64) -> Result<Tensor> {
+        softmax(&self.layer.forward(pooled)?, temperature)
+    }
+}
+
+/// The head of a Hugging Face `BertForSequenceClassification` or
+/// `DistilBertForSequenceClassification` checkpoint, read from the
+/// checkpoint's own weights: a dense layer on the `[CLS]` vector (BERT's
+/// pooler with tanh, DistilBERT's `pre_classifier` with ReLU), then
+/// `classifier`.
+pub struct SequenceClassificationHead {
+    pre: Dense,
+    architecture: Architecture,
+    classifier: Dense,
+}
+
+impl SequenceClassificationHead {
+    pub fn load(
+        path: &Path,
+        architecture: Architecture,
+        hidden: usize,
+        labels: usize,
+    ) -> Result<Self> {
+        let tensors = open(path)?;
+        let pre_prefix = match architecture {
+            Architecture::Bert if tensors.get("bert.pooler.dense.weight").is_ok() => {
+                "bert.pooler.dense."
+            }
+            Architecture::Bert => "pooler.dense.",
+            Architecture::Distilbert => "pre_classifier.",
+        };
+        Ok(Self {
+            pre: Dense::load(&tensors, path, pre_prefix, hidden, hidden)?,
+            architecture,
+            classifier: Dense::load(&tensors, path, "classifier.", hidden, labels)?,
+        })
+    }
+}
+
+impl Head for SequenceClassificationHead {
+    fn probabilities(&self, cls: &Tensor, temperature: f64) -> Result<Tensor> {
+        let pre = self.pre.forward(cls)?;
+        let activated = match self.architecture {
+            Architecture::Bert => pre.tanh()?,
+            Architecture::Distilbert => pre.relu()?,
+        };
+        softmax(&self.classifier.forward(&activated)?, temperature)
     }
 }
 

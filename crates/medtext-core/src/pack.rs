@@ -57,7 +57,10 @@ pub enum Architecture {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
+    /// Mean of the real tokens, L2-normalised (sentence-transformers encoders).
     Mean,
+    /// The `[CLS]` token (fine-tuned sequence-classification checkpoints).
+    Cls,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,7 +80,12 @@ pub struct HeadSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HeadKind {
+    /// `weight` and `bias` in a file of its own, on the pooled vector.
     Linear,
+    /// The pooler/pre-classifier and classifier inside a Hugging Face
+    /// `*ForSequenceClassification` checkpoint.
+    #[serde(rename = "sequence-classification")]
+    SequenceClassification,
 }
 
 impl Architecture {
@@ -227,6 +235,94 @@ impl Pack {
         }
         Ok(())
     }
+}
+
+impl Manifest {
+    /// Writes the manifest as `dir/manifest.json`.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join("manifest.json");
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::pack(&path, format!("cannot encode the manifest: {e}")))?;
+        std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+        Ok(path)
+    }
+}
+
+/// The files every encoder folder holds, hashed for a manifest.
+pub fn encoder_hashes(encoder_dir: &Path) -> Result<std::collections::BTreeMap<String, String>> {
+    ["config.json", "model.safetensors", "tokenizer.json"]
+        .iter()
+        .map(|file| Ok((file.to_string(), sha256_file(&encoder_dir.join(file))?)))
+        .collect()
+}
+
+/// Makes a pack of a Hugging Face `BertForSequenceClassification` or
+/// `DistilBertForSequenceClassification` folder exactly as exported
+/// (`config.json`, `model.safetensors`, `tokenizer.json`): writes a
+/// `manifest.json` beside them with their hashes and the labels of the
+/// config's `id2label`, so a model fine-tuned elsewhere is used as it is.
+pub fn import_sequence_classifier(
+    dir: &Path,
+    name: &str,
+    license: &str,
+    attribution: &str,
+) -> Result<PathBuf> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::pack(&config_path, format!("not valid JSON: {e}")))?;
+    let bad = |problem: String| Err(Error::pack(&config_path, problem));
+    let is_classifier = config["architectures"].as_array().is_some_and(|a| {
+        a.iter().any(|v| {
+            v.as_str()
+                .is_some_and(|s| s.ends_with("ForSequenceClassification"))
+        })
+    });
+    if !is_classifier {
+        return bad("not a *ForSequenceClassification checkpoint (see \"architectures\")".into());
+    }
+    let architecture = Architecture::detect(dir)?;
+    let Some(id2label) = config["id2label"].as_object() else {
+        return bad("no id2label map".into());
+    };
+    let mut labels = Vec::with_capacity(id2label.len());
+    for index in 0..id2label.len() {
+        match id2label.get(&index.to_string()).and_then(|v| v.as_str()) {
+            Some(label) => labels.push(Label {
+                id: label.to_string(),
+                display: label.to_string(),
+            }),
+            None => return bad(format!("id2label has no label for index {index}")),
+        }
+    }
+    let max_positions = config["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
+    let sha256 = encoder_hashes(dir)?;
+    let weights_sha = sha256["model.safetensors"].clone();
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        name: name.into(),
+        version: "imported".into(),
+        task: format!("{name} (imported sequence classifier)"),
+        license: license.into(),
+        attribution: attribution.into(),
+        encoder: EncoderSpec {
+            path: PathBuf::from("."),
+            architecture,
+            pooling: Pooling::Cls,
+            max_tokens: max_positions.min(512),
+            sha256,
+        },
+        heads: vec![HeadSpec {
+            name: "classifier".into(),
+            kind: HeadKind::SequenceClassification,
+            file: PathBuf::from("model.safetensors"),
+            sha256: weights_sha,
+            temperature: 1.0,
+            abstain_below: 0.5,
+            labels,
+        }],
+    };
+    manifest.write(dir)
 }
 
 /// sha256 of a file, hex-encoded, streamed so large weights are not read whole.

@@ -20,11 +20,30 @@ pub fn mean_pool_normalized(hidden: &Tensor, attention_mask: &Tensor) -> Result<
     Ok(mean.broadcast_div(&norms)?)
 }
 
+/// The vector of the first (`[CLS]`) token, `[batch, dim]`, as fine-tuned
+/// `*ForSequenceClassification` checkpoints are trained to use.
+pub fn cls_pool(hidden: &Tensor) -> Result<Tensor> {
+    Ok(hidden.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?)
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::Device;
 
     use super::*;
+
+    #[test]
+    fn cls_pooling_takes_the_first_token() {
+        let hidden = Tensor::new(
+            &[[[1f32, 2.], [3., 4.]], [[5., 6.], [7., 8.]]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(
+            cls_pool(&hidden).unwrap().to_vec2::<f32>().unwrap(),
+            vec![vec![1., 2.], vec![5., 6.]]
+        );
+    }
 
     #[test]
     fn padding_is_ignored_and_vectors_have_unit_length() {

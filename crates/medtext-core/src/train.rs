@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 
 use crate::pack::{
-    sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, Manifest, Pooling,
-    MANIFEST_FORMAT,
+    encoder_hashes, sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, Manifest,
+    Pooling, MANIFEST_FORMAT,
 };
 use crate::{Error, Result};
 
@@ -169,13 +169,6 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
     );
     candle_core::safetensors::save(&tensors, &head_path)?;
 
-    let mut sha256 = std::collections::BTreeMap::new();
-    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
-        sha256.insert(
-            file.to_string(),
-            sha256_file(&draft.encoder_dir.join(file))?,
-        );
-    }
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: draft.name.into(),
@@ -188,7 +181,7 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
             architecture: draft.architecture,
             pooling: Pooling::Mean,
             max_tokens: draft.max_tokens,
-            sha256,
+            sha256: encoder_hashes(draft.encoder_dir)?,
         },
         heads: vec![HeadSpec {
             name: draft.head_name.into(),
@@ -200,12 +193,7 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
             labels: draft.labels,
         }],
     };
-    let manifest_path = out_dir.join("manifest.json");
-    let text = serde_json::to_string_pretty(&manifest).map_err(|e| Error::Training {
-        problem: format!("cannot encode the manifest: {e}"),
-    })?;
-    std::fs::write(&manifest_path, text + "\n").map_err(|e| Error::io(&manifest_path, e))?;
-    Ok(manifest_path)
+    manifest.write(out_dir)
 }
 
 /// `to` expressed relative to the directory `from` (both must exist).
