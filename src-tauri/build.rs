@@ -13,6 +13,8 @@ fn main() {
             "recent_history",
             "app_status",
         ]));
+    // A custom capabilities path is not watched by tauri-build itself.
+    println!("cargo:rerun-if-changed=src-tauri/capabilities");
     if let Err(error) = tauri_build::try_build(attributes) {
         panic!("tauri-build failed: {error:#}");
     }
