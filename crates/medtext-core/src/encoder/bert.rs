@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::Tensor;
 use candle_transformers::models::bert::{BertModel, Config};
 
 use super::Encoder;
@@ -29,11 +28,7 @@ impl BertEncoder {
     }
 
     pub fn from_config(config: Config, weights: &Path) -> Result<Self> {
-        // SAFETY: the file is memory-mapped read-only; its hash was verified
-        // when the pack was opened, and MedText never writes to model files.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
-                .map_err(|e| Error::pack(weights, format!("cannot read the weights: {e}")))?;
+        let vb = super::map_weights(weights)?;
         let model = BertModel::load(vb, &config)
             .map_err(|e| Error::pack(weights, format!("weights do not match config.json: {e}")))?;
         Ok(Self {
@@ -64,6 +59,8 @@ impl Encoder for BertEncoder {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::HashMap;
+
+    use candle_core::{DType, Device};
 
     use super::*;
     use crate::encoder::tests::assert_padding_is_ignored;

@@ -2,8 +2,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::Tensor;
 use candle_transformers::models::distilbert::{Config, DistilBertModel};
 
 use super::Encoder;
@@ -32,11 +31,7 @@ impl DistilBertEncoder {
         }
         let positions: Positions = serde_json::from_str(&text).map_err(not_distilbert)?;
         let weights = dir.join("model.safetensors");
-        // SAFETY: read-only mapping of a file whose hash the pack verified;
-        // MedText never writes to model files.
-        let vb =
-            unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, &Device::Cpu) }
-                .map_err(|e| Error::pack(&weights, format!("cannot read the weights: {e}")))?;
+        let vb = super::map_weights(&weights)?;
         let vb = if vb.contains_tensor("distilbert.embeddings.word_embeddings.weight") {
             vb.pp("distilbert")
         } else {
@@ -73,6 +68,8 @@ impl Encoder for DistilBertEncoder {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::HashMap;
+
+    use candle_core::{DType, Device};
 
     use super::*;
     use crate::encoder::tests::assert_padding_is_ignored;

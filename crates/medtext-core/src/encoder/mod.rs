@@ -4,9 +4,12 @@
 pub mod bert;
 pub mod distilbert;
 
-use candle_core::Tensor;
+use std::path::Path;
 
-use crate::Result;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::{Error, Result};
 
 /// A transformer encoder that turns token ids into contextual vectors.
 pub trait Encoder: Send + Sync {
@@ -19,6 +22,14 @@ pub trait Encoder: Send + Sync {
 
     /// Longest sequence it accepts, special tokens included.
     fn max_positions(&self) -> usize;
+}
+
+/// Memory-maps a `model.safetensors` as f32 weights on the CPU.
+fn map_weights(weights: &Path) -> Result<VarBuilder<'static>> {
+    // SAFETY: a read-only mapping of a file whose hash the pack verified;
+    // MedText never writes to model files.
+    unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }
+        .map_err(|e| Error::pack(weights, format!("cannot read the weights: {e}")))
 }
 
 #[cfg(test)]
