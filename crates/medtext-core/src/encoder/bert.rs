@@ -60,10 +60,10 @@ impl Encoder for BertEncoder {
 pub(crate) mod tests {
     use std::collections::HashMap;
 
-    use candle_core::{DType, Device};
+    use candle_core::Device;
 
     use super::*;
-    use crate::encoder::tests::assert_padding_is_ignored;
+    use crate::encoder::tests::{assert_padding_is_ignored, insert_layer_norm};
 
     /// A tiny random BERT (2 layers, hidden 8) written as `config.json` +
     /// `model.safetensors` into `dir`, with names as in sentence-transformers
@@ -93,17 +93,7 @@ pub(crate) mod tests {
             "embeddings.token_type_embeddings.weight".into(),
             rand(&[2, hidden]),
         );
-        let norm = |prefix: &str, t: &mut HashMap<String, Tensor>| {
-            t.insert(
-                format!("{prefix}.weight"),
-                Tensor::ones(hidden, DType::F32, &dev).unwrap(),
-            );
-            t.insert(
-                format!("{prefix}.bias"),
-                Tensor::zeros(hidden, DType::F32, &dev).unwrap(),
-            );
-        };
-        norm("embeddings.LayerNorm", &mut t);
+        insert_layer_norm(&mut t, "embeddings.LayerNorm", hidden);
         for l in 0..2 {
             let p = format!("encoder.layer.{l}");
             for (name, out, inp) in [
@@ -117,8 +107,8 @@ pub(crate) mod tests {
                 t.insert(format!("{p}.{name}.weight"), rand(&[out, inp]));
                 t.insert(format!("{p}.{name}.bias"), rand(&[out]));
             }
-            norm(&format!("{p}.attention.output.LayerNorm"), &mut t);
-            norm(&format!("{p}.output.LayerNorm"), &mut t);
+            insert_layer_norm(&mut t, &format!("{p}.attention.output.LayerNorm"), hidden);
+            insert_layer_norm(&mut t, &format!("{p}.output.LayerNorm"), hidden);
         }
         candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
     }

@@ -69,10 +69,10 @@ impl Encoder for DistilBertEncoder {
 pub(crate) mod tests {
     use std::collections::HashMap;
 
-    use candle_core::{DType, Device};
+    use candle_core::Device;
 
     use super::*;
-    use crate::encoder::tests::assert_padding_is_ignored;
+    use crate::encoder::tests::{assert_padding_is_ignored, insert_layer_norm};
 
     /// A tiny random DistilBERT (2 layers, dim 8) with Hugging Face names
     /// (`distilbert.` prefix), written into `dir`.
@@ -96,17 +96,7 @@ pub(crate) mod tests {
             format!("{p}.embeddings.position_embeddings.weight"),
             rand(&[64, dim]),
         );
-        let norm = |name: String, t: &mut HashMap<String, Tensor>| {
-            t.insert(
-                format!("{name}.weight"),
-                Tensor::ones(dim, DType::F32, &dev).unwrap(),
-            );
-            t.insert(
-                format!("{name}.bias"),
-                Tensor::zeros(dim, DType::F32, &dev).unwrap(),
-            );
-        };
-        norm(format!("{p}.embeddings.LayerNorm"), &mut t);
+        insert_layer_norm(&mut t, &format!("{p}.embeddings.LayerNorm"), dim);
         for l in 0..2 {
             let layer = format!("{p}.transformer.layer.{l}");
             for (name, out, inp) in [
@@ -120,8 +110,8 @@ pub(crate) mod tests {
                 t.insert(format!("{layer}.{name}.weight"), rand(&[out, inp]));
                 t.insert(format!("{layer}.{name}.bias"), rand(&[out]));
             }
-            norm(format!("{layer}.sa_layer_norm"), &mut t);
-            norm(format!("{layer}.output_layer_norm"), &mut t);
+            insert_layer_norm(&mut t, &format!("{layer}.sa_layer_norm"), dim);
+            insert_layer_norm(&mut t, &format!("{layer}.output_layer_norm"), dim);
         }
         candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
     }

@@ -38,6 +38,23 @@ pub(crate) mod tests {
 
     use super::Encoder;
 
+    /// Adds an identity LayerNorm (`{name}.weight` ones, `{name}.bias` zeros).
+    pub(crate) fn insert_layer_norm(
+        t: &mut std::collections::HashMap<String, Tensor>,
+        name: &str,
+        dim: usize,
+    ) {
+        let dev = Device::Cpu;
+        t.insert(
+            format!("{name}.weight"),
+            Tensor::ones(dim, candle_core::DType::F32, &dev).unwrap(),
+        );
+        t.insert(
+            format!("{name}.bias"),
+            Tensor::zeros(dim, candle_core::DType::F32, &dev).unwrap(),
+        );
+    }
+
     /// The vectors of real tokens must not change when padding is appended:
     /// the attention mask has to hide it completely.
     pub(crate) fn assert_padding_is_ignored(enc: &dyn Encoder) {
