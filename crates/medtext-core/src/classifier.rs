@@ -6,8 +6,10 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::{bert::BertEncoder, distilbert::DistilBertEncoder, Encoder};
-use crate::head::{Head, LinearHead, SequenceClassificationHead};
+use crate::encoder::{bert, distilbert, Encoder};
+use crate::head::{
+    calibrated_probabilities, Head, LinearHead, MlpHead, SequenceClassificationHead,
+};
 use crate::pack::{Architecture, HeadKind, HeadSpec, Pack, Pooling};
 use crate::pool::{cls_pool, mean_pool_normalized};
 use crate::tokenize::{TextTokenizer, Tokenized, Window};
@@ -61,8 +63,8 @@ impl Embedder {
         max_tokens: usize,
     ) -> Result<Self> {
         let encoder: Box<dyn Encoder> = match architecture {
-            Architecture::Bert => Box::new(BertEncoder::load(dir)?),
-            Architecture::Distilbert => Box::new(DistilBertEncoder::load(dir)?),
+            Architecture::Bert => Box::new(bert::load(dir)?),
+            Architecture::Distilbert => Box::new(distilbert::load(dir)?),
         };
         if max_tokens > encoder.max_positions() {
             return Err(Error::pack(
@@ -158,6 +160,7 @@ impl Classifier {
         let (hidden, labels) = (embedder.hidden_size(), head_spec.labels.len());
         let head: Box<dyn Head> = match head_spec.kind {
             HeadKind::Linear => Box::new(LinearHead::load(&head_path, hidden, labels)?),
+            HeadKind::Mlp => Box::new(MlpHead::load(&head_path, hidden, labels)?),
             HeadKind::SequenceClassification => Box::new(SequenceClassificationHead::load(
                 &head_path,
                 spec.architecture,
@@ -228,10 +231,8 @@ impl Classifier {
     /// Probabilities for each window of one batch.
     pub fn window_probabilities(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
         let pooled = self.embedder.embed_windows(windows)?;
-        Ok(self
-            .head
-            .probabilities(&pooled, self.head_spec.temperature)?
-            .to_vec2::<f32>()?)
+        let logits = self.head.logits(&pooled)?;
+        Ok(calibrated_probabilities(&logits, self.head_spec.temperature)?.to_vec2::<f32>()?)
     }
 }
 

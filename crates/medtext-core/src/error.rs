@@ -29,6 +29,9 @@ pub enum Error {
     #[error("tokenizer {path}: {problem}")]
     Tokenizer { path: PathBuf, problem: String },
 
+    #[error("the model cannot run on this input: {0}")]
+    ModelInput(String),
+
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
 

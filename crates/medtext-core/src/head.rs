@@ -9,10 +9,20 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::pack::Architecture;
 use crate::{Error, Result};
 
-/// What every head does: pooled vectors `[batch, hidden]` in, probabilities
-/// `[batch, labels]` out, after dividing the logits by `temperature`.
+/// What every head does: pooled vectors `[batch, hidden]` in, logits
+/// `[batch, labels]` out. Written with differentiable ops only, so evidence
+/// can trace a prediction back through the head.
 pub trait Head: Send + Sync {
-    fn probabilities(&self, pooled: &Tensor, temperature: f64) -> Result<Tensor>;
+    fn logits(&self, pooled: &Tensor) -> Result<Tensor>;
+}
+
+/// Calibrated probabilities: the soft-max of `logits / temperature`, the
+/// temperature fitted on validation data when the head was made.
+pub fn calibrated_probabilities(logits: &Tensor, temperature: f64) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(
+        &(logits / temperature)?,
+        D::Minus1,
+    )?)
 }
 
 /// `y = x · Wᵀ + b`, the layout of `torch.nn.Linear` and `candle_nn::Linear`.
@@ -63,13 +73,6 @@ fn open(path: &Path) -> Result<MmapedSafetensors> {
         .map_err(|e| Error::pack(path, format!("cannot read the head: {e}")))
 }
 
-fn softmax(logits: &Tensor, temperature: f64) -> Result<Tensor> {
-    Ok(candle_nn::ops::softmax(
-        &(logits / temperature)?,
-        D::Minus1,
-    )?)
-}
-
 /// A linear head on the pooled vector: the file holds `weight` and `bias`.
 pub struct LinearHead {
     layer: Dense,
@@ -86,8 +89,38 @@ impl LinearHead {
 }
 
 impl Head for LinearHead {
-    fn probabilities(&self, pooled: &Tensor, temperature: f64) -> Result<Tensor> {
-        softmax(&self.layer.forward(pooled)?, temperature)
+    fn logits(&self, pooled: &Tensor) -> Result<Tensor> {
+        self.layer.forward(pooled)
+    }
+}
+
+/// A small MLP on the pooled vector: `hidden.weight`/`hidden.bias` (any
+/// width), ReLU, then `output.weight`/`output.bias`.
+pub struct MlpHead {
+    hidden: Dense,
+    output: Dense,
+}
+
+impl MlpHead {
+    pub fn load(path: &Path, hidden: usize, labels: usize) -> Result<Self> {
+        let tensors = open(path)?;
+        let width = tensors
+            .get("hidden.bias")
+            .map_err(|_| Error::pack(path, "the MLP head has no 'hidden.bias' tensor"))?
+            .shape()
+            .first()
+            .copied()
+            .unwrap_or(0);
+        Ok(Self {
+            hidden: Dense::load(&tensors, path, "hidden.", hidden, width)?,
+            output: Dense::load(&tensors, path, "output.", width, labels)?,
+        })
+    }
+}
+
+impl Head for MlpHead {
+    fn logits(&self, pooled: &Tensor) -> Result<Tensor> {
+        self.output.forward(&self.hidden.forward(pooled)?.relu()?)
     }
 }
 
@@ -126,13 +159,13 @@ impl SequenceClassificationHead {
 }
 
 impl Head for SequenceClassificationHead {
-    fn probabilities(&self, cls: &Tensor, temperature: f64) -> Result<Tensor> {
+    fn logits(&self, cls: &Tensor) -> Result<Tensor> {
         let pre = self.pre.forward(cls)?;
         let activated = match self.architecture {
             Architecture::Bert => pre.tanh()?,
             Architecture::Distilbert => pre.relu()?,
         };
-        softmax(&self.classifier.forward(&activated)?, temperature)
+        self.classifier.forward(&activated)
     }
 }
 
@@ -164,8 +197,8 @@ pub(crate) mod tests {
         );
         let head = LinearHead::load(&path, 2, 3).unwrap();
         let x = Tensor::new(&[[2f32, 0.]], &Device::Cpu).unwrap();
-        let p = head
-            .probabilities(&x, 1.0)
+        let logits = head.logits(&x).unwrap();
+        let p = calibrated_probabilities(&logits, 1.0)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
@@ -176,12 +209,48 @@ pub(crate) mod tests {
             assert!((a - b).abs() < 1e-6, "{p:?}");
         }
         // A higher temperature flattens the distribution.
-        let flat = head
-            .probabilities(&x, 10.0)
+        let flat = calibrated_probabilities(&logits, 10.0)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
         assert!(flat[0][0] < p[0][0]);
+    }
+
+    #[test]
+    fn an_mlp_head_is_relu_between_its_two_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mlp.safetensors");
+        let dev = Device::Cpu;
+        let mut t = HashMap::new();
+        // hidden = relu([x0 - x1, x1 - x0, x0 + x1]); logits = [h0 + h2, h1]
+        t.insert(
+            "hidden.weight".to_string(),
+            Tensor::new(&[[1f32, -1.], [-1., 1.], [1., 1.]], &dev).unwrap(),
+        );
+        t.insert(
+            "hidden.bias".to_string(),
+            Tensor::zeros(3, DType::F32, &dev).unwrap(),
+        );
+        t.insert(
+            "output.weight".to_string(),
+            Tensor::new(&[[1f32, 0., 1.], [0., 1., 0.]], &dev).unwrap(),
+        );
+        t.insert(
+            "output.bias".to_string(),
+            Tensor::new(&[0f32, 0.5], &dev).unwrap(),
+        );
+        candle_core::safetensors::save(&t, &path).unwrap();
+        let head = MlpHead::load(&path, 2, 2).unwrap();
+        let logits = head
+            .logits(&Tensor::new(&[[3f32, 1.]], &dev).unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        assert_eq!(logits, vec![vec![2. + 4., 0.5]]);
+        assert!(
+            MlpHead::load(&path, 2, 3).is_err(),
+            "3 labels on a 2-label head"
+        );
     }
 
     #[test]

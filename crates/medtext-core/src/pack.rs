@@ -82,6 +82,8 @@ pub struct HeadSpec {
 pub enum HeadKind {
     /// `weight` and `bias` in a file of its own, on the pooled vector.
     Linear,
+    /// `hidden.*` then ReLU then `output.*`, in a file of its own.
+    Mlp,
     /// The pooler/pre-classifier and classifier inside a Hugging Face
     /// `*ForSequenceClassification` checkpoint.
     #[serde(rename = "sequence-classification")]

@@ -1,69 +1,95 @@
-//! BERT-family encoders (BERT, MiniLM) on Candle's CPU backend.
+//! BERT-family encoders (BERT, MiniLM): config and tensor names; the forward
+//! pass is the shared [`TransformerEncoder`].
 
 use std::path::Path;
 
-use candle_core::Tensor;
-use candle_transformers::models::bert::{BertModel, Config};
+use serde::Deserialize;
 
-use super::Encoder;
+use super::transformer::{Activation, Dimensions, LayerNames, TransformerEncoder, WeightNames};
 use crate::{Error, Result};
 
-pub struct BertEncoder {
-    model: BertModel,
+/// The fields of a BERT `config.json` that shape the model.
+#[derive(Deserialize)]
+struct Config {
     hidden_size: usize,
-    max_positions: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    #[serde(default = "gelu")]
+    hidden_act: String,
+    max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default)]
+    position_embedding_type: Option<String>,
 }
 
-impl BertEncoder {
-    /// Loads `config.json` and `model.safetensors` from `dir`. Tensor names may
-    /// carry a `bert.` prefix (Hugging Face checkpoints) or not (sentence
-    /// transformers exports such as MiniLM).
-    pub fn load(dir: &Path) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let config_text =
-            std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let config: Config = serde_json::from_str(&config_text)
-            .map_err(|e| Error::pack(&config_path, format!("not a BERT config: {e}")))?;
-        Self::from_config(config, &dir.join("model.safetensors"))
-    }
-
-    pub fn from_config(config: Config, weights: &Path) -> Result<Self> {
-        let vb = super::map_weights(weights)?;
-        let model = BertModel::load(vb, &config)
-            .map_err(|e| Error::pack(weights, format!("weights do not match config.json: {e}")))?;
-        Ok(Self {
-            model,
-            hidden_size: config.hidden_size,
-            max_positions: config.max_position_embeddings,
-        })
-    }
+fn gelu() -> String {
+    "gelu".into()
 }
 
-impl Encoder for BertEncoder {
-    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let token_type_ids = input_ids.zeros_like()?;
-        Ok(self
-            .model
-            .forward(input_ids, &token_type_ids, Some(attention_mask))?)
-    }
+fn default_eps() -> f64 {
+    1e-12
+}
 
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
+const NAMES: WeightNames = WeightNames {
+    word_embeddings: "embeddings.word_embeddings.weight",
+    position_embeddings: "embeddings.position_embeddings.weight",
+    token_type_embeddings: Some("embeddings.token_type_embeddings.weight"),
+    embeddings_norm: "embeddings.LayerNorm",
+    layers: "encoder.layer",
+    layer: LayerNames {
+        query: "attention.self.query",
+        key: "attention.self.key",
+        value: "attention.self.value",
+        attention_output: "attention.output.dense",
+        attention_norm: "attention.output.LayerNorm",
+        intermediate: "intermediate.dense",
+        output: "output.dense",
+        output_norm: "output.LayerNorm",
+    },
+};
 
-    fn max_positions(&self) -> usize {
-        self.max_positions
+/// Loads `config.json` and `model.safetensors` from `dir`. Tensor names may
+/// carry a `bert.` prefix (Hugging Face checkpoints) or not (sentence
+/// transformers exports such as MiniLM).
+pub fn load(dir: &Path) -> Result<TransformerEncoder> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config: Config = serde_json::from_str(&text)
+        .map_err(|e| Error::pack(&config_path, format!("not a BERT config: {e}")))?;
+    if let Some(kind) = config.position_embedding_type.as_deref() {
+        if kind != "absolute" {
+            return Err(Error::pack(
+                &config_path,
+                format!("position_embedding_type '{kind}' is not supported (only 'absolute')"),
+            ));
+        }
     }
+    let dims = Dimensions {
+        hidden: config.hidden_size,
+        layers: config.num_hidden_layers,
+        heads: config.num_attention_heads,
+        intermediate: config.intermediate_size,
+        max_positions: config.max_position_embeddings,
+        layer_norm_eps: config.layer_norm_eps,
+        activation: Activation::from_config_name(&config.hidden_act, &config_path)?,
+    };
+    TransformerEncoder::load(&dir.join("model.safetensors"), "bert", &NAMES, dims)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::HashMap;
 
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
+
+    use crate::encoder::Encoder;
 
     use super::*;
-    use crate::encoder::tests::{assert_padding_is_ignored, insert_layer_norm};
+    use crate::encoder::tests::{
+        assert_both_passes_agree, assert_padding_is_ignored, insert_layer_norm,
+    };
 
     /// A tiny random BERT (2 layers, hidden 8) written as `config.json` +
     /// `model.safetensors` into `dir`, with names as in sentence-transformers
@@ -117,9 +143,10 @@ pub(crate) mod tests {
     fn tiny_bert_loads_and_ignores_padding() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bert(dir.path(), 14);
-        let enc = BertEncoder::load(dir.path()).unwrap();
+        let enc = load(dir.path()).unwrap();
         assert_eq!((enc.hidden_size(), enc.max_positions()), (8, 64));
         assert_padding_is_ignored(&enc);
+        assert_both_passes_agree(&enc);
     }
 
     #[test]
@@ -132,7 +159,7 @@ pub(crate) mod tests {
             cfg.replace("\"hidden_size\":8", "\"hidden_size\":12"),
         )
         .unwrap();
-        let err = BertEncoder::load(dir.path()).err().unwrap();
+        let err = load(dir.path()).err().unwrap();
         assert!(err.to_string().contains("model.safetensors"), "{err}");
     }
 }

@@ -1,78 +1,81 @@
-//! DistilBERT encoders on Candle's CPU backend.
+//! DistilBERT encoders: config and tensor names; the forward pass is the
+//! shared [`TransformerEncoder`].
 
 use std::path::Path;
 
-use candle_core::Tensor;
-use candle_transformers::models::distilbert::{Config, DistilBertModel};
+use serde::Deserialize;
 
-use super::Encoder;
+use super::transformer::{Activation, Dimensions, LayerNames, TransformerEncoder, WeightNames};
 use crate::{Error, Result};
 
-pub struct DistilBertEncoder {
-    model: DistilBertModel,
-    hidden_size: usize,
-    max_positions: usize,
+/// The fields of a DistilBERT `config.json` that shape the model.
+#[derive(Deserialize)]
+struct Config {
+    dim: usize,
+    n_layers: usize,
+    n_heads: usize,
+    hidden_dim: usize,
+    #[serde(default = "gelu")]
+    activation: String,
+    max_position_embeddings: usize,
 }
 
-impl DistilBertEncoder {
-    /// Loads `config.json` and `model.safetensors` from `dir`; tensor names may
-    /// carry a `distilbert.` prefix (Hugging Face checkpoints) or not.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
-        let not_distilbert = |e: serde_json::Error| {
-            Error::pack(&config_path, format!("not a DistilBERT config: {e}"))
-        };
-        let config: Config = serde_json::from_str(&text).map_err(not_distilbert)?;
-        // Candle keeps this field private; read it from the same file.
-        #[derive(serde::Deserialize)]
-        struct Positions {
-            max_position_embeddings: usize,
-        }
-        let positions: Positions = serde_json::from_str(&text).map_err(not_distilbert)?;
-        let weights = dir.join("model.safetensors");
-        let vb = super::map_weights(&weights)?;
-        let vb = if vb.contains_tensor("distilbert.embeddings.word_embeddings.weight") {
-            vb.pp("distilbert")
-        } else {
-            vb
-        };
-        let model = DistilBertModel::load(vb, &config)
-            .map_err(|e| Error::pack(&weights, format!("weights do not match config.json: {e}")))?;
-        Ok(Self {
-            model,
-            hidden_size: config.dim,
-            max_positions: positions.max_position_embeddings,
-        })
-    }
+fn gelu() -> String {
+    "gelu".into()
 }
 
-impl Encoder for DistilBertEncoder {
-    fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        // Candle's DistilBERT takes the inverse mask (1 = hidden), shaped to
-        // broadcast over heads and query positions.
-        let (batch, seq) = attention_mask.dims2()?;
-        let hidden = attention_mask.eq(0u32)?.reshape((batch, 1, 1, seq))?;
-        Ok(self.model.forward(input_ids, &hidden)?)
-    }
+/// DistilBERT's LayerNorms use PyTorch's default epsilon, fixed in its code.
+const LAYER_NORM_EPS: f64 = 1e-12;
 
-    fn hidden_size(&self) -> usize {
-        self.hidden_size
-    }
+const NAMES: WeightNames = WeightNames {
+    word_embeddings: "embeddings.word_embeddings.weight",
+    position_embeddings: "embeddings.position_embeddings.weight",
+    token_type_embeddings: None,
+    embeddings_norm: "embeddings.LayerNorm",
+    layers: "transformer.layer",
+    layer: LayerNames {
+        query: "attention.q_lin",
+        key: "attention.k_lin",
+        value: "attention.v_lin",
+        attention_output: "attention.out_lin",
+        attention_norm: "sa_layer_norm",
+        intermediate: "ffn.lin1",
+        output: "ffn.lin2",
+        output_norm: "output_layer_norm",
+    },
+};
 
-    fn max_positions(&self) -> usize {
-        self.max_positions
-    }
+/// Loads `config.json` and `model.safetensors` from `dir`; tensor names may
+/// carry a `distilbert.` prefix (Hugging Face checkpoints) or not.
+pub fn load(dir: &Path) -> Result<TransformerEncoder> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config: Config = serde_json::from_str(&text)
+        .map_err(|e| Error::pack(&config_path, format!("not a DistilBERT config: {e}")))?;
+    let dims = Dimensions {
+        hidden: config.dim,
+        layers: config.n_layers,
+        heads: config.n_heads,
+        intermediate: config.hidden_dim,
+        max_positions: config.max_position_embeddings,
+        layer_norm_eps: LAYER_NORM_EPS,
+        activation: Activation::from_config_name(&config.activation, &config_path)?,
+    };
+    TransformerEncoder::load(&dir.join("model.safetensors"), "distilbert", &NAMES, dims)
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use std::collections::HashMap;
 
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
+
+    use crate::encoder::Encoder;
 
     use super::*;
-    use crate::encoder::tests::{assert_padding_is_ignored, insert_layer_norm};
+    use crate::encoder::tests::{
+        assert_both_passes_agree, assert_padding_is_ignored, insert_layer_norm,
+    };
 
     /// A tiny random DistilBERT (2 layers, dim 8) with Hugging Face names
     /// (`distilbert.` prefix), written into `dir`.
@@ -120,8 +123,9 @@ pub(crate) mod tests {
     fn tiny_distilbert_loads_and_ignores_padding() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_distilbert(dir.path(), 14);
-        let enc = DistilBertEncoder::load(dir.path()).unwrap();
+        let enc = load(dir.path()).unwrap();
         assert_eq!((enc.hidden_size(), enc.max_positions()), (8, 64));
         assert_padding_is_ignored(&enc);
+        assert_both_passes_agree(&enc);
     }
 }

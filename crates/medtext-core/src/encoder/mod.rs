@@ -1,8 +1,10 @@
 //! Text encoders: one module per architecture behind one small trait, so the
 //! classifier, pooling and heads never depend on a particular model family.
 
+mod attention;
 pub mod bert;
 pub mod distilbert;
+pub mod transformer;
 
 use std::path::Path;
 
@@ -16,6 +18,18 @@ pub trait Encoder: Send + Sync {
     /// `input_ids` and `attention_mask` are `[batch, seq]` (u32); returns the last
     /// hidden states, `[batch, seq, hidden]` (f32).
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor>;
+
+    /// The word-embedding rows of `input_ids`, `[batch, seq, hidden]`: the input
+    /// that evidence attributes the prediction to.
+    fn word_embeddings(&self, input_ids: &Tensor) -> Result<Tensor>;
+
+    /// The same result as [`Encoder::forward`], from word embeddings and
+    /// through operations that all have gradients (slower; for evidence).
+    fn forward_from_word_embeddings(
+        &self,
+        word: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor>;
 
     /// Width of the vectors it returns.
     fn hidden_size(&self) -> usize;
@@ -55,6 +69,43 @@ pub(crate) mod tests {
         );
     }
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The fast pass and the differentiable pass are the same function.
+    pub(crate) fn assert_both_passes_agree(enc: &dyn Encoder) {
+        let dev = Device::Cpu;
+        let ids = Tensor::new(&[[2u32, 4, 5, 6, 7, 3], [2, 9, 8, 3, 0, 0]], &dev).unwrap();
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], &dev).unwrap();
+        let fast = enc.forward(&ids, &mask).unwrap();
+        let word = enc.word_embeddings(&ids).unwrap();
+        let slow = enc.forward_from_word_embeddings(&word, &mask).unwrap();
+        // Padding rows may differ (they are never read); real tokens may not.
+        let real = |t: &Tensor| {
+            Tensor::cat(
+                &[
+                    t.get(0).unwrap(),
+                    t.get(1).unwrap().narrow(0, 0, 4).unwrap(),
+                ],
+                0,
+            )
+            .unwrap()
+        };
+        let diff = max_abs_diff(&real(&fast), &real(&slow));
+        assert!(
+            diff < 1e-5,
+            "fast and differentiable passes differ by {diff}"
+        );
+    }
+
     /// The vectors of real tokens must not change when padding is appended:
     /// the attention mask has to hide it completely.
     pub(crate) fn assert_padding_is_ignored(enc: &dyn Encoder) {
@@ -66,14 +117,7 @@ pub(crate) mod tests {
         let padded_ids = Tensor::new(&[[2u32, 4, 5, 3, 0, 0]], &dev).unwrap();
         let padded_mask = Tensor::new(&[[1u32, 1, 1, 1, 0, 0]], &dev).unwrap();
         let padded = enc.forward(&padded_ids, &padded_mask).unwrap();
-        let diff = (alone - padded.narrow(1, 0, 4).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&alone, &padded.narrow(1, 0, 4).unwrap());
         assert!(diff < 1e-5, "padding changed real tokens by {diff}");
     }
 }
