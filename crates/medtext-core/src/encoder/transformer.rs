@@ -42,9 +42,12 @@ impl Activation {
         }
     }
 
-    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    fn apply(self, x: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
         match self {
-            Self::Gelu => x.gelu_erf(),
+            Self::Gelu => match pass {
+                Pass::Fast => super::math::gelu_erf(x),
+                Pass::Differentiable => x.gelu_erf(),
+            },
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
         }
@@ -302,7 +305,7 @@ impl TransformerEncoder {
             let inner = self
                 .dims
                 .activation
-                .apply(&layer.intermediate.forward(&x)?)?;
+                .apply(&layer.intermediate.forward(&x)?, pass)?;
             let out = layer.output.forward(&inner)?;
             x = norm(&layer.output_norm, &(out + &x)?)?;
         }
