@@ -98,6 +98,10 @@ struct ClassifyArgs {
     /// Save the text and result to the encrypted history.
     #[arg(long)]
     save: bool,
+    /// Also show which words drove the top label (gradient x input; adds one
+    /// backward pass). JSON gets an "evidence" list of character spans.
+    #[arg(long)]
+    evidence: bool,
     /// Read the text from this file (`-` for standard input) instead of TEXT.
     #[arg(long, conflicts_with = "text")]
     file: Option<PathBuf>,
@@ -263,7 +267,12 @@ fn classify(args: ClassifyArgs) -> CliResult {
     // Reject bad input before the model loads, so the message comes at once.
     text::validate(&input).map_err(err)?;
     let classifier = load_classifier(&args.pack)?;
-    let result = classifier.classify(&input).map_err(err)?;
+    let result = if args.evidence {
+        classifier.classify_with_evidence(&input)
+    } else {
+        classifier.classify(&input)
+    }
+    .map_err(err)?;
     let saved_id = if args.save {
         let mut store = HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)?;
         Some(store.save(&input, &result).map_err(err)?)
@@ -276,6 +285,7 @@ fn classify(args: ClassifyArgs) -> CliResult {
         println!("{}", serde_json::to_string_pretty(&value).map_err(err)?);
     } else {
         print_classification(&result);
+        print_evidence(&input, &result);
         if let Some(id) = saved_id {
             println!("saved to history as record {id}");
         }
@@ -305,6 +315,24 @@ fn print_classification(c: &Classification) {
         "{} tokens, {} window(s); {} {} / {}",
         c.tokens, c.windows, c.pack, c.pack_version, c.head
     );
+}
+
+/// The words that most support the top label, strongest first.
+fn print_evidence(text: &str, c: &Classification) {
+    let mut supporting: Vec<_> = c.evidence.iter().filter(|w| w.score > 0.0).collect();
+    if supporting.is_empty() {
+        return;
+    }
+    supporting.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let words: Vec<String> = supporting
+        .iter()
+        .take(8)
+        .map(|w| {
+            let word: String = text.chars().skip(w.start).take(w.end - w.start).collect();
+            format!("{word} ({:.2})", w.score)
+        })
+        .collect();
+    println!("evidence for {}: {}", c.top.id, words.join(", "));
 }
 
 fn history(limit: usize, json: bool) -> CliResult {
@@ -550,10 +578,10 @@ fn bench(pack: &str, plan: BenchPlan, json: bool) -> CliResult {
         "batch 32 x 128: {:.1} sequences/s",
         report.batch32x128_per_s
     );
-    match report.evidence_256_ms {
-        Some(ms) => println!("evidence, 256 tokens: {ms:.1} ms"),
-        None => println!("evidence, 256 tokens: not implemented yet"),
-    }
+    println!(
+        "classify with evidence, 256 tokens: {:.1} ms",
+        report.evidence_256_ms
+    );
     println!("pack load: {:.0} ms", report.load_ms);
     if let Some(mb) = report.peak_rss_mb {
         println!("peak RSS: {mb:.0} MB");

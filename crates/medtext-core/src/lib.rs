@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod dataset;
 pub mod encoder;
 pub mod error;
+pub mod evidence;
 pub mod head;
 pub mod keychain;
 pub mod metrics;

@@ -306,6 +306,7 @@ mod tests {
             needs_review: false,
             windows: 1,
             tokens: 12,
+            evidence: Vec::new(),
         }
     }
 

@@ -20,6 +20,16 @@ pub struct Tokenized {
     pub windows: Vec<Window>,
     /// Tokens in the text, special tokens excluded.
     pub tokens: usize,
+    /// For each window, the index of its first token after `[CLS]` among
+    /// the text's tokens: window `w` holds tokens
+    /// `window_starts[w] .. window_starts[w] + windows[w].len() - 2`.
+    pub window_starts: Vec<usize>,
+    /// Where each token came from: `[start, end)` in characters (Unicode
+    /// scalar values) of the original text.
+    pub char_offsets: Vec<(usize, usize)>,
+    /// The word each token belongs to (the pre-tokenizer's words: runs of
+    /// letters and digits, and each punctuation mark on its own).
+    pub word_ids: Vec<Option<u32>>,
 }
 
 /// A WordPiece/BPE tokenizer from a `tokenizer.json`, plus the windowing rule.
@@ -76,23 +86,28 @@ impl TextTokenizer {
     pub fn tokenize(&self, text: &str) -> Result<Tokenized> {
         let encoding = self
             .inner
-            .encode(text, false)
+            .encode_char_offsets(text, false)
             // The tokenizers error may quote the input: it is dropped, not shown.
             .map_err(|_| Error::Tokenizer {
                 path: self.path.clone(),
                 problem: "cannot tokenize the text".into(),
             })?;
         let ids = encoding.get_ids();
+        let (windows, window_starts) = self.windows(ids);
         Ok(Tokenized {
-            windows: self.windows(ids),
+            windows,
+            window_starts,
             tokens: ids.len(),
+            char_offsets: encoding.get_offsets().to_vec(),
+            word_ids: encoding.get_word_ids().to_vec(),
         })
     }
 
-    fn windows(&self, ids: &[u32]) -> Vec<Window> {
+    fn windows(&self, ids: &[u32]) -> (Vec<Window>, Vec<usize>) {
         let body = self.max_tokens - 2;
         let step = body - body / 4;
         let mut windows = Vec::new();
+        let mut starts = Vec::new();
         let mut start = 0;
         loop {
             let end = (start + body).min(ids.len());
@@ -101,12 +116,13 @@ impl TextTokenizer {
             window.extend_from_slice(&ids[start..end]);
             window.push(self.sep_id);
             windows.push(window);
+            starts.push(start);
             if end == ids.len() {
                 break;
             }
             start += step;
         }
-        windows
+        (windows, starts)
     }
 }
 
@@ -159,6 +175,18 @@ pub(crate) mod tests {
         // patient with chest pain and tumor ##s .
         assert_eq!(t.tokens, 8);
         assert_eq!(t.windows, vec![vec![2, 10, 11, 4, 5, 12, 8, 9, 13, 3]]);
+        assert_eq!(t.window_starts, vec![0]);
+    }
+
+    #[test]
+    fn tokens_know_their_characters_and_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = tiny_tokenizer(dir.path(), 16);
+        // "é" is two bytes but one character: offsets count characters.
+        let t = tok.tokenize("é tumors.").unwrap();
+        // [UNK] tumor ##s .
+        assert_eq!(t.char_offsets, vec![(0, 1), (2, 7), (7, 8), (8, 9)]);
+        assert_eq!(t.word_ids, vec![Some(0), Some(1), Some(1), Some(2)]);
     }
 
     #[test]
@@ -170,6 +198,7 @@ pub(crate) mod tests {
         assert_eq!(t.tokens, 20);
         let bodies: Vec<usize> = t.windows.iter().map(|w| w.len() - 2).collect();
         assert_eq!(bodies, vec![8, 8, 8]); // starts 0, 6, 12 -> ends 8, 14, 20
+        assert_eq!(t.window_starts, vec![0, 6, 12]);
         for w in &t.windows {
             assert_eq!((w[0], *w.last().unwrap()), (2, 3));
             assert!(w.len() <= 10);
