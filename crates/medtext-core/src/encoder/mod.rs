@@ -4,6 +4,7 @@
 mod attention;
 pub mod bert;
 pub mod distilbert;
+mod linear;
 mod math;
 pub mod transformer;
 

@@ -12,10 +12,11 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use candle_nn::VarBuilder;
 
 use super::attention::{fused_attention, key_bias};
+use super::linear::Linear;
 use super::Encoder;
 use crate::{Error, Result};
 
@@ -90,37 +91,21 @@ pub struct WeightNames {
     pub layer: LayerNames,
 }
 
-/// `y = x · W + b` with `W` stored transposed (`[inputs, outputs]`) and
-/// contiguous once at load, so every matmul reads it in row order.
-struct Dense {
-    weight_t: Tensor,
-    bias: Tensor,
-}
-
-impl Dense {
-    fn load(vb: &VarBuilder, names: &[&str], inputs: usize) -> candle_core::Result<Self> {
-        // Several projections (Q, K, V) are concatenated into one matmul.
-        let mut weights = Vec::with_capacity(names.len());
-        let mut biases = Vec::with_capacity(names.len());
-        for name in names {
-            let vb = vb.pp(*name);
-            let w = vb.get_unchecked_dtype("weight", DType::F32)?;
-            if w.dims().len() != 2 || w.dim(1)? != inputs {
-                candle_core::bail!("{name}.weight has shape {:?}", w.dims());
-            }
-            biases.push(vb.get(w.dim(0)?, "bias")?);
-            weights.push(w);
+/// Loads `{name}.weight` and `{name}.bias` for each name, concatenated
+/// along the outputs so that several projections (Q, K, V) are one multiply.
+fn load_linear(vb: &VarBuilder, names: &[&str], inputs: usize) -> candle_core::Result<Linear> {
+    let mut weights = Vec::with_capacity(names.len());
+    let mut biases = Vec::with_capacity(names.len());
+    for name in names {
+        let vb = vb.pp(*name);
+        let w = vb.get_unchecked_dtype("weight", DType::F32)?;
+        if w.dims().len() != 2 || w.dim(1)? != inputs {
+            candle_core::bail!("{name}.weight has shape {:?}", w.dims());
         }
-        Ok(Self {
-            weight_t: Tensor::cat(&weights, 0)?.t()?.contiguous()?,
-            bias: Tensor::cat(&biases, 0)?,
-        })
+        biases.push(vb.get(w.dim(0)?, "bias")?);
+        weights.push(w);
     }
-
-    /// `x` is `[rows, inputs]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight_t)?.broadcast_add(&self.bias)
-    }
+    Linear::new(&Tensor::cat(&weights, 0)?, &Tensor::cat(&biases, 0)?)
 }
 
 struct Norm {
@@ -154,11 +139,11 @@ impl Norm {
 }
 
 struct Layer {
-    qkv: Dense,
-    attention_output: Dense,
+    qkv: Linear,
+    attention_output: Linear,
     attention_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
+    intermediate: Linear,
+    output: Linear,
     output_norm: Norm,
 }
 
@@ -234,20 +219,21 @@ impl TransformerEncoder {
             .map(|i| {
                 let vb = vb.pp(format!("{}.{i}", names.layers));
                 Ok(Layer {
-                    qkv: Dense::load(&vb, &[n.query, n.key, n.value], h)?,
-                    attention_output: Dense::load(&vb, &[n.attention_output], h)?,
+                    qkv: load_linear(&vb, &[n.query, n.key, n.value], h)?,
+                    attention_output: load_linear(&vb, &[n.attention_output], h)?,
                     attention_norm: Norm::load(&vb, n.attention_norm, h, dims.layer_norm_eps)?,
-                    intermediate: Dense::load(&vb, &[n.intermediate], h)?,
-                    output: Dense::load(&vb, &[n.output], dims.intermediate)?,
+                    intermediate: load_linear(&vb, &[n.intermediate], h)?,
+                    output: load_linear(&vb, &[n.output], dims.intermediate)?,
                     output_norm: Norm::load(&vb, n.output_norm, h, dims.layer_norm_eps)?,
                 })
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         for (i, layer) in layers.iter().enumerate() {
             let shapes = [
-                (layer.qkv.weight_t.dims(), [h, 3 * h]),
-                (layer.intermediate.weight_t.dims(), [h, dims.intermediate]),
-                (layer.output.weight_t.dims(), [dims.intermediate, h]),
+                (layer.qkv.dims(), [h, 3 * h]),
+                (layer.attention_output.dims(), [h, h]),
+                (layer.intermediate.dims(), [h, dims.intermediate]),
+                (layer.output.dims(), [dims.intermediate, h]),
             ];
             if shapes.iter().any(|(got, want)| *got != want) {
                 candle_core::bail!("layer {i} does not have the configured sizes");
@@ -290,14 +276,11 @@ impl TransformerEncoder {
         let bias = key_bias(attention_mask)?;
         for layer in &self.layers {
             let qkv = layer.qkv.forward(&x)?;
-            let context = match pass {
-                Pass::Fast => fused_attention(
-                    &qkv.reshape((batch, seq, 3 * hidden))?,
-                    &bias,
-                    self.dims.heads,
-                )?,
-                Pass::Differentiable => self.attention_written_out(&qkv, &bias, batch, seq)?,
-            };
+            let context = fused_attention(
+                &qkv.reshape((batch, seq, 3 * hidden))?,
+                &bias,
+                self.dims.heads,
+            )?;
             let attended = layer
                 .attention_output
                 .forward(&context.reshape((rows, hidden))?)?;
@@ -310,32 +293,6 @@ impl TransformerEncoder {
             x = norm(&layer.output_norm, &(out + &x)?)?;
         }
         Ok(x.reshape((batch, seq, hidden))?)
-    }
-
-    /// Attention with tensor ops only, so that it has a gradient.
-    fn attention_written_out(
-        &self,
-        qkv: &Tensor,
-        key_bias: &Tensor,
-        batch: usize,
-        seq: usize,
-    ) -> candle_core::Result<Tensor> {
-        let (hidden, heads) = (self.dims.hidden, self.dims.heads);
-        let head_dim = hidden / heads;
-        let split = |i: usize| {
-            qkv.narrow(1, i * hidden, hidden)?
-                .reshape((batch, seq, heads, head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-        let scores = (q.matmul(&k.t()?)? / (head_dim as f64).sqrt())?
-            .broadcast_add(&key_bias.reshape((batch, 1, 1, seq))?)?;
-        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((batch, seq, hidden))
     }
 }
 
