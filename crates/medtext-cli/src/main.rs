@@ -176,7 +176,7 @@ struct TrainArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    runtime::configure_threads(cli.threads);
+    runtime::configure(cli.threads);
     let result = match cli.command {
         Command::Classify(args) => classify(args),
         Command::History { limit, json } => history(limit, json),
@@ -212,12 +212,6 @@ fn main() -> ExitCode {
         }
     }
 }
-
-/// Candle allocates a fresh buffer for every tensor op; glibc's allocator
-/// returns large buffers to the kernel and faults them in again on the next
-/// pass, which costs about a third of a forward pass. mimalloc keeps them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 type CliResult = Result<(), String>;
 

@@ -16,9 +16,35 @@ use crate::pool::{cls_pool, mean_pool_normalized};
 use crate::tokenize::{TextTokenizer, Tokenized, Window};
 use crate::{text, Error, Result};
 
-/// Windows encoded together in one forward pass: enough to amortise the
-/// per-call overhead, small enough to bound memory on a long note.
+/// Windows encoded together when embedding one long text for training:
+/// enough to amortise the per-call overhead, small enough to bound memory.
 const WINDOWS_PER_BATCH: usize = 8;
+
+/// Tokens (padding included) in one forward pass of [`Classifier::classify_batch`]:
+/// 32 windows of 256, whose activations take about 50 MB.
+pub const TOKENS_PER_BATCH: usize = 8192;
+
+/// Cuts windows sorted by length into consecutive groups whose padded size
+/// (count × longest) stays within `budget`; a window longer than the budget
+/// gets a group of its own.
+fn length_groups<'a, T>(
+    sorted: &'a [(T, &'a Window)],
+    budget: usize,
+) -> Vec<&'a [(T, &'a Window)]> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    for end in 1..=sorted.len() {
+        let longest = sorted[end - 1].1.len();
+        if end - start > 1 && (end - start) * longest > budget {
+            groups.push(&sorted[start..end - 1]);
+            start = end - 1;
+        }
+    }
+    if start < sorted.len() {
+        groups.push(&sorted[start..]);
+    }
+    groups
+}
 
 /// One label with its probability.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,22 +154,25 @@ impl Embedder {
     fn token_attributions(
         &self,
         window: &Window,
-        target: impl Fn(&Tensor) -> Result<Tensor>,
+        target: impl Fn(&Tensor) -> Result<Tensor> + Sync,
     ) -> Result<Vec<f32>> {
-        let ids = Tensor::new(window.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
-        let mask = ids.ones_like()?;
-        let word = Var::from_tensor(&self.encoder.word_embeddings(&ids)?)?;
-        let hidden = self
-            .encoder
-            .forward_from_word_embeddings(word.as_tensor(), &mask)?;
-        let gradients = target(&self.pool(&hidden, &mask)?)?.backward()?;
-        let gradient = gradients.get(word.as_tensor()).ok_or_else(|| {
-            Error::ModelInput("the prediction does not depend on the input tokens".into())
-        })?;
-        Ok((gradient * word.as_tensor())?
-            .sum(2)?
-            .get(0)?
-            .to_vec1::<f32>()?)
+        // Same pool as the forward pass; see runtime::pool.
+        crate::runtime::pool()?.install(|| {
+            let ids = Tensor::new(window.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+            let mask = ids.ones_like()?;
+            let word = Var::from_tensor(&self.encoder.word_embeddings(&ids)?)?;
+            let hidden = self
+                .encoder
+                .forward_from_word_embeddings(word.as_tensor(), &mask)?;
+            let gradients = target(&self.pool(&hidden, &mask)?)?.backward()?;
+            let gradient = gradients.get(word.as_tensor()).ok_or_else(|| {
+                Error::ModelInput("the prediction does not depend on the input tokens".into())
+            })?;
+            Ok((gradient * word.as_tensor())?
+                .sum(2)?
+                .get(0)?
+                .to_vec1::<f32>()?)
+        })
     }
 
     /// One unit vector for a whole text: the normalised mean of its windows.
@@ -220,17 +249,17 @@ impl Classifier {
     /// overlapping windows; their probabilities are averaged, so every part of
     /// the note counts and none is silently cut.
     pub fn classify(&self, text: &str) -> Result<Classification> {
-        text::validate(text)?;
-        let tokenized = self.embedder.tokenize(text)?;
-        self.classify_tokens(&tokenized)
+        self.classify_batch(&[text])?
+            .pop()
+            .unwrap_or(Err(Error::EmptyText))
     }
 
     /// [`Classifier::classify`], plus the evidence for the top label: every
     /// word of the text with its share in the decision (see [`crate::evidence`]).
     pub fn classify_with_evidence(&self, text: &str) -> Result<Classification> {
         text::validate(text)?;
+        let mut classification = self.classify(text)?;
         let tokenized = self.embedder.tokenize(text)?;
-        let mut classification = self.classify_tokens(&tokenized)?;
         let top = self
             .head_spec
             .labels
@@ -253,16 +282,51 @@ impl Classifier {
         Ok(classification)
     }
 
-    fn classify_tokens(&self, tokenized: &Tokenized) -> Result<Classification> {
-        let mut sums = vec![0f32; self.head_spec.labels.len()];
-        for batch in tokenized.windows.chunks(WINDOWS_PER_BATCH) {
-            for row in self.window_probabilities(batch)? {
-                for (s, p) in sums.iter_mut().zip(row) {
+    /// Classifies several texts together, the way a batch job or requests
+    /// arriving at once should run: every window of every text is sorted by
+    /// length and cut into groups of at most [`TOKENS_PER_BATCH`] tokens
+    /// (padded), so one forward pass serves many texts and short windows are
+    /// not padded to the length of long ones. The outer error is an engine
+    /// failure; each text gets its own result, so one empty text does not
+    /// fail the others.
+    pub fn classify_batch<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<Result<Classification>>> {
+        let tokenized: Vec<Result<Tokenized>> = texts
+            .iter()
+            .map(|t| {
+                text::validate(t.as_ref())?;
+                self.embedder.tokenize(t.as_ref())
+            })
+            .collect();
+        let mut windows: Vec<(usize, &Window)> = tokenized
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| t.as_ref().ok().map(|t| (i, t)))
+            .flat_map(|(i, t)| t.windows.iter().map(move |w| (i, w)))
+            .collect();
+        windows.sort_by_key(|(_, w)| w.len());
+        let mut sums = vec![vec![0f32; self.head_spec.labels.len()]; texts.len()];
+        for group in length_groups(&windows, TOKENS_PER_BATCH) {
+            let batch: Vec<Window> = group.iter().map(|(_, w)| (*w).clone()).collect();
+            for ((text, _), row) in group.iter().zip(self.window_probabilities(&batch)?) {
+                for (s, p) in sums[*text].iter_mut().zip(row) {
                     *s += p;
                 }
             }
         }
-        let n = tokenized.windows.len() as f32;
+        Ok(tokenized
+            .into_iter()
+            .zip(sums)
+            .map(|(t, sums)| t.map(|t| self.summarise(&t, sums)))
+            .collect())
+    }
+
+    /// The classification of one text from the sum of its windows'
+    /// probabilities: their mean, every label sorted, the abstain check.
+    fn summarise(&self, tokenized: &Tokenized, sums: Vec<f32>) -> Classification {
+        let n = tokenized.windows.len().max(1) as f32;
         let mut probabilities: Vec<LabelScore> = self
             .head_spec
             .labels
@@ -275,8 +339,16 @@ impl Classifier {
             })
             .collect();
         probabilities.sort_by(|a, b| b.probability.total_cmp(&a.probability));
-        let top = probabilities[0].clone();
-        Ok(Classification {
+        // A pack is refused at load unless its head has at least one label.
+        let top = probabilities
+            .first()
+            .cloned()
+            .unwrap_or_else(|| LabelScore {
+                id: String::new(),
+                display: String::new(),
+                probability: 0.0,
+            });
+        Classification {
             pack: self.pack.manifest.name.clone(),
             pack_version: self.pack.manifest.version.clone(),
             head: self.head_spec.name.clone(),
@@ -286,7 +358,7 @@ impl Classifier {
             windows: tokenized.windows.len(),
             tokens: tokenized.tokens,
             evidence: Vec::new(),
-        })
+        }
     }
 
     pub fn embedder(&self) -> &Embedder {
@@ -620,5 +692,46 @@ mod tests {
         assert!(explained.windows > 1);
         assert_eq!(explained.evidence.len(), 60);
         assert!(explained.evidence.iter().all(|w| w.score.is_finite()));
+    }
+
+    #[test]
+    fn a_batch_gives_each_text_what_it_gets_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = tiny_classifier(dir.path()); // max_tokens 10
+        let texts = [
+            "fever",
+            "chest pain and cough",
+            "   ",
+            "fever cough chest pain tumor fever cough chest pain tumor fever cough",
+            "patient with tumors.",
+        ];
+        let batch = c.classify_batch(&texts).unwrap();
+        assert_eq!(batch.len(), texts.len());
+        for (text, result) in texts.iter().zip(&batch) {
+            match (c.classify(text), result) {
+                (Ok(alone), Ok(together)) => {
+                    assert_eq!(alone.windows, together.windows);
+                    for (a, b) in alone.probabilities.iter().zip(&together.probabilities) {
+                        assert_eq!(a.id, b.id);
+                        assert!((a.probability - b.probability).abs() < 1e-5);
+                    }
+                }
+                (Err(Error::EmptyText), Err(Error::EmptyText)) => {}
+                (alone, together) => panic!("{text:?}: {alone:?} vs {together:?}"),
+            }
+        }
+        assert!(matches!(batch[2], Err(Error::EmptyText)));
+        assert!(batch[3].as_ref().unwrap().windows > 1);
+    }
+
+    #[test]
+    fn length_groups_stay_within_the_token_budget() {
+        let windows: Vec<Window> = [2, 3, 3, 4, 8, 20].iter().map(|&n| vec![0; n]).collect();
+        let sorted: Vec<(usize, &Window)> = windows.iter().enumerate().collect();
+        let sizes: Vec<usize> = length_groups(&sorted, 10).iter().map(|g| g.len()).collect();
+        // [2,3,3] pads to 9; [4,8] would pad to 16 so 4 alone, 8 alone, 20 alone.
+        assert_eq!(sizes, vec![3, 1, 1, 1]);
+        assert_eq!(sizes.iter().sum::<usize>(), windows.len());
+        assert!(length_groups::<usize>(&[], 10).is_empty());
     }
 }

@@ -32,6 +32,12 @@ pub enum Error {
     #[error("the model cannot run on this input: {0}")]
     ModelInput(String),
 
+    #[error("the engine is busy: {capacity} requests are already waiting. Try again in a moment, or send texts together in one batch")]
+    Busy { capacity: usize },
+
+    #[error("{0}")]
+    Engine(String),
+
     #[error("inference failed: {0}")]
     Inference(#[from] candle_core::Error),
 

@@ -21,6 +21,7 @@ pub mod store;
 pub mod text;
 pub mod tokenize;
 pub mod train;
+pub mod worker;
 
 pub use classifier::{Classification, Classifier, Embedder, LabelScore};
 pub use error::{Error, Result};

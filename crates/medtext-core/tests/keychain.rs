@@ -71,6 +71,7 @@ fn history_survives_reopening_through_the_keychain() {
         ],
         needs_review: false,
         windows: 1,
+        evidence: Vec::new(),
         tokens: 9,
     };
     HistoryStore::open_in(&canonical)

@@ -8,6 +8,7 @@
 //! MiniLM). Weights here are constants of the op, so they get none.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `W` is stored transposed (`[inputs, outputs]`) and contiguous, so the
 /// multiply reads it in row order.
@@ -87,36 +88,40 @@ impl CustomOp1 for LinearOp {
         for _ in 0..rows {
             out.extend_from_slice(&bias);
         }
-        let threads = rayon::current_num_threads();
-        // SAFETY: `x` is rows × inputs, `w` inputs × outputs and `out`
-        // rows × outputs, all row-major and distinct.
-        unsafe {
-            gemm::gemm(
-                rows,
-                outputs,
-                inputs,
-                out.as_mut_ptr(),
-                1,
-                outputs as isize,
-                true,
-                x.as_ptr(),
-                1,
-                inputs as isize,
-                w.as_ptr(),
-                1,
-                outputs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                if threads > 1 {
-                    gemm::Parallelism::Rayon(threads)
-                } else {
-                    gemm::Parallelism::None
-                },
-            );
-        }
+        // One block of rows per thread, each a single-threaded multiply: one
+        // fork-join per layer. Letting gemm parallelise inside cost hundreds
+        // of thread wake-ups per forward pass and made latency erratic.
+        let rows_per_task = rows.div_ceil(rayon::current_num_threads()).max(1);
+        out.par_chunks_mut(rows_per_task * outputs)
+            .zip(x.par_chunks(rows_per_task * inputs))
+            .for_each(|(out, x)| {
+                let rows = x.len() / inputs;
+                // SAFETY: `x` is rows × inputs, `w` inputs × outputs and `out`
+                // rows × outputs, all row-major and distinct.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        outputs,
+                        inputs,
+                        out.as_mut_ptr(),
+                        1,
+                        outputs as isize,
+                        true,
+                        x.as_ptr(),
+                        1,
+                        inputs as isize,
+                        w.as_ptr(),
+                        1,
+                        outputs as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
         Ok((CpuStorage::F32(out), Shape::from((rows, outputs))))
     }
 

@@ -298,8 +298,10 @@ impl TransformerEncoder {
 
 impl Encoder for TransformerEncoder {
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        let word = self.word_embeddings(input_ids)?;
-        self.run(&word, attention_mask, Pass::Fast)
+        crate::runtime::pool()?.install(|| {
+            let word = self.word_embeddings(input_ids)?;
+            self.run(&word, attention_mask, Pass::Fast)
+        })
     }
 
     fn word_embeddings(&self, input_ids: &Tensor) -> Result<Tensor> {
