@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use medtext_core::archive;
 use medtext_core::bench::{self, BenchPlan};
-use medtext_core::pack::{Architecture, Label, Pooling, DEFAULT_PACK};
+use medtext_core::pack::{Architecture, Label, Pack, Pooling, DEFAULT_PACK};
 use medtext_core::train::{self, PackDraft};
 use medtext_core::{
     dataset, metrics, paths, runtime, text, Classification, Classifier, Embedder, HistoryStore,
@@ -61,6 +62,9 @@ enum Command {
         #[arg(long)]
         attribution: String,
     },
+    /// Install, export and list model packs (pack archives are plain tar files).
+    #[command(subcommand)]
+    Pack(PackCommand),
     /// Measure latency, throughput, load time and memory of a pack on this machine.
     Bench {
         /// Model pack: a name inside the models directory, or a path to a pack folder.
@@ -73,6 +77,33 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         batch_rounds: usize,
         /// Print JSON: {"p50_ms", "p95_ms", "batch32x128_per_s", "evidence_256_ms", "load_ms", "peak_rss_mb"}.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PackCommand {
+    /// Install a pack archive into the models directory. Every hash is
+    /// checked and every head loaded before anything is installed.
+    Import {
+        /// The archive (made by `medtext pack export`).
+        archive: PathBuf,
+    },
+    /// Write an installed pack as one archive file.
+    Export {
+        /// Pack name (or folder).
+        pack: String,
+        /// Archive to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Include the shared encoder, for machines that do not have it.
+        #[arg(long)]
+        with_encoder: bool,
+    },
+    /// List the installed packs with their heads and labels.
+    List {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
@@ -190,6 +221,7 @@ fn main() -> ExitCode {
         } => medtext_core::pack::import_sequence_classifier(&folder, &name, &license, &attribution)
             .map(|path| eprintln!("wrote {}", path.display()))
             .map_err(err),
+        Command::Pack(command) => pack_command(command),
         Command::Bench {
             pack,
             iterations,
@@ -232,6 +264,64 @@ fn models_dir() -> PathBuf {
         exe_dir.join("../lib/MedText/models"),
         exe_dir.join("../../models"),
     ])
+}
+
+fn pack_command(command: PackCommand) -> CliResult {
+    let models = models_dir();
+    match command {
+        PackCommand::Import { archive } => {
+            let pack = archive::import_archive(&archive, &models).map_err(err)?;
+            println!(
+                "installed {} {} in {}",
+                pack.manifest.name,
+                pack.manifest.version,
+                pack.dir.display()
+            );
+        }
+        PackCommand::Export {
+            pack,
+            out,
+            with_encoder,
+        } => {
+            let pack = Pack::find(&models, &pack).map_err(err)?;
+            archive::write_archive(&pack, &out, with_encoder).map_err(err)?;
+            println!("wrote {}", out.display());
+        }
+        PackCommand::List { json } => {
+            let packs = medtext_core::pack::installed(&models);
+            if json {
+                let list: Vec<serde_json::Value> = packs
+                    .iter()
+                    .map(|p| match p {
+                        Ok(pack) => serde_json::json!({"dir": pack.dir, "manifest": pack.manifest}),
+                        Err(e) => serde_json::json!({"error": e.to_string()}),
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list).map_err(err)?);
+                return Ok(());
+            }
+            for p in packs {
+                match p {
+                    Ok(pack) => {
+                        let m = &pack.manifest;
+                        println!("{} {}  {}", m.name, m.version, m.task);
+                        for h in &m.heads {
+                            let labels: Vec<&str> =
+                                h.labels.iter().map(|l| l.id.as_str()).collect();
+                            println!(
+                                "  head {} ({} labels): {}",
+                                h.name,
+                                labels.len(),
+                                labels.join(", ")
+                            );
+                        }
+                    }
+                    Err(e) => println!("broken pack: {e}"),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn load_classifier(args: &PackArgs) -> Result<Classifier, String> {

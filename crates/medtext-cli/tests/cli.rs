@@ -197,3 +197,54 @@ fn bench_prints_every_figure_of_the_contract() {
     );
     assert!(v["evidence_256_ms"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn a_pack_exported_as_an_archive_installs_on_a_machine_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("abstracts.tar");
+    let out = medtext(
+        &[
+            "pack",
+            "export",
+            "medical-abstracts",
+            "--with-encoder",
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A fresh models folder: the "other machine".
+    let fresh = dir.path().join("models");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_medtext"))
+            .args(args)
+            .env("MEDTEXT_MODELS_DIR", &fresh)
+            .env("MEDTEXT_DATA_DIR", dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["pack", "import", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = run(&["pack", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v[0]["manifest"]["name"], "medical-abstracts");
+    let out = run(&[
+        "classify",
+        "--json",
+        "Adenocarcinoma of the colon with liver metastases.",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["top"]["id"], "neoplasms");
+
+    // Importing it again is refused with a clear message.
+    let again = run(&["pack", "import", archive.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already installed"),
+        "{}",
+        stderr(&again)
+    );
+}

@@ -4,6 +4,7 @@
 //! This crate knows nothing of Tauri so that the desktop app, the `medtext`
 //! command-line tool and the tests all run exactly the same code.
 
+pub mod archive;
 pub mod bench;
 pub mod classifier;
 pub mod dataset;

@@ -124,22 +124,29 @@ pub struct Label {
 pub struct Pack {
     pub dir: PathBuf,
     pub manifest: Manifest,
+    /// Where the encoder's files are: `dir` joined with the manifest's
+    /// encoder path, unless the pack was opened with another (an import
+    /// checks a pack before its encoder is in place).
+    encoder_dir: PathBuf,
 }
 
 impl Pack {
     /// Reads `dir/manifest.json`, checks it, and verifies the sha256 of every
     /// file it names.
     pub fn open(dir: &Path) -> Result<Self> {
-        let manifest_path = dir.join("manifest.json");
-        let text =
-            std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::pack(&manifest_path, format!("invalid manifest: {e}")))?;
+        Self::open_with_encoder(dir, None)
+    }
+
+    /// [`Pack::open`], with the encoder's files taken from `encoder_dir`
+    /// instead of the place the manifest names.
+    pub fn open_with_encoder(dir: &Path, encoder_dir: Option<&Path>) -> Result<Self> {
+        let manifest = Manifest::read(dir)?;
         let pack = Self {
             dir: dir.to_path_buf(),
+            encoder_dir: encoder_dir
+                .map_or_else(|| dir.join(&manifest.encoder.path), Path::to_path_buf),
             manifest,
         };
-        pack.check(&manifest_path)?;
         pack.verify_hashes()?;
         Ok(pack)
     }
@@ -162,7 +169,7 @@ impl Pack {
     }
 
     pub fn encoder_dir(&self) -> PathBuf {
-        self.dir.join(&self.manifest.encoder.path)
+        self.encoder_dir.clone()
     }
 
     /// The head called `name`, or the first head when `name` is `None`.
@@ -184,9 +191,28 @@ impl Pack {
             )
         })
     }
+}
+
+impl Manifest {
+    /// Reads and checks `dir/manifest.json` (no file hashes yet).
+    pub fn read(dir: &Path) -> Result<Self> {
+        let manifest_path = dir.join("manifest.json");
+        let text =
+            std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| Error::pack(&manifest_path, format!("invalid manifest: {e}")))?;
+        manifest.check(&manifest_path)?;
+        Ok(manifest)
+    }
+
+    /// The encoder's folder name when it is shared through the models
+    /// directory (`../encoders/<name>`), `None` when it lives inside the pack.
+    pub fn shared_encoder(&self) -> Option<&str> {
+        shared_encoder_name(&self.encoder.path)
+    }
 
     fn check(&self, manifest_path: &Path) -> Result<()> {
-        let m = &self.manifest;
+        let m = self;
         let bad = |problem: String| Err(Error::pack(manifest_path, problem));
         if m.format != MANIFEST_FORMAT {
             return bad(format!(
@@ -194,8 +220,20 @@ impl Pack {
                 m.format
             ));
         }
+        if !is_safe_name(&m.name) {
+            return bad(format!(
+                "pack name '{}' is not a plain folder name (letters, digits, '-', '_', '.')",
+                m.name
+            ));
+        }
         if m.heads.is_empty() {
             return bad("the pack has no heads".into());
+        }
+        if !is_inside(&m.encoder.path) && shared_encoder_name(&m.encoder.path).is_none() {
+            return bad(format!(
+                "encoder.path {} must be a folder inside the pack or ../encoders/<name>",
+                m.encoder.path.display()
+            ));
         }
         for required in ["config.json", "model.safetensors", "tokenizer.json"] {
             if !m.encoder.sha256.contains_key(required) {
@@ -203,6 +241,13 @@ impl Pack {
             }
         }
         for head in &m.heads {
+            if !is_inside(&head.file) {
+                return bad(format!(
+                    "head '{}' file {} is not a path inside the pack",
+                    head.name,
+                    head.file.display()
+                ));
+            }
             if head.labels.len() < 2 {
                 return bad(format!("head '{}' needs at least two labels", head.name));
             }
@@ -226,7 +271,9 @@ impl Pack {
         }
         Ok(())
     }
+}
 
+impl Pack {
     fn verify_hashes(&self) -> Result<()> {
         let encoder_dir = self.encoder_dir();
         for (file, expected) in &self.manifest.encoder.sha256 {
@@ -247,6 +294,58 @@ impl Manifest {
             .map_err(|e| Error::pack(&path, format!("cannot encode the manifest: {e}")))?;
         std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
         Ok(path)
+    }
+}
+
+/// Every pack in `models_dir` (each folder with a `manifest.json`), sorted
+/// by folder name; a pack that fails to open is listed with its error.
+pub fn installed(models_dir: &Path) -> Vec<Result<Pack>> {
+    let Ok(entries) = std::fs::read_dir(models_dir) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.json").is_file())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| !n.starts_with('.'))
+        })
+        .collect();
+    dirs.sort();
+    dirs.iter().map(|d| Pack::open(d)).collect()
+}
+
+/// A name that is safe as a single folder name on every OS.
+pub(crate) fn is_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A relative path that stays inside its folder: only plain components, so
+/// no `..`, no root, no drive prefix.
+pub(crate) fn is_inside(path: &Path) -> bool {
+    path.components().next().is_some()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
+/// `<name>` for an encoder path of exactly `../encoders/<name>`.
+fn shared_encoder_name(path: &Path) -> Option<&str> {
+    let mut parts = path.components();
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (
+            Some(std::path::Component::ParentDir),
+            Some(std::path::Component::Normal(encoders)),
+            Some(std::path::Component::Normal(name)),
+            None,
+        ) if encoders == "encoders" => name.to_str().filter(|n| is_safe_name(n)),
+        _ => None,
     }
 }
 
