@@ -12,6 +12,8 @@ fn main() {
             "classify",
             "recent_history",
             "app_status",
+            "list_packs",
+            "select_pack",
         ]));
     // A custom capabilities path is not watched by tauri-build itself.
     println!("cargo:rerun-if-changed=src-tauri/capabilities");

@@ -1,6 +1,8 @@
 //! IPC commands: each translates one call from the web UI into calls on
 //! `medtext_core`. Errors cross the bridge as plain, patient-text-free strings.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use tauri::State;
 
@@ -35,16 +37,19 @@ pub struct ModelInfo {
     pub task: String,
 }
 
-/// Classifies `text` off the UI thread and saves the result to the history.
+/// Classifies `text` with word evidence on the inference worker and saves
+/// the result to the history.
 #[tauri::command]
 pub async fn classify(
     text: String,
     state: State<'_, AppState>,
 ) -> Result<ClassifyResponse, String> {
-    let classifier = state.classifier.clone()?;
+    let worker = state.engine.worker().map_err(|e| e.to_string())?;
     let history = state.history.clone();
     tauri::async_runtime::spawn_blocking(move || {
-        let classification = classifier.classify(&text).map_err(|e| e.to_string())?;
+        let classification = worker
+            .classify_with_evidence(text.clone())
+            .map_err(|e| e.to_string())?;
         let saved = history.and_then(|h| {
             let mut store = h.lock().map_err(|_| {
                 "the history store is unavailable after an earlier failure".to_string()
@@ -81,20 +86,108 @@ pub async fn recent_history(state: State<'_, AppState>) -> Result<Vec<HistoryEnt
     .map_err(|_| "reading the history stopped unexpectedly".to_string())?
 }
 
-/// What loaded at start-up, for the status line.
+/// What is loaded, for the status line.
 #[tauri::command]
 pub fn app_status(state: State<'_, AppState>) -> AppStatus {
     AppStatus {
-        model: state.classifier.as_ref().map_err(Clone::clone).map(|c| {
-            let m = &c.pack().manifest;
-            ModelInfo {
-                pack: m.name.clone(),
-                version: m.version.clone(),
-                head: c.head_spec().name.clone(),
-                task: m.task.clone(),
-            }
-        }),
+        model: model_info(&state),
         history: state.history.as_ref().map(|_| ()).map_err(Clone::clone),
         max_text_chars: medtext_core::text::MAX_TEXT_CHARS,
     }
+}
+
+fn model_info(state: &AppState) -> Result<ModelInfo, String> {
+    let worker = state.engine.worker().map_err(|e| e.to_string())?;
+    let c = worker.classifier();
+    let m = &c.pack().manifest;
+    Ok(ModelInfo {
+        pack: m.name.clone(),
+        version: m.version.clone(),
+        head: c.head_spec().name.clone(),
+        task: m.task.clone(),
+    })
+}
+
+#[derive(Serialize)]
+pub struct PackChoice {
+    /// The pack's folder name, what `select_pack` takes.
+    pub pack: String,
+    pub version: String,
+    pub task: String,
+    pub heads: Vec<HeadChoice>,
+}
+
+#[derive(Serialize)]
+pub struct HeadChoice {
+    pub name: String,
+    pub labels: usize,
+}
+
+#[derive(Serialize)]
+pub struct PackList {
+    pub packs: Vec<PackChoice>,
+    /// Folders that hold a manifest but do not open, with the reason.
+    pub broken: Vec<String>,
+}
+
+/// The installed packs and their heads, for the model picker.
+#[tauri::command]
+pub async fn list_packs(state: State<'_, AppState>) -> Result<PackList, String> {
+    let models_dir = state.engine.models_dir().to_path_buf();
+    tauri::async_runtime::spawn_blocking(move || {
+        let mut list = PackList {
+            packs: Vec::new(),
+            broken: Vec::new(),
+        };
+        for pack in medtext_core::pack::installed(&models_dir) {
+            match pack {
+                Ok(p) => list.packs.push(PackChoice {
+                    pack: p
+                        .dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    version: p.manifest.version.clone(),
+                    task: p.manifest.task.clone(),
+                    heads: p
+                        .manifest
+                        .heads
+                        .iter()
+                        .map(|h| HeadChoice {
+                            name: h.name.clone(),
+                            labels: h.labels.len(),
+                        })
+                        .collect(),
+                }),
+                Err(e) => list.broken.push(e.to_string()),
+            }
+        }
+        list
+    })
+    .await
+    .map_err(|_| "listing the model packs stopped unexpectedly".to_string())
+}
+
+/// Switches to `pack` / `head`. If it does not load, the pack in use stays
+/// and the error says which file is wrong and how.
+#[tauri::command]
+pub async fn select_pack(
+    pack: String,
+    head: Option<String>,
+    state: State<'_, AppState>,
+) -> Result<ModelInfo, String> {
+    if pack.contains(['/', '\\']) || pack.starts_with('.') {
+        return Err("choose a pack from the list".into());
+    }
+    let engine = Arc::clone(&state.engine);
+    // Loading takes a moment (hashes, weights): off the UI thread.
+    tauri::async_runtime::spawn_blocking(move || {
+        engine
+            .switch(&pack, head.as_deref())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| "loading the model pack stopped unexpectedly".to_string())??;
+    model_info(&state)
 }

@@ -16,7 +16,9 @@ pub fn run() {
         .invoke_handler(tauri::generate_handler![
             commands::classify,
             commands::recent_history,
-            commands::app_status
+            commands::app_status,
+            commands::list_packs,
+            commands::select_pack
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

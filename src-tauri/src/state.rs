@@ -1,15 +1,16 @@
-//! What the shell keeps between commands: the classifier and the history,
-//! each loaded once at start-up. A part that fails to load keeps its error so
-//! every command can say exactly what is wrong instead of the app refusing to
-//! open.
+//! What the shell keeps between commands: the engine (the model pack in use
+//! behind its inference worker) and the history. A part that fails to load
+//! keeps its error so every command can say exactly what is wrong instead of
+//! the app refusing to open.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use medtext_core::{paths, Classifier, HistoryStore};
+use medtext_core::engine::Engine;
+use medtext_core::{paths, HistoryStore};
 
 pub struct AppState {
-    pub classifier: Result<Arc<Classifier>, String>,
+    pub engine: Arc<Engine>,
     pub history: Result<Arc<Mutex<HistoryStore>>, String>,
 }
 
@@ -22,16 +23,15 @@ impl AppState {
             candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"));
         }
         let models_dir = paths::models_dir(&candidates);
-        let classifier = Classifier::load(&models_dir, medtext_core::pack::DEFAULT_PACK, None)
-            .map(Arc::new)
-            .map_err(|e| e.to_string());
+        let engine = Arc::new(Engine::start(
+            &models_dir,
+            medtext_core::pack::DEFAULT_PACK,
+            None,
+        ));
         let history = paths::data_dir()
             .and_then(|dir| HistoryStore::open_in(&dir))
             .map(|store| Arc::new(Mutex::new(store)))
             .map_err(|e| e.to_string());
-        Self {
-            classifier,
-            history,
-        }
+        Self { engine, history }
     }
 }

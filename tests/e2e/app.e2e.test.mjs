@@ -78,6 +78,13 @@ test("classify a clinical note in the real app, save it encrypted, see it after 
   const total = percents.reduce((a, b) => a + b, 0);
   assert.ok(Math.abs(total - 100) < 3, `probabilities add up to about 100%: ${total}`);
   assert.equal(label, "Cardiovascular diseases", "a chest pain / STEMI note is cardiovascular");
+  // Evidence: some words of the note are highlighted, and they are words of it.
+  const marked = await wd.texts("#result-evidence mark");
+  assert.ok(marked.length > 0, "evidence words are highlighted");
+  assert.ok(marked.every((w) => NOTE.includes(w)), JSON.stringify(marked));
+  assert.equal(await wd.text("#result-evidence"), NOTE.trim(), "the highlighted text is the note");
+  // The model picker shows the pack in use.
+  assert.match(await wd.text("#pack-select"), /medical-abstracts/);
   await wd.waitFor("the history entry", async () => (await wd.texts("#history-list li")).length === 1);
   await snap("classified");
   await wd.quit();

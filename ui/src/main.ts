@@ -1,12 +1,21 @@
 import { invoke } from "@tauri-apps/api/core";
-import { inputProblem, renderHistory, renderResult, showError } from "./render";
-import type { AppStatus, ClassifyResponse, HistoryEntry } from "./types";
+import {
+  inputProblem,
+  renderEvidence,
+  renderHistory,
+  renderPackChoices,
+  renderResult,
+  showError,
+} from "./render";
+import type { AppStatus, ClassifyResponse, HistoryEntry, ModelInfo, PackList } from "./types";
 
 const input = document.getElementById("note-input") as HTMLTextAreaElement;
 const button = document.getElementById("classify-button") as HTMLButtonElement;
 const count = document.getElementById("char-count") as HTMLElement;
 const status = document.getElementById("status") as HTMLElement;
+const packSelect = document.getElementById("pack-select") as HTMLSelectElement;
 let maxChars = 100_000;
+let current: ModelInfo | null = null;
 
 function errorText(e: unknown): string {
   return typeof e === "string" ? e : "Something went wrong; please try again.";
@@ -33,6 +42,7 @@ async function classify(): Promise<void> {
   try {
     const r = await invoke<ClassifyResponse>("classify", { text });
     renderResult(r.classification);
+    renderEvidence(text, r.classification.evidence ?? []);
     if (r.save_error) showError(`Result shown but not saved: ${r.save_error}`);
     await refreshHistory();
   } catch (e) {
@@ -43,18 +53,43 @@ async function classify(): Promise<void> {
   }
 }
 
+function showModel(m: ModelInfo): void {
+  current = m;
+  status.textContent = `${m.pack} ${m.version} · ${m.task} · offline`;
+  button.disabled = false;
+}
+
 async function loadStatus(): Promise<void> {
   const s = await invoke<AppStatus>("app_status");
   maxChars = s.max_text_chars;
   if ("Ok" in s.model) {
-    const m = s.model.Ok;
-    status.textContent = `${m.pack} ${m.version} · ${m.task} · offline`;
+    showModel(s.model.Ok);
   } else {
     status.textContent = "Model not loaded";
     showError(s.model.Err);
     button.disabled = true;
   }
   if ("Err" in s.history) showError(`History unavailable: ${s.history.Err}`);
+}
+
+async function loadPacks(): Promise<void> {
+  const list = await invoke<PackList>("list_packs");
+  renderPackChoices(list, current);
+  if (list.broken.length > 0) showError(`Some model packs cannot be used: ${list.broken.join("; ")}`);
+}
+
+async function selectPack(): Promise<void> {
+  const [pack, head] = JSON.parse(packSelect.value) as [string, string];
+  packSelect.disabled = true;
+  try {
+    showModel(await invoke<ModelInfo>("select_pack", { pack, head }));
+    showError(null);
+  } catch (e) {
+    // The pack in use is unchanged: say why and point the picker back at it.
+    showError(`${errorText(e)} (still using ${current?.pack ?? "no model"})`);
+  } finally {
+    await loadPacks();
+  }
 }
 
 input.addEventListener("input", () => {
@@ -64,8 +99,10 @@ input.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) void classify();
 });
 button.addEventListener("click", () => void classify());
+packSelect.addEventListener("change", () => void selectPack());
 
 loadStatus()
+  .then(loadPacks)
   .then(refreshHistory)
   .catch((e: unknown) => {
     status.textContent = "Not ready";

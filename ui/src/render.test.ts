@@ -1,6 +1,14 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { inputProblem, percent, renderHistory, renderResult, showError } from "./render";
-import type { Classification, HistoryEntry } from "./types";
+import {
+  inputProblem,
+  percent,
+  renderEvidence,
+  renderHistory,
+  renderPackChoices,
+  renderResult,
+  showError,
+} from "./render";
+import type { Classification, HistoryEntry, PackList } from "./types";
 
 const page = `
   <p id="error" hidden></p>
@@ -8,6 +16,8 @@ const page = `
     <span id="result-label"></span><span id="result-confidence"></span>
     <p id="result-review" hidden></p><ol id="result-probabilities"></ol><p id="result-meta"></p>
   </section>
+  <div id="result-evidence-block" hidden><p id="result-evidence"></p></div>
+  <select id="pack-select"></select>
   <ol id="history-list"></ol><p id="history-empty"></p>`;
 
 const classification: Classification = {
@@ -84,5 +94,52 @@ describe("render", () => {
     expect(document.getElementById("error")!.hidden).toBe(false);
     showError(null);
     expect(document.getElementById("error")!.hidden).toBe(true);
+  });
+
+  it("marks evidence words by code point, as text, never as HTML", () => {
+    // "🫀" is one code point but two UTF-16 units: offsets must count code points.
+    const text = "🫀 <b>chest</b> pain & dyspnoea";
+    const chars = [...text];
+    const at = (word: string) => {
+      const start = chars.join("").indexOf(word);
+      return [...chars.join("").slice(0, start)].length;
+    };
+    renderEvidence(text, [
+      { start: at("chest"), end: at("chest") + 5, score: 1 },
+      { start: at("pain"), end: at("pain") + 4, score: 0.3 },
+      { start: at("dyspnoea"), end: at("dyspnoea") + 8, score: 0.1 },
+      { start: 0, end: 1, score: -1 },
+    ]);
+    const box = document.getElementById("result-evidence") as HTMLElement;
+    const marks = [...box.querySelectorAll("mark")].map((m) => [m.textContent, m.dataset.strength]);
+    expect(marks).toEqual([
+      ["chest", "3"],
+      ["pain", "1"],
+    ]);
+    expect(box.textContent).toBe(text);
+    expect(box.querySelector("b")).toBeNull();
+    expect(document.getElementById("result-evidence-block")?.hidden).toBe(false);
+
+    renderEvidence(text, [{ start: 0, end: 1, score: 0.1 }]);
+    expect(document.getElementById("result-evidence-block")?.hidden).toBe(true);
+  });
+
+  it("offers every pack and head with the one in use selected", () => {
+    const list: PackList = {
+      packs: [
+        { pack: "icd10", version: "1", task: "ICD", heads: [{ name: "chapter", labels: 22 }, { name: "block", labels: 280 }] },
+        { pack: "medical-abstracts", version: "0.1.0", task: "Abstracts", heads: [{ name: "category", labels: 5 }] },
+      ],
+      broken: [],
+    };
+    renderPackChoices(list, { pack: "icd10", version: "1", head: "block", task: "ICD" });
+    const select = document.getElementById("pack-select") as HTMLSelectElement;
+    expect([...select.options].map((o) => o.textContent)).toEqual([
+      "icd10 · chapter",
+      "icd10 · block",
+      "medical-abstracts",
+    ]);
+    expect(JSON.parse(select.value)).toEqual(["icd10", "block"]);
+    expect(select.disabled).toBe(false);
   });
 });

@@ -1,5 +1,15 @@
 // Pure DOM rendering, kept apart from IPC so it can be tested in jsdom.
-import type { Classification, HistoryEntry, LabelScore } from "./types";
+import type {
+  Classification,
+  HistoryEntry,
+  LabelScore,
+  ModelInfo,
+  PackList,
+  WordEvidence,
+} from "./types";
+
+/** Words scoring at least this (of the strongest word's 1) are highlighted. */
+export const EVIDENCE_THRESHOLD = 0.25;
 
 export function percent(p: number): string {
   const v = Math.round(p * 1000) / 10;
@@ -46,6 +56,60 @@ export function renderResult(c: Classification, doc: Document = document): void 
   const windows = c.windows === 1 ? "" : ` in ${c.windows} overlapping windows`;
   get("result-meta").textContent = `${c.tokens} tokens${windows} · ${c.pack} ${c.pack_version}, head ${c.head}`;
   get("result").hidden = false;
+}
+
+/**
+ * The classified text with the words that drove the top label marked.
+ * Offsets count code points, as Rust's chars do; the text is only ever set
+ * as text nodes, never parsed as HTML.
+ */
+export function renderEvidence(
+  text: string,
+  evidence: WordEvidence[],
+  doc: Document = document,
+): void {
+  const box = doc.getElementById("result-evidence") as HTMLElement;
+  const chars = [...text];
+  const strong = evidence
+    .filter((w) => w.score >= EVIDENCE_THRESHOLD && w.start < w.end && w.end <= chars.length)
+    .sort((a, b) => a.start - b.start);
+  const parts: Node[] = [];
+  let at = 0;
+  for (const w of strong) {
+    if (w.start < at) continue;
+    if (w.start > at) parts.push(doc.createTextNode(chars.slice(at, w.start).join("")));
+    const mark = doc.createElement("mark");
+    mark.textContent = chars.slice(w.start, w.end).join("");
+    // Stronger evidence, stronger colour: three steps keep contrast readable.
+    mark.dataset.strength = w.score >= 0.75 ? "3" : w.score >= 0.5 ? "2" : "1";
+    mark.title = `evidence ${Math.round(w.score * 100)}%`;
+    parts.push(mark);
+    at = w.end;
+  }
+  if (at < chars.length) parts.push(doc.createTextNode(chars.slice(at).join("")));
+  box.replaceChildren(...parts);
+  (doc.getElementById("result-evidence-block") as HTMLElement).hidden = strong.length === 0;
+}
+
+/** One option per pack and head, the one in use selected. */
+export function renderPackChoices(
+  list: PackList,
+  current: ModelInfo | null,
+  doc: Document = document,
+): void {
+  const select = doc.getElementById("pack-select") as HTMLSelectElement;
+  const options = list.packs.flatMap((p) =>
+    p.heads.map((h) => {
+      const o = doc.createElement("option");
+      o.value = JSON.stringify([p.pack, h.name]);
+      o.textContent = p.heads.length > 1 ? `${p.pack} · ${h.name}` : p.pack;
+      o.title = `${p.task} (version ${p.version}, ${h.labels} labels)`;
+      o.selected = current !== null && current.pack === p.pack && current.head === h.name;
+      return o;
+    }),
+  );
+  select.replaceChildren(...options);
+  select.disabled = options.length === 0;
 }
 
 export function renderHistory(entries: HistoryEntry[], doc: Document = document): void {

@@ -15,6 +15,35 @@ export interface Classification {
   needs_review: boolean;
   windows: number;
   tokens: number;
+  /** Every word with its share in the decision; absent without evidence. */
+  evidence?: WordEvidence[];
+}
+
+/** A word of the classified text: [start, end) in characters (code points). */
+export interface WordEvidence {
+  start: number;
+  end: number;
+  /** -1..1, relative to the word that most supports the top label. */
+  score: number;
+}
+
+export interface PackChoice {
+  pack: string;
+  version: string;
+  task: string;
+  heads: { name: string; labels: number }[];
+}
+
+export interface PackList {
+  packs: PackChoice[];
+  broken: string[];
+}
+
+export interface ModelInfo {
+  pack: string;
+  version: string;
+  head: string;
+  task: string;
 }
 
 export interface ClassifyResponse {
@@ -38,7 +67,7 @@ export interface HistoryEntry {
 export type Outcome<T> = { Ok: T } | { Err: string };
 
 export interface AppStatus {
-  model: Outcome<{ pack: string; version: string; head: string; task: string }>;
+  model: Outcome<ModelInfo>;
   history: Outcome<null>;
   max_text_chars: number;
 }

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod classifier;
 pub mod dataset;
 pub mod encoder;
+pub mod engine;
 pub mod error;
 pub mod evidence;
 pub mod head;
