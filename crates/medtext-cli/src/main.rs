@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use medtext_core::archive;
 use medtext_core::bench::{self, BenchPlan};
-use medtext_core::pack::{Architecture, Label, Pack, Pooling, DEFAULT_PACK};
+use medtext_core::pack::{Architecture, Label, Pack, Pooling, ShippedEvaluation, DEFAULT_PACK};
 use medtext_core::train::{self, PackDraft};
 use medtext_core::{
     dataset, metrics, paths, runtime, text, Classification, Classifier, Embedder, HistoryStore,
@@ -612,6 +612,22 @@ fn train(args: TrainArgs) -> CliResult {
             weights,
             temperature,
             abstain_below: args.abstain_below,
+            evaluation: Some(ShippedEvaluation {
+                dataset: format!(
+                    "{}: the test part of a stratified 70/10/20 split, seed {}",
+                    args.data
+                        .input
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                    args.seed
+                ),
+                n: calibrated.n,
+                accuracy: calibrated.accuracy,
+                macro_f1: calibrated.macro_f1,
+                ece: calibrated.ece,
+                ece_before_calibration: Some(uncalibrated.ece),
+            }),
         },
     )
     .map_err(err)?;

@@ -312,8 +312,11 @@ mod tests {
         import_archive(&archive, &with_encoder).unwrap();
     }
 
-    /// Writes an archive of raw members: (name, kind, bytes).
-    fn crafted(path: &Path, members: &[(&str, tar::EntryType, &[u8])]) {
+    /// An archive member as an attacker writes it: name, kind, bytes.
+    type Member<'a> = (&'a str, tar::EntryType, &'a [u8]);
+
+    /// Writes an archive of raw members.
+    fn crafted(path: &Path, members: &[Member]) {
         let mut b = tar::Builder::new(File::create(path).unwrap());
         for (name, kind, bytes) in members {
             let mut h = tar::Header::new_gnu();
@@ -337,7 +340,7 @@ mod tests {
     fn crafted_archives_are_refused_and_leave_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
         let models = dir.path().join("models");
-        let cases: [(&str, Vec<(&str, tar::EntryType, &[u8])>, &str); 5] = [
+        let cases: [(&str, Vec<Member>, &str); 5] = [
             (
                 "traversal",
                 vec![("pack/../../evil", tar::EntryType::Regular, b"x")],

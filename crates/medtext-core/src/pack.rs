@@ -75,6 +75,25 @@ pub struct HeadSpec {
     /// Below this top probability the result is flagged for review.
     pub abstain_below: f64,
     pub labels: Vec<Label>,
+    /// The figures the head was shipped with, on held-out data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluation: Option<ShippedEvaluation>,
+}
+
+/// How well a head did on held-out data when it was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShippedEvaluation {
+    /// What it was measured on, in words.
+    pub dataset: String,
+    pub n: usize,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+    /// Expected calibration error after temperature scaling ...
+    pub ece: f64,
+    /// ... and before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ece_before_calibration: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -421,6 +440,7 @@ pub fn import_sequence_classifier(
             temperature: 1.0,
             abstain_below: 0.5,
             labels,
+            evaluation: None,
         }],
     };
     manifest.write(dir)

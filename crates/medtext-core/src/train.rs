@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 
 use crate::pack::{
     encoder_hashes, sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, Manifest,
-    Pooling, MANIFEST_FORMAT,
+    Pooling, ShippedEvaluation, MANIFEST_FORMAT,
 };
 use crate::{Error, Result};
 
@@ -147,6 +147,7 @@ pub struct PackDraft<'a> {
     pub weights: Vec<Vec<f32>>,
     pub temperature: f64,
     pub abstain_below: f64,
+    pub evaluation: Option<ShippedEvaluation>,
 }
 
 /// Writes `head.safetensors` and `manifest.json` into `out_dir`, with the
@@ -191,6 +192,7 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
             temperature: draft.temperature,
             abstain_below: draft.abstain_below,
             labels: draft.labels,
+            evaluation: draft.evaluation,
         }],
     };
     manifest.write(out_dir)
@@ -304,6 +306,7 @@ mod tests {
                 weights: vec![vec![1.0; 8], vec![-1.0; 8]],
                 temperature: 0.5,
                 abstain_below: 0.6,
+                evaluation: None,
             },
         )
         .unwrap();

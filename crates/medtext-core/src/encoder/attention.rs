@@ -407,6 +407,7 @@ mod tests {
     use candle_core::{Device, Var, D};
 
     use super::*;
+    use crate::encoder::tests::max_abs_diff;
 
     const HEADS: usize = 3;
     const HEAD_DIM: usize = 4;
@@ -434,17 +435,6 @@ mod tests {
             .transpose(1, 2)
             .unwrap()
             .reshape((batch, seq, hidden))
-            .unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
             .unwrap()
     }
 

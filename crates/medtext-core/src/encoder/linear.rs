@@ -141,6 +141,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
+    use crate::encoder::tests::max_abs_diff;
 
     #[test]
     fn linear_is_x_times_w_transposed_plus_b_with_the_input_gradient() {
@@ -156,17 +157,7 @@ mod tests {
             .unwrap()
             .broadcast_add(&b)
             .unwrap();
-        let diff = |a: &Tensor, b: &Tensor| {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        assert!(diff(&ours, &expected) < 1e-5);
+        assert!(max_abs_diff(&ours, &expected) < 1e-5);
         let upstream = Tensor::randn(0f32, 1.0, (4, 5), &dev).unwrap();
         let grad = |y: &Tensor| {
             (y * &upstream)
@@ -179,6 +170,6 @@ mod tests {
                 .unwrap()
                 .clone()
         };
-        assert!(diff(&grad(&ours), &grad(&expected)) < 1e-5);
+        assert!(max_abs_diff(&grad(&ours), &grad(&expected)) < 1e-5);
     }
 }
