@@ -133,6 +133,10 @@ struct ClassifyArgs {
     /// backward pass). JSON gets an "evidence" list of character spans.
     #[arg(long)]
     evidence: bool,
+    /// Answer with every head of the pack (one forward pass), e.g. an ICD
+    /// chapter and block; JSON becomes a list. Not with --evidence or --save.
+    #[arg(long, conflicts_with_all = ["evidence", "save", "head"])]
+    all_heads: bool,
     /// Read the text from this file (`-` for standard input) instead of TEXT.
     #[arg(long, conflicts_with = "text")]
     file: Option<PathBuf>,
@@ -351,6 +355,18 @@ fn classify(args: ClassifyArgs) -> CliResult {
     // Reject bad input before the model loads, so the message comes at once.
     text::validate(&input).map_err(err)?;
     let classifier = load_classifier(&args.pack)?;
+    if args.all_heads {
+        let results = classifier.classify_every_head(&input).map_err(err)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&results).map_err(err)?);
+        } else {
+            for r in &results {
+                println!("[{}]", r.head);
+                print_classification(r);
+            }
+        }
+        return Ok(());
+    }
     let result = if args.evidence {
         classifier.classify_with_evidence(&input)
     } else {

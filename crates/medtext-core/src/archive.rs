@@ -35,9 +35,16 @@ pub const MAX_MEMBERS: usize = 256;
 pub fn write_archive(pack: &Pack, out: &Path, with_encoder: bool) -> Result<()> {
     let file = File::create(out).map_err(|e| Error::io(out, e))?;
     let mut builder = tar::Builder::new(file);
-    let add = |builder: &mut tar::Builder<File>, source: &Path, name: &str| {
+    // A Hugging Face checkpoint pack is its own encoder: its weights are
+    // both the head file and an encoder file, and go in once.
+    let mut added = std::collections::BTreeSet::new();
+    let mut add = |builder: &mut tar::Builder<File>, source: &Path, name: &str| {
+        let name = name.replace("/./", "/");
+        if !added.insert(name.clone()) {
+            return Ok(());
+        }
         builder
-            .append_path_with_name(source, name)
+            .append_path_with_name(source, &name)
             .map_err(|e| Error::io(source, e))
     };
     add(
@@ -105,9 +112,8 @@ pub fn import_archive(archive: &Path, models_dir: &Path) -> Result<Pack> {
         (None, _) => None,
     };
     let pack = Pack::open_with_encoder(&staged_pack, encoder_dir.as_deref())?;
-    for head in &pack.manifest.heads {
-        Classifier::from_pack(pack.clone(), Some(&head.name))?;
-    }
+    // Loads the encoder and every head: shapes and label counts must fit.
+    Classifier::from_pack(pack, None)?;
     if let (Some(name), Some(staged)) = (&shared, &staged_encoder) {
         install_encoder(staged, &models_dir.join("encoders").join(name), &manifest)?;
     }

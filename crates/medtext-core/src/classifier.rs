@@ -195,8 +195,16 @@ impl Embedder {
 /// A loaded pack with one head, ready to classify.
 pub struct Classifier {
     pack: Pack,
-    head_spec: HeadSpec,
     embedder: Embedder,
+    /// Every head of the pack, loaded and checked; they share the encoder,
+    /// so one forward pass feeds them all.
+    heads: Vec<LoadedHead>,
+    /// The head `classify` answers with.
+    selected: usize,
+}
+
+struct LoadedHead {
+    spec: HeadSpec,
     head: Box<dyn Head>,
 }
 
@@ -208,8 +216,10 @@ impl Classifier {
         Self::from_pack(pack, head)
     }
 
+    /// Loads the encoder and every head of `pack` (so a pack with one bad
+    /// head is refused whole), answering with `head` (the first when `None`).
     pub fn from_pack(pack: Pack, head: Option<&str>) -> Result<Self> {
-        let head_spec = pack.head(head)?.clone();
+        let selected_name = pack.head(head)?.name.clone();
         let spec = &pack.manifest.encoder;
         let embedder = Embedder::load(
             &pack.encoder_dir(),
@@ -217,23 +227,39 @@ impl Classifier {
             spec.pooling,
             spec.max_tokens,
         )?;
-        let head_path = pack.dir.join(&head_spec.file);
-        let (hidden, labels) = (embedder.hidden_size(), head_spec.labels.len());
-        let head: Box<dyn Head> = match head_spec.kind {
-            HeadKind::Linear => Box::new(LinearHead::load(&head_path, hidden, labels)?),
-            HeadKind::Mlp => Box::new(MlpHead::load(&head_path, hidden, labels)?),
-            HeadKind::SequenceClassification => Box::new(SequenceClassificationHead::load(
-                &head_path,
-                spec.architecture,
-                hidden,
-                labels,
-            )?),
-        };
+        let hidden = embedder.hidden_size();
+        let heads = pack
+            .manifest
+            .heads
+            .iter()
+            .map(|head_spec| {
+                let path = pack.dir.join(&head_spec.file);
+                let labels = head_spec.labels.len();
+                let head: Box<dyn Head> = match head_spec.kind {
+                    HeadKind::Linear => Box::new(LinearHead::load(&path, hidden, labels)?),
+                    HeadKind::Mlp => Box::new(MlpHead::load(&path, hidden, labels)?),
+                    HeadKind::SequenceClassification => Box::new(SequenceClassificationHead::load(
+                        &path,
+                        spec.architecture,
+                        hidden,
+                        labels,
+                    )?),
+                };
+                Ok(LoadedHead {
+                    spec: head_spec.clone(),
+                    head,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let selected = heads
+            .iter()
+            .position(|h| h.spec.name == selected_name)
+            .unwrap_or(0);
         Ok(Self {
             pack,
-            head_spec,
             embedder,
-            head,
+            heads,
+            selected,
         })
     }
 
@@ -242,7 +268,7 @@ impl Classifier {
     }
 
     pub fn head_spec(&self) -> &HeadSpec {
-        &self.head_spec
+        &self.heads[self.selected].spec
     }
 
     /// Classifies `text`. A text longer than the model's window is split into
@@ -261,14 +287,14 @@ impl Classifier {
         let mut classification = self.classify(text)?;
         let tokenized = self.embedder.tokenize(text)?;
         let top = self
-            .head_spec
+            .head_spec()
             .labels
             .iter()
             .position(|l| l.id == classification.top.id)
             .unwrap_or(0);
-        let temperature = self.head_spec.temperature;
+        let head = &self.heads[self.selected];
         let log_p_top = |pooled: &Tensor| -> Result<Tensor> {
-            let logits = (self.head.logits(pooled)? / temperature)?;
+            let logits = (head.head.logits(pooled)? / head.spec.temperature)?;
             Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
                 .get(0)?
                 .get(top)?)
@@ -293,6 +319,28 @@ impl Classifier {
         &self,
         texts: &[S],
     ) -> Result<Vec<Result<Classification>>> {
+        Ok(self
+            .run_heads(texts, &[self.selected])?
+            .into_iter()
+            .map(|per_head| per_head.and_then(|mut h| h.pop().ok_or(Error::EmptyText)))
+            .collect())
+    }
+
+    /// Classifies `text` with every head of the pack from one forward pass
+    /// (an ICD pack's chapter and block, say), in manifest order.
+    pub fn classify_every_head(&self, text: &str) -> Result<Vec<Classification>> {
+        let all: Vec<usize> = (0..self.heads.len()).collect();
+        self.run_heads(&[text], &all)?
+            .pop()
+            .unwrap_or(Err(Error::EmptyText))
+    }
+
+    /// For each text, one classification per head in `heads`.
+    fn run_heads<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+        heads: &[usize],
+    ) -> Result<Vec<Result<Vec<Classification>>>> {
         let tokenized: Vec<Result<Tokenized>> = texts
             .iter()
             .map(|t| {
@@ -307,28 +355,54 @@ impl Classifier {
             .flat_map(|(i, t)| t.windows.iter().map(move |w| (i, w)))
             .collect();
         windows.sort_by_key(|(_, w)| w.len());
-        let mut sums = vec![vec![0f32; self.head_spec.labels.len()]; texts.len()];
+        // sums[text][head][label]
+        let mut sums: Vec<Vec<Vec<f32>>> = vec![
+            heads
+                .iter()
+                .map(|&h| vec![0f32; self.heads[h].spec.labels.len()])
+                .collect();
+            texts.len()
+        ];
         for group in length_groups(&windows, TOKENS_PER_BATCH) {
             let batch: Vec<Window> = group.iter().map(|(_, w)| (*w).clone()).collect();
-            for ((text, _), row) in group.iter().zip(self.window_probabilities(&batch)?) {
-                for (s, p) in sums[*text].iter_mut().zip(row) {
-                    *s += p;
+            let pooled = self.embedder.embed_windows(&batch)?;
+            for (slot, &h) in heads.iter().enumerate() {
+                for ((text, _), row) in group.iter().zip(self.head_probabilities(h, &pooled)?) {
+                    for (s, p) in sums[*text][slot].iter_mut().zip(row) {
+                        *s += p;
+                    }
                 }
             }
         }
         Ok(tokenized
             .into_iter()
             .zip(sums)
-            .map(|(t, sums)| t.map(|t| self.summarise(&t, sums)))
+            .map(|(t, per_head)| {
+                t.map(|t| {
+                    heads
+                        .iter()
+                        .zip(per_head)
+                        .map(|(&h, sums)| self.summarise(h, &t, sums))
+                        .collect()
+                })
+            })
             .collect())
+    }
+
+    /// Calibrated probabilities `[window][label]` of head `h` for pooled
+    /// window vectors.
+    fn head_probabilities(&self, h: usize, pooled: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let head = &self.heads[h];
+        let logits = head.head.logits(pooled)?;
+        Ok(calibrated_probabilities(&logits, head.spec.temperature)?.to_vec2::<f32>()?)
     }
 
     /// The classification of one text from the sum of its windows'
     /// probabilities: their mean, every label sorted, the abstain check.
-    fn summarise(&self, tokenized: &Tokenized, sums: Vec<f32>) -> Classification {
+    fn summarise(&self, h: usize, tokenized: &Tokenized, sums: Vec<f32>) -> Classification {
+        let spec = &self.heads[h].spec;
         let n = tokenized.windows.len().max(1) as f32;
-        let mut probabilities: Vec<LabelScore> = self
-            .head_spec
+        let mut probabilities: Vec<LabelScore> = spec
             .labels
             .iter()
             .zip(sums)
@@ -351,8 +425,8 @@ impl Classifier {
         Classification {
             pack: self.pack.manifest.name.clone(),
             pack_version: self.pack.manifest.version.clone(),
-            head: self.head_spec.name.clone(),
-            needs_review: f64::from(top.probability) < self.head_spec.abstain_below,
+            head: spec.name.clone(),
+            needs_review: f64::from(top.probability) < spec.abstain_below,
             top,
             probabilities,
             windows: tokenized.windows.len(),
@@ -368,8 +442,7 @@ impl Classifier {
     /// Probabilities for each window of one batch.
     pub fn window_probabilities(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
         let pooled = self.embedder.embed_windows(windows)?;
-        let logits = self.head.logits(&pooled)?;
-        Ok(calibrated_probabilities(&logits, self.head_spec.temperature)?.to_vec2::<f32>()?)
+        self.head_probabilities(self.selected, &pooled)
     }
 }
 
@@ -514,6 +587,17 @@ mod tests {
                     "{architecture:?}: {r:?}"
                 );
             }
+            // The checkpoint is its own encoder: it travels as one archive.
+            let archive = root.path().join("sentiment.tar");
+            let pack = crate::pack::Pack::open(&dir).unwrap();
+            crate::archive::write_archive(&pack, &archive, false).unwrap();
+            let elsewhere = root.path().join("elsewhere");
+            crate::archive::import_archive(&archive, &elsewhere).unwrap();
+            let moved = Classifier::load(&elsewhere, "sentiment", None).unwrap();
+            assert_eq!(
+                moved.classify("fever and cough").unwrap().probabilities,
+                r.probabilities
+            );
         }
     }
 
@@ -613,7 +697,7 @@ mod tests {
             .windows[0]
             .clone();
         let target = |pooled: &Tensor| -> Result<Tensor> {
-            let logits = c.head.logits(pooled)?;
+            let logits = c.heads[0].head.logits(pooled)?;
             Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
                 .get(0)?
                 .get(1)?)
@@ -733,5 +817,29 @@ mod tests {
         assert_eq!(sizes, vec![3, 1, 1, 1]);
         assert_eq!(sizes.iter().sum::<usize>(), windows.len());
         assert!(length_groups::<usize>(&[], 10).is_empty());
+    }
+
+    #[test]
+    fn one_pass_feeds_every_head_and_each_matches_its_own_classifier() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_pack(dir.path());
+        let text = "patient with fever and cough";
+        let every = Classifier::load(dir.path(), "tiny-pack", None)
+            .unwrap()
+            .classify_every_head(text)
+            .unwrap();
+        let heads: Vec<&str> = every.iter().map(|c| c.head.as_str()).collect();
+        assert_eq!(heads, ["chapter", "urgency"]);
+        for c in &every {
+            let alone = Classifier::load(dir.path(), "tiny-pack", Some(&c.head))
+                .unwrap()
+                .classify(text)
+                .unwrap();
+            assert_eq!(alone.top.id, c.top.id);
+            for (a, b) in alone.probabilities.iter().zip(&c.probabilities) {
+                assert!((a.probability - b.probability).abs() < 1e-6);
+            }
+        }
+        assert_eq!(every[1].probabilities.len(), 2);
     }
 }

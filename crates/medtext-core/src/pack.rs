@@ -248,9 +248,10 @@ impl Manifest {
         if m.heads.is_empty() {
             return bad("the pack has no heads".into());
         }
-        if !is_inside(&m.encoder.path) && shared_encoder_name(&m.encoder.path).is_none() {
+        let encoder_in_pack = m.encoder.path == Path::new(".") || is_inside(&m.encoder.path);
+        if !encoder_in_pack && shared_encoder_name(&m.encoder.path).is_none() {
             return bad(format!(
-                "encoder.path {} must be a folder inside the pack or ../encoders/<name>",
+                "encoder.path {} must be the pack itself (.), a folder inside it, or ../encoders/<name>",
                 m.encoder.path.display()
             ));
         }
@@ -497,6 +498,22 @@ pub(crate) mod tests {
         write_tiny_pack_with(root, Architecture::Bert)
     }
 
+    /// A random MLP head: `inputs` → `width` → `labels`.
+    pub(crate) fn write_mlp_head(path: &Path, inputs: usize, width: usize, labels: usize) {
+        let dev = candle_core::Device::Cpu;
+        let rand = |shape: &[usize]| candle_core::Tensor::randn(0f32, 0.5, shape, &dev).unwrap();
+        let tensors: std::collections::HashMap<String, candle_core::Tensor> = [
+            ("hidden.weight", rand(&[width, inputs])),
+            ("hidden.bias", rand(&[width])),
+            ("output.weight", rand(&[labels, width])),
+            ("output.bias", rand(&[labels])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        candle_core::safetensors::save(&tensors, path).unwrap();
+    }
+
     pub(crate) fn write_tiny_pack_with(root: &Path, architecture: Architecture) -> PathBuf {
         let enc = root.join("encoders/tiny");
         std::fs::create_dir_all(&enc).unwrap();
@@ -514,6 +531,7 @@ pub(crate) mod tests {
                 .collect::<Vec<_>>(),
             &[0.1, -0.1, 0.0],
         );
+        write_mlp_head(&pack.join("urgency.safetensors"), 8, 4, 2);
         let sha = |p: PathBuf| sha256_file(&p).unwrap();
         let manifest = serde_json::json!({
             "format": 1, "name": "tiny-pack", "version": "0.0.1", "task": "test",
@@ -530,6 +548,10 @@ pub(crate) mod tests {
                 "name": "chapter", "kind": "linear", "file": "head.safetensors",
                 "sha256": sha(pack.join("head.safetensors")), "temperature": 1.0, "abstain_below": 0.5,
                 "labels": TINY_LABELS.iter().map(|(id, d)| serde_json::json!({"id": id, "display": d})).collect::<Vec<_>>()
+            }, {
+                "name": "urgency", "kind": "mlp", "file": "urgency.safetensors",
+                "sha256": sha(pack.join("urgency.safetensors")), "temperature": 2.0, "abstain_below": 0.6,
+                "labels": [{"id": "routine", "display": "Routine"}, {"id": "urgent", "display": "Urgent"}]
             }]
         });
         std::fs::write(
