@@ -8,6 +8,8 @@
 //! MiniLM). Weights here are constants of the op, so they get none.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+
+use super::math::gelu_in_place;
 use rayon::prelude::*;
 
 /// `W` is stored transposed (`[inputs, outputs]`) and contiguous, so the
@@ -38,18 +40,57 @@ impl Linear {
         self.weight_t.dims()
     }
 
-    /// `x` is `[rows, inputs]`; returns `[rows, outputs]`.
+    /// `x` is `[rows, inputs]`; returns `[rows, outputs]`. Differentiable
+    /// with respect to `x`.
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.contiguous()?.apply_op1(LinearOp {
+        x.contiguous()?.apply_op1(self.op(None, false))
+    }
+
+    /// `act(x · W + b) + residual`, the epilogue applied to each block of
+    /// rows while it is still in cache, instead of as separate passes over
+    /// the whole output. For the fast pass only: it has no gradient.
+    pub(crate) fn forward_fused(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        gelu: bool,
+    ) -> candle_core::Result<Tensor> {
+        let residual = residual.map(Tensor::contiguous).transpose()?;
+        x.contiguous()?.apply_op1_no_bwd(&self.op(residual, gelu))
+    }
+
+    fn op(&self, residual: Option<Tensor>, gelu: bool) -> LinearOp {
+        LinearOp {
             weight_t: self.weight_t.clone(),
             bias: self.bias.clone(),
-        })
+            residual,
+            gelu,
+        }
     }
 }
 
 struct LinearOp {
     weight_t: Tensor,
     bias: Tensor,
+    /// Added to the output after the activation, `[rows, outputs]`.
+    residual: Option<Tensor>,
+    /// Exact GELU on `x · W + b`.
+    gelu: bool,
+}
+
+/// The f32 elements of a contiguous CPU tensor, without a copy.
+fn with_f32<R>(
+    t: &Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(CpuStorage::F32(values)) = &*storage else {
+        candle_core::bail!("linear layers work on f32 tensors on the CPU");
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("linear layers need contiguous tensors");
+    };
+    f(&values[start..end])
 }
 
 /// The f32 elements of a contiguous CPU tensor.
@@ -76,52 +117,74 @@ impl CustomOp1 for LinearOp {
         };
         let x = &x[start..end];
         let bias = f32_values(&self.bias)?;
-        let weight_t = self.weight_t.storage_and_layout();
-        let candle_core::Storage::Cpu(CpuStorage::F32(w)) = &*weight_t.0 else {
-            candle_core::bail!("linear layers keep f32 weights on the CPU");
-        };
-        let Some((w_start, w_end)) = weight_t.1.contiguous_offsets() else {
-            candle_core::bail!("linear weights must be contiguous");
-        };
-        let w = &w[w_start..w_end];
-        let mut out = Vec::with_capacity(rows * outputs);
-        for _ in 0..rows {
-            out.extend_from_slice(&bias);
+        if let Some(residual) = &self.residual {
+            if residual.dims() != [rows, outputs] {
+                candle_core::bail!(
+                    "linear: residual {:?} does not fit the output",
+                    residual.dims()
+                );
+            }
         }
-        // One block of rows per thread, each a single-threaded multiply: one
-        // fork-join per layer. Letting gemm parallelise inside cost hundreds
-        // of thread wake-ups per forward pass and made latency erratic.
+        let mut out = vec![0f32; rows * outputs];
+        // One block of rows per thread, each a single-threaded multiply and
+        // its epilogue: one fork-join per layer. Letting gemm parallelise
+        // inside cost hundreds of thread wake-ups per forward pass and made
+        // latency erratic.
         let rows_per_task = rows.div_ceil(rayon::current_num_threads()).max(1);
-        out.par_chunks_mut(rows_per_task * outputs)
-            .zip(x.par_chunks(rows_per_task * inputs))
-            .for_each(|(out, x)| {
-                let rows = x.len() / inputs;
-                // SAFETY: `x` is rows × inputs, `w` inputs × outputs and `out`
-                // rows × outputs, all row-major and distinct.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        outputs,
-                        inputs,
-                        out.as_mut_ptr(),
-                        1,
-                        outputs as isize,
-                        true,
-                        x.as_ptr(),
-                        1,
-                        inputs as isize,
-                        w.as_ptr(),
-                        1,
-                        outputs as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
-            });
+        with_f32(&self.weight_t, |w| {
+            let residual = self.residual.as_ref();
+            let mut run = |residual: Option<&[f32]>| {
+                out.par_chunks_mut(rows_per_task * outputs)
+                    .zip(x.par_chunks(rows_per_task * inputs))
+                    .enumerate()
+                    .for_each(|(block, (out, x))| {
+                        for row in out.chunks_exact_mut(outputs) {
+                            row.copy_from_slice(&bias);
+                        }
+                        let rows = x.len() / inputs;
+                        // SAFETY: `x` is rows × inputs, `w` inputs × outputs
+                        // and `out` rows × outputs, all row-major and distinct.
+                        unsafe {
+                            gemm::gemm(
+                                rows,
+                                outputs,
+                                inputs,
+                                out.as_mut_ptr(),
+                                1,
+                                outputs as isize,
+                                true,
+                                x.as_ptr(),
+                                1,
+                                inputs as isize,
+                                w.as_ptr(),
+                                1,
+                                outputs as isize,
+                                1.0,
+                                1.0,
+                                false,
+                                false,
+                                false,
+                                gemm::Parallelism::None,
+                            );
+                        }
+                        if self.gelu {
+                            gelu_in_place(out);
+                        }
+                        if let Some(residual) = residual {
+                            let start = block * rows_per_task * outputs;
+                            let len = out.len();
+                            for (o, r) in out.iter_mut().zip(&residual[start..start + len]) {
+                                *o += r;
+                            }
+                        }
+                    });
+                Ok(())
+            };
+            match residual {
+                Some(r) => with_f32(r, |r| run(Some(r))),
+                None => run(None),
+            }
+        })?;
         Ok((CpuStorage::F32(out), Shape::from((rows, outputs))))
     }
 
@@ -171,5 +234,24 @@ mod tests {
                 .clone()
         };
         assert!(max_abs_diff(&grad(&ours), &grad(&expected)) < 1e-5);
+    }
+
+    #[test]
+    fn the_fused_epilogue_is_gelu_then_the_residual() {
+        let dev = Device::Cpu;
+        // 7 rows: blocks of rows split unevenly over the threads.
+        let x = Tensor::randn(0f32, 1.0, (7, 3), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (5, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1.0, 5, &dev).unwrap();
+        let residual = Tensor::randn(0f32, 1.0, (7, 5), &dev).unwrap();
+        let layer = Linear::new(&w, &b).unwrap();
+        let plain = layer.forward(&x).unwrap();
+        let fused = layer.forward_fused(&x, Some(&residual), true).unwrap();
+        let expected = (plain.gelu_erf().unwrap() + &residual).unwrap();
+        assert!(max_abs_diff(&fused, &expected) < 1e-5);
+        let bias_only = layer.forward_fused(&x, None, false).unwrap();
+        assert!(max_abs_diff(&bias_only, &plain) < 1e-6);
+        let wrong = Tensor::zeros((6, 5), candle_core::DType::F32, &dev).unwrap();
+        assert!(layer.forward_fused(&x, Some(&wrong), false).is_err());
     }
 }

@@ -43,12 +43,9 @@ impl Activation {
         }
     }
 
-    fn apply(self, x: &Tensor, pass: Pass) -> candle_core::Result<Tensor> {
+    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            Self::Gelu => match pass {
-                Pass::Fast => super::math::gelu_erf(x),
-                Pass::Differentiable => x.gelu_erf(),
-            },
+            Self::Gelu => x.gelu_erf(),
             Self::GeluTanh => x.gelu(),
             Self::Relu => x.relu(),
         }
@@ -274,23 +271,44 @@ impl TransformerEncoder {
         let rows = batch * seq;
         let mut x = norm(&self.embeddings_norm, &x.reshape((rows, hidden))?)?;
         let bias = key_bias(attention_mask)?;
+        // `act(x · W + b) + residual`: fused into the multiply on the fast
+        // pass, as separate differentiable ops for evidence.
+        let project = |linear: &Linear,
+                       x: &Tensor,
+                       residual: Option<&Tensor>,
+                       gelu: bool|
+         -> candle_core::Result<Tensor> {
+            match pass {
+                Pass::Fast => linear.forward_fused(x, residual, gelu),
+                Pass::Differentiable => {
+                    let mut y = linear.forward(x)?;
+                    if gelu {
+                        y = y.gelu_erf()?;
+                    }
+                    match residual {
+                        Some(r) => y + r,
+                        None => Ok(y),
+                    }
+                }
+            }
+        };
+        let fuse_gelu = self.dims.activation == Activation::Gelu;
         for layer in &self.layers {
-            let qkv = layer.qkv.forward(&x)?;
+            let qkv = project(&layer.qkv, &x, None, false)?;
             let context = fused_attention(
                 &qkv.reshape((batch, seq, 3 * hidden))?,
                 &bias,
                 self.dims.heads,
             )?;
-            let attended = layer
-                .attention_output
-                .forward(&context.reshape((rows, hidden))?)?;
-            x = norm(&layer.attention_norm, &(attended + &x)?)?;
-            let inner = self
-                .dims
-                .activation
-                .apply(&layer.intermediate.forward(&x)?, pass)?;
-            let out = layer.output.forward(&inner)?;
-            x = norm(&layer.output_norm, &(out + &x)?)?;
+            let context = context.reshape((rows, hidden))?;
+            let attended = project(&layer.attention_output, &context, Some(&x), false)?;
+            x = norm(&layer.attention_norm, &attended)?;
+            let mut inner = project(&layer.intermediate, &x, None, fuse_gelu)?;
+            if !fuse_gelu {
+                inner = self.dims.activation.apply(&inner)?;
+            }
+            let out = project(&layer.output, &inner, Some(&x), false)?;
+            x = norm(&layer.output_norm, &out)?;
         }
         Ok(x.reshape((batch, seq, hidden))?)
     }
