@@ -499,7 +499,6 @@ fn eval(args: EvalArgs) -> CliResult {
     let examples = read_examples(&args.data)?;
     let labels = &classifier.head_spec().labels;
     let ids: Vec<String> = labels.iter().map(|l| l.id.clone()).collect();
-    let mut probabilities = Vec::with_capacity(examples.len());
     let mut truth = Vec::with_capacity(examples.len());
     for (row, e) in examples.iter().enumerate() {
         let t = ids.iter().position(|id| *id == e.label).ok_or_else(|| {
@@ -510,20 +509,27 @@ fn eval(args: EvalArgs) -> CliResult {
                 ids.join(", ")
             )
         })?;
-        let c = classifier
-            .classify(&e.text)
-            .map_err(|e| format!("row {}: {e}", row + 1))?;
-        probabilities.push(
-            ids.iter()
-                .map(|id| {
-                    c.probabilities
-                        .iter()
-                        .find(|l| &l.id == id)
-                        .map_or(0.0, |l| l.probability)
-                })
-                .collect(),
-        );
         truth.push(t);
+    }
+    // Batches grouped by length (see Classifier::classify_batch).
+    const TEXTS_PER_BATCH: usize = 64;
+    let mut probabilities = Vec::with_capacity(examples.len());
+    for (b, chunk) in examples.chunks(TEXTS_PER_BATCH).enumerate() {
+        let texts: Vec<&str> = chunk.iter().map(|e| e.text.as_str()).collect();
+        let results = classifier.classify_batch(&texts).map_err(err)?;
+        for (i, result) in results.into_iter().enumerate() {
+            let c = result.map_err(|e| format!("row {}: {e}", b * TEXTS_PER_BATCH + i + 1))?;
+            probabilities.push(
+                ids.iter()
+                    .map(|id| {
+                        c.probabilities
+                            .iter()
+                            .find(|l| &l.id == id)
+                            .map_or(0.0, |l| l.probability)
+                    })
+                    .collect(),
+            );
+        }
     }
     let m = metrics::evaluate(&ids, &probabilities, &truth);
     print_metrics(&m, args.json)
