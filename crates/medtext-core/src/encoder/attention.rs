@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::math::exp;
+use super::math::{exp, simd_kernel};
 
 /// Added to the score of a padding key: its weight after the soft-max is
 /// below `f32::MIN_POSITIVE`, so padding never changes a real token.
@@ -202,9 +202,7 @@ fn for_each_head(
                     g.scale,
                 );
             }
-            for row in probabilities.chunks_exact_mut(g.seq) {
-                masked_softmax_in_place(row, bias);
-            }
+            softmax_rows(probabilities, g.seq, bias);
             task(b, h, qkv_heads, probabilities, gradient);
         });
     });
@@ -370,10 +368,20 @@ fn lane_reduce_pairs(a: &[f32], b: &[f32]) -> f32 {
     lanes.into_iter().sum::<f32>() + tail
 }
 
+simd_kernel! {
+    /// Each `seq`-long row of `scores` ← softmax(row + bias).
+    fn softmax_rows(scores: &mut [f32], seq: usize, bias: &[f32]) {
+        for row in scores.chunks_exact_mut(seq) {
+            masked_softmax_in_place(row, bias);
+        }
+    }
+}
+
 /// `row ← softmax(row + bias)`. Each pass is a plain loop over the row, or
 /// a reduction into [`LANES`] independent accumulators, so the compiler turns
 /// all three into SIMD code (a single running sum or max would force it to
 /// add one float at a time, in order).
+#[inline(always)]
 fn masked_softmax_in_place(row: &mut [f32], bias: &[f32]) {
     for (x, b) in row.iter_mut().zip(bias) {
         *x += b;
@@ -388,8 +396,9 @@ fn masked_softmax_in_place(row: &mut [f32], bias: &[f32]) {
     }
 }
 
-const LANES: usize = 8;
+const LANES: usize = 16;
 
+#[inline(always)]
 fn lane_reduce(values: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [init; LANES];
     let mut chunks = values.chunks_exact(LANES);

@@ -56,11 +56,52 @@ fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Exact GELU on every value, in place: the epilogue of the feed-forward
-/// layer's first projection (see `linear.rs`).
-pub(crate) fn gelu_in_place(values: &mut [f32]) {
-    for v in values {
-        *v = gelu(*v);
+/// Defines a kernel compiled three times, for AVX-512, for AVX2 with FMA and
+/// for the x86-64 baseline, and picks the widest this CPU has at run time.
+/// The release build targets every x86-64 CPU, whose baseline is 4-wide
+/// SSE2; profiling showed soft-max and GELU at a tenth of a batch until they
+/// ran on the wide units. The body should call `#[inline(always)]` code so
+/// that all of it is compiled inside each variant.
+macro_rules! simd_kernel {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+        $(#[$meta])*
+        $vis fn $name($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512($($arg: $ty),*) {
+                    generic($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($arg: $ty),*) {
+                    generic($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has AVX-512F, checked just above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            generic($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_kernel;
+
+simd_kernel! {
+    /// Exact GELU on every value, in place: the epilogue of the feed-forward
+    /// layer's first projection (see `linear.rs`).
+    pub(crate) fn gelu_in_place(values: &mut [f32]) {
+        for v in values {
+            *v = gelu(*v);
+        }
     }
 }
 
