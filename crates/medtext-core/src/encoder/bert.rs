@@ -162,4 +162,29 @@ pub(crate) mod tests {
         let err = load(dir.path()).err().unwrap();
         assert!(err.to_string().contains("model.safetensors"), "{err}");
     }
+
+    #[test]
+    fn truncated_weights_are_refused_with_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), 14);
+        let weights = dir.path().join("model.safetensors");
+        let bytes = std::fs::read(&weights).unwrap();
+        std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+        let err = load(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("model.safetensors"), "{err}");
+    }
+
+    #[test]
+    fn an_unsupported_position_embedding_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_bert(dir.path(), 14);
+        let config = dir.path().join("config.json");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "\"model_type\":\"bert\"",
+            "\"model_type\":\"bert\",\"position_embedding_type\":\"relative_key\"",
+        );
+        std::fs::write(&config, text).unwrap();
+        let err = load(dir.path()).err().unwrap();
+        assert!(err.to_string().contains("relative_key"), "{err}");
+    }
 }
