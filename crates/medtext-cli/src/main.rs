@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use medtext_core::archive;
 use medtext_core::bench::{self, BenchPlan};
+use medtext_core::embedding_cache::EmbeddingCache;
 use medtext_core::pack::{Architecture, Label, Pack, Pooling, ShippedEvaluation, DEFAULT_PACK};
-use medtext_core::train::{self, PackDraft};
+use medtext_core::train::{self, Fit, HeadShape, PackDraft};
 use medtext_core::{
     dataset, metrics, paths, runtime, text, Classification, Classifier, Embedder, HistoryStore,
 };
@@ -43,9 +44,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Evaluate a pack's head on a labelled CSV file.
+    /// Evaluate a pack's head on a labelled CSV or JSON Lines file.
     Eval(EvalArgs),
-    /// Train a nearest-centroid head on a labelled CSV file and write a model pack.
+    /// Train a linear or MLP head on a labelled CSV or JSON Lines file and write a model pack.
     Train(TrainArgs),
     /// Make a pack of a Hugging Face BertForSequenceClassification or
     /// DistilBertForSequenceClassification folder (writes its manifest.json).
@@ -147,7 +148,8 @@ struct ClassifyArgs {
 
 #[derive(Args)]
 struct LabelledFileArgs {
-    /// Labelled CSV file with a header row.
+    /// Labelled file: CSV with a header row, or JSON Lines (.jsonl, one
+    /// object per line; the column options then name the keys).
     #[arg(long)]
     input: PathBuf,
     /// Column holding the text.
@@ -204,9 +206,26 @@ struct TrainArgs {
     /// Top probability below which a result is flagged for review.
     #[arg(long, default_value_t = 0.5)]
     abstain_below: f64,
-    /// Seed of the stratified 70/10/20 train/validation/test split.
+    /// Seed of the stratified 70/10/20 train/validation/test split, the
+    /// head's initial weights and the order of training batches.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Head to train on the frozen encoder's vectors.
+    #[arg(long, value_enum, default_value_t = HeadKindArg::Mlp)]
+    head_kind: HeadKindArg,
+    /// Width of the MLP head's hidden layer.
+    #[arg(long, default_value_t = 256)]
+    mlp_hidden: usize,
+    /// Do not read or write the on-disk cache of sentence vectors (kept,
+    /// owner-only, under the data directory's cache/ folder).
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum HeadKindArg {
+    Linear,
+    Mlp,
 }
 
 fn main() -> ExitCode {
@@ -457,7 +476,7 @@ fn history(limit: usize, json: bool) -> CliResult {
 /// Reads the labelled file and maps its label values through `--label-names`.
 fn read_examples(args: &LabelledFileArgs) -> Result<Vec<dataset::Example>, String> {
     let mut examples =
-        dataset::read_csv(&args.input, &args.text_column, &args.label_column).map_err(err)?;
+        dataset::read_labelled(&args.input, &args.text_column, &args.label_column).map_err(err)?;
     if let Some(names) = &args.label_names {
         let map = read_label_names(names)?;
         for e in &mut examples {
@@ -559,6 +578,7 @@ fn print_metrics(m: &metrics::Metrics, json: bool) -> CliResult {
 
 fn train(args: TrainArgs) -> CliResult {
     let examples = read_examples(&args.data)?;
+    dataset::check_training_set(&args.data.input, &examples).map_err(err)?;
     let mut label_ids: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
     label_ids.sort();
     label_ids.dedup();
@@ -574,36 +594,79 @@ fn train(args: TrainArgs) -> CliResult {
     let architecture = Architecture::detect(&args.encoder).map_err(err)?;
     let embedder =
         Embedder::load(&args.encoder, architecture, Pooling::Mean, args.max_tokens).map_err(err)?;
+    let mut cache = if args.no_cache {
+        None
+    } else {
+        let identity = format!(
+            "{:?}|max_tokens={}|mean",
+            medtext_core::pack::encoder_hashes(&args.encoder).map_err(err)?,
+            args.max_tokens
+        );
+        let dir = paths::data_dir().map_err(err)?.join("cache");
+        Some(EmbeddingCache::open(&dir, &identity, embedder.hidden_size()).map_err(err)?)
+    };
     let started = std::time::Instant::now();
     let mut vectors = Vec::with_capacity(examples.len());
+    let mut computed = 0usize;
     for (i, e) in examples.iter().enumerate() {
-        vectors.push(
-            embedder
-                .embed_text(&e.text)
-                .map_err(|e| format!("row {}: {e}", i + 1))?,
-        );
+        let cached = cache.as_ref().and_then(|c| c.get(&e.text)).cloned();
+        let vector = match cached {
+            Some(v) => v,
+            None => {
+                computed += 1;
+                let v = embedder
+                    .embed_text(&e.text)
+                    .map_err(|e| format!("row {}: {e}", i + 1))?;
+                if let Some(c) = cache.as_mut() {
+                    c.insert(&e.text, v.clone());
+                }
+                v
+            }
+        };
+        vectors.push(vector);
         if (i + 1) % 100 == 0 || i + 1 == examples.len() {
             let per = started.elapsed().as_secs_f64() / (i + 1) as f64;
             eprint!(
-                "\rembedding {}/{}  ETA {:.0}s   ",
+                "\rembedding {}/{} ({} from the cache)  ETA {:.0}s   ",
                 i + 1,
                 examples.len(),
+                i + 1 - computed,
                 per * (examples.len() - i - 1) as f64
             );
         }
     }
     eprintln!();
+    if let Some(c) = cache.as_mut() {
+        c.save().map_err(err)?;
+    }
     let split = train::stratified_split(&truth, 0.1, 0.2, args.seed);
-    let weights = train::centroids(&vectors, &truth, &split.train, label_ids.len()).map_err(err)?;
-    let logits_of = |rows: &[usize]| -> Vec<Vec<f32>> {
-        rows.iter()
-            .map(|&r| train::logits(&weights, &vectors[r]))
-            .collect()
+    let shape = match args.head_kind {
+        HeadKindArg::Linear => HeadShape::Linear,
+        HeadKindArg::Mlp => HeadShape::Mlp {
+            hidden: args.mlp_hidden,
+        },
+    };
+    let head = train::train_head(
+        &vectors,
+        &truth,
+        &split,
+        label_ids.len(),
+        Fit::new(shape, args.seed),
+        |epoch, loss| eprint!("\rtraining: epoch {epoch}, validation loss {loss:.4}   "),
+    )
+    .map_err(err)?;
+    eprintln!(
+        "\nkept epoch {} of {} (validation loss {:.4})",
+        head.best_epoch, head.epochs, head.best_validation_loss
+    );
+    let logits_of = |rows: &[usize]| -> Result<Vec<Vec<f32>>, String> {
+        let rows: Vec<Vec<f32>> = rows.iter().map(|&r| vectors[r].clone()).collect();
+        head.logits(&rows).map_err(err)
     };
     let truth_of = |rows: &[usize]| -> Vec<usize> { rows.iter().map(|&r| truth[r]).collect() };
     let temperature =
-        train::fit_temperature(&logits_of(&split.validation), &truth_of(&split.validation));
-    let test_logits = logits_of(&split.test);
+        train::fit_temperature(&logits_of(&split.validation)?, &truth_of(&split.validation));
+    let test_logits = logits_of(&split.test)?;
     let test_truth = truth_of(&split.test);
     let evaluate = |t: f64| {
         let probs: Vec<Vec<f32>> = test_logits.iter().map(|l| train::softmax(l, t)).collect();
@@ -631,7 +694,7 @@ fn train(args: TrainArgs) -> CliResult {
             max_tokens: args.max_tokens,
             head_name: &args.head,
             labels,
-            weights,
+            head: &head,
             temperature,
             abstain_below: args.abstain_below,
             evaluation: Some(ShippedEvaluation {
@@ -654,7 +717,12 @@ fn train(args: TrainArgs) -> CliResult {
     )
     .map_err(err)?;
     let report = serde_json::json!({
-        "method": "nearest centroid on mean-pooled encoder vectors, temperature fitted on validation",
+        "method": format!(
+            "{} head on mean-pooled encoder vectors (AdamW, class-weighted cross-entropy, early stopping at epoch {} of {}), temperature fitted on validation",
+            match shape { HeadShape::Linear => "linear".to_string(), HeadShape::Mlp { hidden } => format!("MLP ({hidden} hidden)") },
+            head.best_epoch,
+            head.epochs
+        ),
         "seed": args.seed,
         "split": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
         "temperature": temperature,

@@ -21,6 +21,117 @@ pub struct Example {
     pub label: String,
 }
 
+/// Fewest examples of each label a training file must have: fewer cannot be
+/// split into train, validation and test parts that each say something.
+pub const MIN_PER_LABEL: usize = 5;
+
+/// Reads labelled examples from a CSV file with a header row, or from JSON
+/// Lines (`.jsonl`, `.ndjson`: one object per line) where `text_field` and
+/// `label_field` name the keys.
+pub fn read_labelled(path: &Path, text_field: &str, label_field: &str) -> Result<Vec<Example>> {
+    let is_jsonl = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson"));
+    if is_jsonl {
+        read_jsonl(path, text_field, label_field)
+    } else {
+        read_csv(path, text_field, label_field)
+    }
+}
+
+fn read_jsonl(path: &Path, text_field: &str, label_field: &str) -> Result<Vec<Example>> {
+    let bad = |problem: String| Error::Dataset {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut examples = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let row = i + 1;
+        let line = std::str::from_utf8(line)
+            .map_err(|_| bad(format!("row {row} is not UTF-8: save the file as UTF-8")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        // serde_json's message could quote the text: only its position is kept.
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            bad(format!(
+                "row {row} is not valid JSON (column {})",
+                e.column()
+            ))
+        })?;
+        let field = |name: &str| match value.get(name) {
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+            _ => Err(bad(format!("row {row} has no text or number '{name}'"))),
+        };
+        let example = Example {
+            text: field(text_field)?,
+            label: field(label_field)?.trim().to_string(),
+        };
+        if example.text.trim().is_empty() || example.label.is_empty() {
+            return Err(bad(format!("row {row} has an empty text or label")));
+        }
+        examples.push(example);
+    }
+    if examples.is_empty() {
+        return Err(bad("the file has no data rows".into()));
+    }
+    Ok(examples)
+}
+
+/// Checks that `examples` can train a head: at least two labels, at least
+/// [`MIN_PER_LABEL`] examples of each, and no text given two different
+/// labels. Errors name the rows (1-based) and labels, never the text.
+pub fn check_training_set(path: &Path, examples: &[Example]) -> Result<()> {
+    let bad = |problem: String| Error::Dataset {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let mut counts: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for e in examples {
+        *counts.entry(&e.label).or_default() += 1;
+    }
+    if counts.len() < 2 {
+        return Err(bad(format!(
+            "every row has the label '{}': a classifier needs at least two labels",
+            counts.keys().next().unwrap_or(&"")
+        )));
+    }
+    let thin: Vec<String> = counts
+        .iter()
+        .filter(|(_, &n)| n < MIN_PER_LABEL)
+        .map(|(label, n)| format!("'{label}' ({n})"))
+        .collect();
+    if !thin.is_empty() {
+        return Err(bad(format!(
+            "these labels have fewer than {MIN_PER_LABEL} examples: {}; add examples or merge them",
+            thin.join(", ")
+        )));
+    }
+    let mut first_seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, e) in examples.iter().enumerate() {
+        let key = e.text.trim();
+        match first_seen.get(key) {
+            Some(&j) if examples[j].label != e.label => {
+                return Err(bad(format!(
+                    "rows {} and {} have the same text but different labels ('{}' and '{}'): keep one",
+                    j + 1,
+                    i + 1,
+                    examples[j].label,
+                    e.label
+                )));
+            }
+            Some(_) => {}
+            None => {
+                first_seen.insert(key, i);
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads a CSV file with a header row; `text_column` and `label_column` name
 /// the columns to use. Row numbers in errors are 1-based data rows; the text
 /// itself is never quoted in an error.
@@ -90,5 +201,88 @@ mod tests {
         std::fs::write(&path, "label,text\n1,secret words\n,\n").unwrap();
         let err = read_csv(&path, "text", "label").unwrap_err().to_string();
         assert!(err.contains("row 2") && !err.contains("secret"), "{err}");
+    }
+
+    fn examples(rows: &[(&str, &str)]) -> Vec<Example> {
+        rows.iter()
+            .map(|(t, l)| Example {
+                text: t.to_string(),
+                label: l.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn json_lines_are_read_by_key_and_bad_rows_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        std::fs::write(
+            &path,
+            "{\"note\": \"chest pain\", \"y\": \"I20-I25\"}\n\n{\"note\": \"cough\", \"y\": 7}\n",
+        )
+        .unwrap();
+        let rows = read_labelled(&path, "note", "y").unwrap();
+        assert_eq!(rows, examples(&[("chest pain", "I20-I25"), ("cough", "7")]));
+
+        std::fs::write(
+            &path,
+            b"{\"note\": \"ok\", \"y\": \"a\"}\n{\"note\": \"secret \xff\", \"y\": \"b\"}\n",
+        )
+        .unwrap();
+        let err = read_labelled(&path, "note", "y").unwrap_err().to_string();
+        assert!(err.contains("row 2") && err.contains("UTF-8"), "{err}");
+
+        std::fs::write(&path, "{\"note\": \"secret words\"\n").unwrap();
+        let err = read_labelled(&path, "note", "y").unwrap_err().to_string();
+        assert!(err.contains("row 1") && !err.contains("secret"), "{err}");
+
+        std::fs::write(&path, "{\"text\": \"secret words\", \"y\": \"a\"}\n").unwrap();
+        let err = read_labelled(&path, "note", "y").unwrap_err().to_string();
+        assert!(err.contains("row 1") && err.contains("'note'"), "{err}");
+    }
+
+    #[test]
+    fn a_training_set_needs_two_labels_enough_rows_and_consistent_labels() {
+        let path = Path::new("train.csv");
+        let many = |label: &'static str, n: usize| -> Vec<(String, &'static str)> {
+            (0..n)
+                .map(|i| (format!("{label} note {i}"), label))
+                .collect()
+        };
+        let as_examples = |rows: Vec<(String, &str)>| -> Vec<Example> {
+            rows.into_iter()
+                .map(|(t, l)| Example {
+                    text: t,
+                    label: l.to_string(),
+                })
+                .collect()
+        };
+        let good = as_examples([many("a", 5), many("b", 6)].concat());
+        check_training_set(path, &good).unwrap();
+
+        let one = as_examples(many("a", 9));
+        let err = check_training_set(path, &one).unwrap_err().to_string();
+        assert!(err.contains("two labels"), "{err}");
+
+        let thin = as_examples([many("a", 5), many("b", 2)].concat());
+        let err = check_training_set(path, &thin).unwrap_err().to_string();
+        assert!(err.contains("'b' (2)"), "{err}");
+
+        let mut conflicting = good.clone();
+        conflicting.push(Example {
+            text: " a note 3 ".into(),
+            label: "b".into(),
+        });
+        let err = check_training_set(path, &conflicting)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rows 4 and 12") && !err.contains("note 3"),
+            "{err}"
+        );
+        // The same text with the same label twice is only a duplicate: fine.
+        let mut repeated = good.clone();
+        repeated.push(good[0].clone());
+        check_training_set(path, &repeated).unwrap();
     }
 }

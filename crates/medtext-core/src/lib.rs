@@ -8,6 +8,7 @@ pub mod archive;
 pub mod bench;
 pub mod classifier;
 pub mod dataset;
+pub mod embedding_cache;
 pub mod encoder;
 pub mod engine;
 pub mod error;
