@@ -216,6 +216,16 @@ struct TrainArgs {
     /// Width of the MLP head's hidden layer.
     #[arg(long, default_value_t = 256)]
     mlp_hidden: usize,
+    /// AdamW learning rate (default: 1e-2 for linear, 5e-4 for MLP heads).
+    #[arg(long)]
+    learning_rate: Option<f64>,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Leave out every row whose text appears with two different labels
+    /// (without it such a file is refused, naming the rows).
+    #[arg(long)]
+    drop_conflicting: bool,
     /// Do not read or write the on-disk cache of sentence vectors (kept,
     /// owner-only, under the data directory's cache/ folder).
     #[arg(long)]
@@ -577,7 +587,14 @@ fn print_metrics(m: &metrics::Metrics, json: bool) -> CliResult {
 }
 
 fn train(args: TrainArgs) -> CliResult {
-    let examples = read_examples(&args.data)?;
+    let (examples, removed) =
+        dataset::deduplicate(read_examples(&args.data)?, args.drop_conflicting);
+    if removed != dataset::Removed::default() {
+        eprintln!(
+            "left out {} repeated rows and {} rows whose text carries two labels",
+            removed.duplicates, removed.conflicting
+        );
+    }
     dataset::check_training_set(&args.data.input, &examples).map_err(err)?;
     let mut label_ids: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
     label_ids.sort();
@@ -651,7 +668,13 @@ fn train(args: TrainArgs) -> CliResult {
         &truth,
         &split,
         label_ids.len(),
-        Fit::new(shape, args.seed),
+        Fit {
+            learning_rate: args
+                .learning_rate
+                .unwrap_or(Fit::new(shape, args.seed).learning_rate),
+            weight_decay: args.weight_decay,
+            ..Fit::new(shape, args.seed)
+        },
         |epoch, loss| eprint!("\rtraining: epoch {epoch}, validation loss {loss:.4}   "),
     )
     .map_err(err)?;

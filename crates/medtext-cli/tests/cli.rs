@@ -248,3 +248,105 @@ fn a_pack_exported_as_an_archive_installs_on_a_machine_without_it() {
         stderr(&again)
     );
 }
+
+#[test]
+fn train_writes_a_pack_that_classifies_and_reuses_cached_vectors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("notes.jsonl");
+    let cardiac = [
+        "crushing chest pain radiating to the left arm",
+        "troponin elevated, ST elevation in anterior leads",
+        "atrial fibrillation with rapid ventricular response",
+        "congestive heart failure exacerbation, BNP 1200",
+        "hypertension poorly controlled on three agents",
+        "stable angina on exertion relieved by nitroglycerin",
+        "aortic stenosis with syncope on exertion",
+        "coronary artery disease status post stenting",
+    ];
+    let lung = [
+        "productive cough and fever, right lower lobe consolidation",
+        "asthma exacerbation with wheeze, peak flow reduced",
+        "COPD with increased sputum and dyspnoea",
+        "community acquired pneumonia on chest x-ray",
+        "pulmonary embolism on CT angiogram, hypoxic",
+        "pleural effusion requiring thoracentesis",
+        "bronchiectasis with chronic productive cough",
+        "spontaneous pneumothorax, chest drain inserted",
+    ];
+    let lines: Vec<String> = cardiac
+        .iter()
+        .map(|t| serde_json::json!({"text": t, "label": "cardiac"}).to_string())
+        .chain(
+            lung.iter()
+                .map(|t| serde_json::json!({"text": t, "label": "respiratory"}).to_string()),
+        )
+        .collect();
+    std::fs::write(&data, lines.join("\n")).unwrap();
+    let encoder =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/encoders/all-minilm-l6-v2");
+    let out = dir.path().join("models/chest");
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--input",
+            data.to_str().unwrap(),
+            "--encoder",
+            encoder.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--name",
+            "chest",
+            "--task",
+            "test",
+            "--license",
+            "MIT",
+            "--attribution",
+            "test",
+            "--head-kind",
+            "linear",
+        ];
+        args.extend_from_slice(extra);
+        medtext(&args, dir.path())
+    };
+    let first = train(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("(0 from the cache)"),
+        "{}",
+        stderr(&first)
+    );
+    let second = train(&[]);
+    assert!(
+        stderr(&second).contains("(16 from the cache)"),
+        "{}",
+        stderr(&second)
+    );
+
+    let classify = Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args([
+            "classify",
+            "--json",
+            "--pack",
+            out.to_str().unwrap(),
+            "wheeze and shortness of breath, asthma",
+        ])
+        .env("MEDTEXT_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(classify.status.success(), "{}", stderr(&classify));
+    let v: serde_json::Value = serde_json::from_slice(&classify.stdout).unwrap();
+    assert_eq!(v["top"]["id"], "respiratory");
+
+    // The same text under two labels is refused, naming the rows.
+    let mut conflicting = lines.clone();
+    conflicting.push(serde_json::json!({"text": cardiac[0], "label": "respiratory"}).to_string());
+    std::fs::write(&data, conflicting.join("\n")).unwrap();
+    let refused = train(&[]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("rows 1 and 17"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(train(&["--drop-conflicting"]).status.success());
+}

@@ -90,6 +90,17 @@ pub fn import_archive(archive: &Path, models_dir: &Path) -> Result<Pack> {
     extract(archive, &staging.dir)?;
     let staged_pack = staging.dir.join("pack");
     let manifest = Manifest::read(&staged_pack)?;
+    // A pack from elsewhere may only point at an encoder it brings or one
+    // shared through the models directory, never at any other folder.
+    if !manifest.encoder_inside() && manifest.shared_encoder().is_none() {
+        return Err(Error::pack(
+            archive,
+            format!(
+                "encoder.path {} must be the pack itself (.), a folder inside it, or ../encoders/<name>",
+                manifest.encoder.path.display()
+            ),
+        ));
+    }
     let installed = models_dir.join(&manifest.name);
     if installed.exists() {
         return Err(Error::pack(
@@ -404,6 +415,33 @@ mod tests {
         // Not a tar at all.
         std::fs::write(&archive, b"definitely not a tar file").unwrap();
         assert!(import_archive(&archive, &models).is_err());
+        assert_eq!(models_listing(&models), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_pack_pointing_at_an_encoder_elsewhere_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        let pack_dir = write_tiny_pack(&source);
+        let manifest = std::fs::read_to_string(pack_dir.join("manifest.json"))
+            .unwrap()
+            .replace("../encoders/tiny", "../../../home/someone/encoder");
+        let head = std::fs::read(pack_dir.join("head.safetensors")).unwrap();
+        let archive = dir.path().join("escape.tar");
+        crafted(
+            &archive,
+            &[
+                (
+                    "pack/manifest.json",
+                    tar::EntryType::Regular,
+                    manifest.as_bytes(),
+                ),
+                ("pack/head.safetensors", tar::EntryType::Regular, &head),
+            ],
+        );
+        let models = dir.path().join("models");
+        let err = import_archive(&archive, &models).err().unwrap();
+        assert!(err.to_string().contains("encoder.path"), "{err}");
         assert_eq!(models_listing(&models), Vec::<String>::new());
     }
 

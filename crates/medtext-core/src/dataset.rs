@@ -132,6 +132,48 @@ pub fn check_training_set(path: &Path, examples: &[Example]) -> Result<()> {
     Ok(())
 }
 
+/// What [`deduplicate`] removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Removed {
+    /// Rows repeating an earlier row's text and label.
+    pub duplicates: usize,
+    /// Rows whose text appears with more than one label (all of them).
+    pub conflicting: usize,
+}
+
+/// Keeps the first of rows with the same (trimmed) text and label, so no
+/// text lands in both the training and the test part; with
+/// `drop_conflicting`, also removes every row of a text that carries two
+/// different labels (otherwise [`check_training_set`] refuses the file).
+pub fn deduplicate(examples: Vec<Example>, drop_conflicting: bool) -> (Vec<Example>, Removed) {
+    let mut labels: std::collections::HashMap<String, std::collections::BTreeSet<String>> =
+        std::collections::HashMap::new();
+    for e in &examples {
+        labels
+            .entry(e.text.trim().to_string())
+            .or_default()
+            .insert(e.label.clone());
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut removed = Removed::default();
+    let kept = examples
+        .into_iter()
+        .filter(|e| {
+            let text = e.text.trim();
+            if drop_conflicting && labels.get(text).is_some_and(|l| l.len() > 1) {
+                removed.conflicting += 1;
+                return false;
+            }
+            if !seen.insert((text.to_string(), e.label.clone())) {
+                removed.duplicates += 1;
+                return false;
+            }
+            true
+        })
+        .collect();
+    (kept, removed)
+}
+
 /// Reads a CSV file with a header row; `text_column` and `label_column` name
 /// the columns to use. Row numbers in errors are 1-based data rows; the text
 /// itself is never quoted in an error.
@@ -284,5 +326,29 @@ mod tests {
         let mut repeated = good.clone();
         repeated.push(good[0].clone());
         check_training_set(path, &repeated).unwrap();
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_conflicts_on_request() {
+        let rows = examples(&[("a", "x"), ("a ", "x"), ("b", "x"), ("b", "y"), ("c", "y")]);
+        let (kept, removed) = deduplicate(rows.clone(), false);
+        assert_eq!(kept.len(), 4);
+        assert_eq!(
+            removed,
+            Removed {
+                duplicates: 1,
+                conflicting: 0
+            }
+        );
+        let (kept, removed) = deduplicate(rows, true);
+        let texts: Vec<&str> = kept.iter().map(|e| e.text.as_str()).collect();
+        assert_eq!(texts, ["a", "c"]);
+        assert_eq!(
+            removed,
+            Removed {
+                duplicates: 1,
+                conflicting: 2
+            }
+        );
     }
 }

@@ -225,9 +225,14 @@ impl Manifest {
     }
 
     /// The encoder's folder name when it is shared through the models
-    /// directory (`../encoders/<name>`), `None` when it lives inside the pack.
+    /// directory (`../encoders/<name>`), `None` otherwise.
     pub fn shared_encoder(&self) -> Option<&str> {
         shared_encoder_name(&self.encoder.path)
+    }
+
+    /// Whether the encoder is the pack folder itself or a folder inside it.
+    pub fn encoder_inside(&self) -> bool {
+        self.encoder.path == Path::new(".") || is_inside(&self.encoder.path)
     }
 
     fn check(&self, manifest_path: &Path) -> Result<()> {
@@ -247,13 +252,6 @@ impl Manifest {
         }
         if m.heads.is_empty() {
             return bad("the pack has no heads".into());
-        }
-        let encoder_in_pack = m.encoder.path == Path::new(".") || is_inside(&m.encoder.path);
-        if !encoder_in_pack && shared_encoder_name(&m.encoder.path).is_none() {
-            return bad(format!(
-                "encoder.path {} must be the pack itself (.), a folder inside it, or ../encoders/<name>",
-                m.encoder.path.display()
-            ));
         }
         for required in ["config.json", "model.safetensors", "tokenizer.json"] {
             if !m.encoder.sha256.contains_key(required) {

@@ -122,7 +122,7 @@ impl Fit {
             patience: 15,
             learning_rate: match shape {
                 HeadShape::Linear => 1e-2,
-                HeadShape::Mlp { .. } => 2e-3,
+                HeadShape::Mlp { .. } => 5e-4,
             },
             weight_decay: 1e-4,
             batch_size: 64,
