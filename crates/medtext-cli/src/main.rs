@@ -47,7 +47,7 @@ enum Command {
     /// Evaluate a pack's head on a labelled CSV or JSON Lines file.
     Eval(EvalArgs),
     /// Train a linear or MLP head on a labelled CSV or JSON Lines file and write a model pack.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Make a pack of a Hugging Face BertForSequenceClassification or
     /// DistilBertForSequenceClassification folder (writes its manifest.json).
     Import {
@@ -222,6 +222,22 @@ struct TrainArgs {
     /// AdamW weight decay.
     #[arg(long, default_value_t = 1e-4)]
     weight_decay: f64,
+    /// Column naming each row's group (e.g. an ICD category): whole groups go
+    /// to one of train, validation and test, so the test figures measure
+    /// groups the head never saw.
+    #[arg(long)]
+    group_column: Option<String>,
+    /// CSV (id,display with a header) giving label ids their display names.
+    #[arg(long)]
+    label_displays: Option<PathBuf>,
+    /// Add the head to the pack already in --out (same encoder), replacing
+    /// a head of the same name, so one forward pass feeds every head.
+    #[arg(long)]
+    add_to_pack: bool,
+    /// Fewest examples a label may have (ICD blocks with a single code have
+    /// fewer than the default).
+    #[arg(long, default_value_t = dataset::MIN_PER_LABEL)]
+    min_examples: usize,
     /// Leave out every row whose text appears with two different labels
     /// (without it such a file is refused, naming the rows).
     #[arg(long)]
@@ -245,7 +261,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify(args),
         Command::History { limit, json } => history(limit, json),
         Command::Eval(args) => eval(args),
-        Command::Train(args) => train(args),
+        Command::Train(args) => train(*args),
         Command::Import {
             folder,
             name,
@@ -484,9 +500,16 @@ fn history(limit: usize, json: bool) -> CliResult {
 }
 
 /// Reads the labelled file and maps its label values through `--label-names`.
-fn read_examples(args: &LabelledFileArgs) -> Result<Vec<dataset::Example>, String> {
-    let mut examples =
-        dataset::read_labelled(&args.input, &args.text_column, &args.label_column).map_err(err)?;
+fn read_examples(
+    args: &LabelledFileArgs,
+    group_column: Option<&str>,
+) -> Result<Vec<dataset::Example>, String> {
+    let columns = dataset::Columns {
+        text: &args.text_column,
+        label: &args.label_column,
+        group: group_column,
+    };
+    let mut examples = dataset::read_labelled(&args.input, columns).map_err(err)?;
     if let Some(names) = &args.label_names {
         let map = read_label_names(names)?;
         for e in &mut examples {
@@ -525,7 +548,7 @@ fn csv_reader(path: &Path) -> Result<dataset::CsvReader, String> {
 
 fn eval(args: EvalArgs) -> CliResult {
     let classifier = load_classifier(&args.pack)?;
-    let examples = read_examples(&args.data)?;
+    let examples = read_examples(&args.data, None)?;
     let labels = &classifier.head_spec().labels;
     let ids: Vec<String> = labels.iter().map(|l| l.id.clone()).collect();
     let mut truth = Vec::with_capacity(examples.len());
@@ -586,16 +609,64 @@ fn print_metrics(m: &metrics::Metrics, json: bool) -> CliResult {
     Ok(())
 }
 
+/// Sentence vectors for every example: from the cache where it has them,
+/// the rest computed in length-grouped batches, with progress and an ETA.
+fn embed_all(
+    embedder: &Embedder,
+    examples: &[dataset::Example],
+    mut cache: Option<&mut EmbeddingCache>,
+) -> Result<Vec<Vec<f32>>, String> {
+    const TEXTS_PER_STEP: usize = 256;
+    let mut vectors: Vec<Option<Vec<f32>>> = examples
+        .iter()
+        .map(|e| cache.as_ref().and_then(|c| c.get(&e.text)).cloned())
+        .collect();
+    let missing: Vec<usize> = (0..examples.len())
+        .filter(|&i| vectors[i].is_none())
+        .collect();
+    let started = std::time::Instant::now();
+    eprintln!(
+        "embedding {} texts ({} from the cache)",
+        examples.len(),
+        examples.len() - missing.len()
+    );
+    for (step, rows) in missing.chunks(TEXTS_PER_STEP).enumerate() {
+        let texts: Vec<&str> = rows.iter().map(|&r| examples[r].text.as_str()).collect();
+        let computed = embedder
+            .embed_texts(&texts)
+            .map_err(|e| format!("rows {}-{}: {e}", rows[0] + 1, rows[rows.len() - 1] + 1))?;
+        for (&r, v) in rows.iter().zip(computed) {
+            if let Some(c) = cache.as_deref_mut() {
+                c.insert(&examples[r].text, v.clone());
+            }
+            vectors[r] = Some(v);
+        }
+        let done = ((step + 1) * TEXTS_PER_STEP).min(missing.len());
+        let per = started.elapsed().as_secs_f64() / done as f64;
+        eprint!(
+            "\rembedding {done}/{}  ETA {:.0}s   ",
+            missing.len(),
+            per * (missing.len() - done) as f64
+        );
+    }
+    if !missing.is_empty() {
+        eprintln!();
+    }
+    Ok(vectors.into_iter().flatten().collect())
+}
+
 fn train(args: TrainArgs) -> CliResult {
-    let (examples, removed) =
-        dataset::deduplicate(read_examples(&args.data)?, args.drop_conflicting);
+    let (examples, removed) = dataset::deduplicate(
+        read_examples(&args.data, args.group_column.as_deref())?,
+        args.drop_conflicting,
+    );
     if removed != dataset::Removed::default() {
         eprintln!(
             "left out {} repeated rows and {} rows whose text carries two labels",
             removed.duplicates, removed.conflicting
         );
     }
-    dataset::check_training_set(&args.data.input, &examples).map_err(err)?;
+    dataset::check_training_set(&args.data.input, &examples, args.min_examples).map_err(err)?;
     let mut label_ids: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
     label_ids.sort();
     label_ids.dedup();
@@ -622,41 +693,20 @@ fn train(args: TrainArgs) -> CliResult {
         let dir = paths::data_dir().map_err(err)?.join("cache");
         Some(EmbeddingCache::open(&dir, &identity, embedder.hidden_size()).map_err(err)?)
     };
-    let started = std::time::Instant::now();
-    let mut vectors = Vec::with_capacity(examples.len());
-    let mut computed = 0usize;
-    for (i, e) in examples.iter().enumerate() {
-        let cached = cache.as_ref().and_then(|c| c.get(&e.text)).cloned();
-        let vector = match cached {
-            Some(v) => v,
-            None => {
-                computed += 1;
-                let v = embedder
-                    .embed_text(&e.text)
-                    .map_err(|e| format!("row {}: {e}", i + 1))?;
-                if let Some(c) = cache.as_mut() {
-                    c.insert(&e.text, v.clone());
-                }
-                v
-            }
-        };
-        vectors.push(vector);
-        if (i + 1) % 100 == 0 || i + 1 == examples.len() {
-            let per = started.elapsed().as_secs_f64() / (i + 1) as f64;
-            eprint!(
-                "\rembedding {}/{} ({} from the cache)  ETA {:.0}s   ",
-                i + 1,
-                examples.len(),
-                i + 1 - computed,
-                per * (examples.len() - i - 1) as f64
-            );
-        }
-    }
-    eprintln!();
+    let vectors = embed_all(&embedder, &examples, cache.as_mut())?;
     if let Some(c) = cache.as_mut() {
         c.save().map_err(err)?;
     }
-    let split = train::stratified_split(&truth, 0.1, 0.2, args.seed);
+    let split = match &args.group_column {
+        Some(_) => {
+            let groups: Vec<String> = examples
+                .iter()
+                .map(|e| e.group.clone().unwrap_or_default())
+                .collect();
+            train::grouped_split(&truth, &groups, 0.1, 0.2, args.seed)
+        }
+        None => train::stratified_split(&truth, 0.1, 0.2, args.seed),
+    };
     let shape = match args.head_kind {
         HeadKindArg::Linear => HeadShape::Linear,
         HeadKindArg::Mlp => HeadShape::Mlp {
@@ -697,11 +747,18 @@ fn train(args: TrainArgs) -> CliResult {
     };
     let uncalibrated = evaluate(1.0);
     let calibrated = evaluate(temperature);
+    let displays = match &args.label_displays {
+        Some(path) => read_label_names(path)?,
+        None => Vec::new(),
+    };
     let labels = label_ids
         .iter()
         .map(|id| Label {
             id: id.clone(),
-            display: display_name(id),
+            display: displays
+                .iter()
+                .find(|(known, _)| known == id)
+                .map_or_else(|| display_name(id), |(_, d)| d.clone()),
         })
         .collect();
     let manifest = train::write_pack(
@@ -720,6 +777,7 @@ fn train(args: TrainArgs) -> CliResult {
             head: &head,
             temperature,
             abstain_below: args.abstain_below,
+            add_to_existing: args.add_to_pack,
             evaluation: Some(ShippedEvaluation {
                 dataset: format!(
                     "{}: the test part of a stratified 70/10/20 split, seed {}",
@@ -752,7 +810,7 @@ fn train(args: TrainArgs) -> CliResult {
         "test": calibrated,
         "test_ece_before_calibration": uncalibrated.ece,
     });
-    let report_path = args.out.join("evaluation.json");
+    let report_path = args.out.join(format!("evaluation-{}.json", args.head));
     std::fs::write(
         &report_path,
         serde_json::to_string_pretty(&report).map_err(err)? + "\n",

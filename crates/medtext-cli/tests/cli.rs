@@ -273,13 +273,15 @@ fn train_writes_a_pack_that_classifies_and_reuses_cached_vectors() {
         "bronchiectasis with chronic productive cough",
         "spontaneous pneumothorax, chest drain inserted",
     ];
+    // Each note its own group (too few notes to keep pairs and still
+    // validate): this checks the --group-column plumbing; grouped splits
+    // themselves are tested in the core.
     let lines: Vec<String> = cardiac
         .iter()
-        .map(|t| serde_json::json!({"text": t, "label": "cardiac"}).to_string())
-        .chain(
-            lung.iter()
-                .map(|t| serde_json::json!({"text": t, "label": "respiratory"}).to_string()),
-        )
+        .map(|t| (t, "cardiac"))
+        .chain(lung.iter().map(|t| (t, "respiratory")))
+        .enumerate()
+        .map(|(i, (t, l))| serde_json::json!({"text": t, "label": l, "note": i}).to_string())
         .collect();
     std::fs::write(&data, lines.join("\n")).unwrap();
     let encoder =
@@ -336,6 +338,37 @@ fn train_writes_a_pack_that_classifies_and_reuses_cached_vectors() {
     assert!(classify.status.success(), "{}", stderr(&classify));
     let v: serde_json::Value = serde_json::from_slice(&classify.stdout).unwrap();
     assert_eq!(v["top"]["id"], "respiratory");
+
+    // A second head, split by note, joins the same pack.
+    let added = train(&[
+        "--head",
+        "by-note",
+        "--group-column",
+        "note",
+        "--add-to-pack",
+    ]);
+    assert!(added.status.success(), "{}", stderr(&added));
+    let both = Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args([
+            "classify",
+            "--json",
+            "--all-heads",
+            "--pack",
+            out.to_str().unwrap(),
+            "asthma",
+        ])
+        .env("MEDTEXT_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&both.stdout).unwrap();
+    let heads: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["head"].as_str().unwrap())
+        .collect();
+    assert_eq!(heads, ["category", "by-note"]);
+    assert!(out.join("evaluation-by-note.json").is_file());
 
     // The same text under two labels is refused, naming the rows.
     let mut conflicting = lines.clone();

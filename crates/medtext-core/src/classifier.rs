@@ -175,6 +175,38 @@ impl Embedder {
         })
     }
 
+    /// [`Embedder::embed_text`] for many texts, their windows grouped by
+    /// length under [`TOKENS_PER_BATCH`] tokens per forward pass: short
+    /// texts (code titles, one-line statements) go many at a time.
+    pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
+        let tokenized = texts
+            .iter()
+            .map(|t| {
+                text::validate(t.as_ref())?;
+                self.tokenize(t.as_ref())
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut windows: Vec<(usize, &Window)> = tokenized
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.windows.iter().map(move |w| (i, w)))
+            .collect();
+        windows.sort_by_key(|(_, w)| w.len());
+        let mut sums = vec![vec![0f32; self.hidden_size()]; texts.len()];
+        for group in length_groups(&windows, TOKENS_PER_BATCH) {
+            let batch: Vec<Window> = group.iter().map(|(_, w)| (*w).clone()).collect();
+            for ((text, _), row) in group
+                .iter()
+                .zip(self.embed_windows(&batch)?.to_vec2::<f32>()?)
+            {
+                for (s, v) in sums[*text].iter_mut().zip(row) {
+                    *s += v;
+                }
+            }
+        }
+        Ok(sums.into_iter().map(normalised).collect())
+    }
+
     /// One unit vector for a whole text: the normalised mean of its windows.
     pub fn embed_text(&self, text: &str) -> Result<Vec<f32>> {
         text::validate(text)?;
@@ -187,12 +219,17 @@ impl Embedder {
                 }
             }
         }
-        let norm = sum.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        Ok(sum.into_iter().map(|v| v / norm).collect())
+        Ok(normalised(sum))
     }
 }
 
-/// A loaded pack with one head, ready to classify.
+/// `v` scaled to unit length (left as is when it is all zeros).
+fn normalised(v: Vec<f32>) -> Vec<f32> {
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.into_iter().map(|x| x / norm).collect()
+}
+
+/// A loaded pack, ready to classify with any of its heads.
 pub struct Classifier {
     pack: Pack,
     embedder: Embedder,
@@ -841,5 +878,20 @@ mod tests {
             }
         }
         assert_eq!(every[1].probabilities.len(), 2);
+    }
+
+    #[test]
+    fn embedding_many_texts_at_once_equals_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = tiny_classifier(dir.path());
+        let texts = ["fever", "chest pain and cough", &"tumor fever ".repeat(12)];
+        let together = c.embedder.embed_texts(&texts).unwrap();
+        for (text, v) in texts.iter().zip(&together) {
+            let alone = c.embedder.embed_text(text).unwrap();
+            for (a, b) in alone.iter().zip(v) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+        assert!(c.embedder.embed_texts(&["ok", " "]).is_err());
     }
 }

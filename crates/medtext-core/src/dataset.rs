@@ -19,6 +19,17 @@ pub fn open_csv(path: &Path) -> Result<CsvReader> {
 pub struct Example {
     pub text: String,
     pub label: String,
+    /// What the example belongs to when whole groups must stay together in
+    /// one split part (an ICD category and all its codes and terms).
+    pub group: Option<String>,
+}
+
+/// The columns (CSV) or keys (JSON Lines) to read.
+#[derive(Debug, Clone, Copy)]
+pub struct Columns<'a> {
+    pub text: &'a str,
+    pub label: &'a str,
+    pub group: Option<&'a str>,
 }
 
 /// Fewest examples of each label a training file must have: fewer cannot be
@@ -28,19 +39,19 @@ pub const MIN_PER_LABEL: usize = 5;
 /// Reads labelled examples from a CSV file with a header row, or from JSON
 /// Lines (`.jsonl`, `.ndjson`: one object per line) where `text_field` and
 /// `label_field` name the keys.
-pub fn read_labelled(path: &Path, text_field: &str, label_field: &str) -> Result<Vec<Example>> {
+pub fn read_labelled(path: &Path, columns: Columns) -> Result<Vec<Example>> {
     let is_jsonl = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson"));
     if is_jsonl {
-        read_jsonl(path, text_field, label_field)
+        read_jsonl(path, columns)
     } else {
-        read_csv(path, text_field, label_field)
+        read_csv(path, columns)
     }
 }
 
-fn read_jsonl(path: &Path, text_field: &str, label_field: &str) -> Result<Vec<Example>> {
+fn read_jsonl(path: &Path, columns: Columns) -> Result<Vec<Example>> {
     let bad = |problem: String| Error::Dataset {
         path: path.to_path_buf(),
         problem,
@@ -67,8 +78,9 @@ fn read_jsonl(path: &Path, text_field: &str, label_field: &str) -> Result<Vec<Ex
             _ => Err(bad(format!("row {row} has no text or number '{name}'"))),
         };
         let example = Example {
-            text: field(text_field)?,
-            label: field(label_field)?.trim().to_string(),
+            text: field(columns.text)?,
+            label: field(columns.label)?.trim().to_string(),
+            group: columns.group.map(field).transpose()?,
         };
         if example.text.trim().is_empty() || example.label.is_empty() {
             return Err(bad(format!("row {row} has an empty text or label")));
@@ -82,9 +94,10 @@ fn read_jsonl(path: &Path, text_field: &str, label_field: &str) -> Result<Vec<Ex
 }
 
 /// Checks that `examples` can train a head: at least two labels, at least
-/// [`MIN_PER_LABEL`] examples of each, and no text given two different
-/// labels. Errors name the rows (1-based) and labels, never the text.
-pub fn check_training_set(path: &Path, examples: &[Example]) -> Result<()> {
+/// `min_per_label` examples of each ([`MIN_PER_LABEL`] unless there is a
+/// reason), and no text given two different labels. Errors name the rows
+/// (1-based) and labels, never the text.
+pub fn check_training_set(path: &Path, examples: &[Example], min_per_label: usize) -> Result<()> {
     let bad = |problem: String| Error::Dataset {
         path: path.to_path_buf(),
         problem,
@@ -101,12 +114,12 @@ pub fn check_training_set(path: &Path, examples: &[Example]) -> Result<()> {
     }
     let thin: Vec<String> = counts
         .iter()
-        .filter(|(_, &n)| n < MIN_PER_LABEL)
+        .filter(|(_, &n)| n < min_per_label)
         .map(|(label, n)| format!("'{label}' ({n})"))
         .collect();
     if !thin.is_empty() {
         return Err(bad(format!(
-            "these labels have fewer than {MIN_PER_LABEL} examples: {}; add examples or merge them",
+            "these labels have fewer than {min_per_label} examples: {}; add examples or merge them",
             thin.join(", ")
         )));
     }
@@ -177,7 +190,7 @@ pub fn deduplicate(examples: Vec<Example>, drop_conflicting: bool) -> (Vec<Examp
 /// Reads a CSV file with a header row; `text_column` and `label_column` name
 /// the columns to use. Row numbers in errors are 1-based data rows; the text
 /// itself is never quoted in an error.
-pub fn read_csv(path: &Path, text_column: &str, label_column: &str) -> Result<Vec<Example>> {
+pub fn read_csv(path: &Path, columns: Columns) -> Result<Vec<Example>> {
     let bad = |problem: String| Error::Dataset {
         path: path.to_path_buf(),
         problem,
@@ -195,7 +208,8 @@ pub fn read_csv(path: &Path, text_column: &str, label_column: &str) -> Result<Ve
             ))
         })
     };
-    let (text_at, label_at) = (column(text_column)?, column(label_column)?);
+    let (text_at, label_at) = (column(columns.text)?, column(columns.label)?);
+    let group_at = columns.group.map(column).transpose()?;
     let mut examples = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let record =
@@ -204,6 +218,7 @@ pub fn read_csv(path: &Path, text_column: &str, label_column: &str) -> Result<Ve
         let example = Example {
             text: field(text_at),
             label: field(label_at).trim().to_string(),
+            group: group_at.map(field),
         };
         if example.text.trim().is_empty() || example.label.is_empty() {
             return Err(bad(format!("row {} has an empty text or label", i + 1)));
@@ -220,16 +235,35 @@ pub fn read_csv(path: &Path, text_column: &str, label_column: &str) -> Result<Ve
 mod tests {
     use super::*;
 
+    const TEXT_LABEL: Columns = Columns {
+        text: "text",
+        label: "label",
+        group: None,
+    };
+    const NOTE_Y: Columns = Columns {
+        text: "note",
+        label: "y",
+        group: None,
+    };
+
     #[test]
     fn reads_named_columns_and_reports_missing_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.csv");
         std::fs::write(&path, "label,text\n1,\"chest pain, radiating\"\n2,cough\n").unwrap();
-        let rows = read_csv(&path, "text", "label").unwrap();
+        let rows = read_csv(&path, TEXT_LABEL).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].text, "chest pain, radiating");
         assert_eq!(rows[1].label, "2");
-        let err = read_csv(&path, "note", "label").unwrap_err().to_string();
+        let err = read_csv(
+            &path,
+            Columns {
+                text: "note",
+                ..TEXT_LABEL
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             err.contains("no column 'note'") && err.contains("label, text"),
             "{err}"
@@ -241,7 +275,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.csv");
         std::fs::write(&path, "label,text\n1,secret words\n,\n").unwrap();
-        let err = read_csv(&path, "text", "label").unwrap_err().to_string();
+        let err = read_csv(&path, TEXT_LABEL).unwrap_err().to_string();
         assert!(err.contains("row 2") && !err.contains("secret"), "{err}");
     }
 
@@ -250,6 +284,7 @@ mod tests {
             .map(|(t, l)| Example {
                 text: t.to_string(),
                 label: l.to_string(),
+                group: None,
             })
             .collect()
     }
@@ -263,7 +298,7 @@ mod tests {
             "{\"note\": \"chest pain\", \"y\": \"I20-I25\"}\n\n{\"note\": \"cough\", \"y\": 7}\n",
         )
         .unwrap();
-        let rows = read_labelled(&path, "note", "y").unwrap();
+        let rows = read_labelled(&path, NOTE_Y).unwrap();
         assert_eq!(rows, examples(&[("chest pain", "I20-I25"), ("cough", "7")]));
 
         std::fs::write(
@@ -271,15 +306,15 @@ mod tests {
             b"{\"note\": \"ok\", \"y\": \"a\"}\n{\"note\": \"secret \xff\", \"y\": \"b\"}\n",
         )
         .unwrap();
-        let err = read_labelled(&path, "note", "y").unwrap_err().to_string();
+        let err = read_labelled(&path, NOTE_Y).unwrap_err().to_string();
         assert!(err.contains("row 2") && err.contains("UTF-8"), "{err}");
 
         std::fs::write(&path, "{\"note\": \"secret words\"\n").unwrap();
-        let err = read_labelled(&path, "note", "y").unwrap_err().to_string();
+        let err = read_labelled(&path, NOTE_Y).unwrap_err().to_string();
         assert!(err.contains("row 1") && !err.contains("secret"), "{err}");
 
         std::fs::write(&path, "{\"text\": \"secret words\", \"y\": \"a\"}\n").unwrap();
-        let err = read_labelled(&path, "note", "y").unwrap_err().to_string();
+        let err = read_labelled(&path, NOTE_Y).unwrap_err().to_string();
         assert!(err.contains("row 1") && err.contains("'note'"), "{err}");
     }
 
@@ -296,26 +331,32 @@ mod tests {
                 .map(|(t, l)| Example {
                     text: t,
                     label: l.to_string(),
+                    group: None,
                 })
                 .collect()
         };
         let good = as_examples([many("a", 5), many("b", 6)].concat());
-        check_training_set(path, &good).unwrap();
+        check_training_set(path, &good, MIN_PER_LABEL).unwrap();
 
         let one = as_examples(many("a", 9));
-        let err = check_training_set(path, &one).unwrap_err().to_string();
+        let err = check_training_set(path, &one, MIN_PER_LABEL)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("two labels"), "{err}");
 
         let thin = as_examples([many("a", 5), many("b", 2)].concat());
-        let err = check_training_set(path, &thin).unwrap_err().to_string();
+        let err = check_training_set(path, &thin, MIN_PER_LABEL)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'b' (2)"), "{err}");
 
         let mut conflicting = good.clone();
         conflicting.push(Example {
             text: " a note 3 ".into(),
             label: "b".into(),
+            group: None,
         });
-        let err = check_training_set(path, &conflicting)
+        let err = check_training_set(path, &conflicting, MIN_PER_LABEL)
             .unwrap_err()
             .to_string();
         assert!(
@@ -325,7 +366,7 @@ mod tests {
         // The same text with the same label twice is only a duplicate: fine.
         let mut repeated = good.clone();
         repeated.push(good[0].clone());
-        check_training_set(path, &repeated).unwrap();
+        check_training_set(path, &repeated, MIN_PER_LABEL).unwrap();
     }
 
     #[test]

@@ -76,12 +76,26 @@ pub fn evaluate(labels: &[String], probabilities: &[Vec<f32>], truth: &[usize]) 
         .sum();
     Metrics {
         accuracy: ratio(correct, n),
-        macro_f1: per_class.iter().map(|c| c.f1).sum::<f64>() / k.max(1) as f64,
+        macro_f1: macro_f1(&per_class, &confusion),
         ece,
         per_class,
         confusion,
         n,
     }
+}
+
+/// The mean F1 over the labels that occur in the evaluation, as truth or as
+/// a prediction. A label with neither has no F1 at all (a held-out split
+/// may have no example of a rare label); counting it as 0 would punish the
+/// model for a gap in the data.
+fn macro_f1(per_class: &[ClassFigures], confusion: &[Vec<usize>]) -> f64 {
+    let present: Vec<f64> = per_class
+        .iter()
+        .enumerate()
+        .filter(|(c, f)| f.support > 0 || confusion.iter().any(|row| row[*c] > 0))
+        .map(|(_, f)| f.f1)
+        .collect();
+    present.iter().sum::<f64>() / present.len().max(1) as f64
 }
 
 #[cfg(test)]
@@ -109,5 +123,17 @@ mod tests {
         let expected_ece = (0.05 + 0.65 + 0.15 + 0.25) / 4.0;
         assert!((m.ece - expected_ece).abs() < 1e-6, "{}", m.ece);
         assert_eq!(m.n, 4);
+    }
+
+    #[test]
+    fn a_label_absent_from_truth_and_predictions_does_not_count_in_macro_f1() {
+        let labels = vec!["a".to_string(), "b".to_string(), "never".to_string()];
+        let probs = vec![vec![0.9, 0.1, 0.0], vec![0.2, 0.8, 0.0]];
+        let m = evaluate(&labels, &probs, &[0, 1]);
+        assert_eq!(m.macro_f1, 1.0);
+        // Predicted but never true: it counts (as 0).
+        let probs = vec![vec![0.9, 0.1, 0.0], vec![0.2, 0.1, 0.7]];
+        let m = evaluate(&labels, &probs, &[0, 1]);
+        assert!((m.macro_f1 - 1.0 / 3.0).abs() < 1e-12, "{}", m.macro_f1);
     }
 }

@@ -56,6 +56,68 @@ pub fn stratified_split(labels: &[usize], validation: f64, test: f64, seed: u64)
     split
 }
 
+/// Like [`stratified_split`], but whole groups go to one part: `groups[i]`
+/// names example `i`'s group (an ICD category with all its codes and
+/// terms), so the test part measures how well the head generalises to
+/// groups it never saw, not how well it remembers them. Groups are split
+/// per label (a group takes the label of its first example); a label keeps
+/// at least one group for training.
+pub fn grouped_split(
+    labels: &[usize],
+    groups: &[String],
+    validation: f64,
+    test: f64,
+    seed: u64,
+) -> Split {
+    let mut group_label: HashMap<&str, usize> = HashMap::new();
+    let mut group_rows: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, (g, &l)) in groups.iter().zip(labels).enumerate() {
+        group_label.entry(g).or_insert(l);
+        group_rows.entry(g).or_default().push(i);
+    }
+    let mut by_label: HashMap<usize, Vec<&str>> = HashMap::new();
+    for (g, l) in &group_label {
+        by_label.entry(*l).or_default().push(g);
+    }
+    let mut labels_sorted: Vec<_> = by_label.into_iter().collect();
+    labels_sorted.sort_unstable_by_key(|(l, _)| *l);
+    let mut rng = SplitMix64(seed);
+    let mut split = Split {
+        train: vec![],
+        validation: vec![],
+        test: vec![],
+    };
+    for (_, mut members) in labels_sorted {
+        members.sort_unstable();
+        let mut order: Vec<usize> = (0..members.len()).collect();
+        shuffle(&mut order, &mut rng);
+        let n = members.len() as f64;
+        let mut n_test = (n * test).round() as usize;
+        let mut n_val = (n * validation).round() as usize;
+        while n_test + n_val >= members.len() && n_test + n_val > 0 {
+            if n_val > 0 {
+                n_val -= 1;
+            } else {
+                n_test -= 1;
+            }
+        }
+        for (rank, &m) in order.iter().enumerate() {
+            let part = if rank < n_test {
+                &mut split.test
+            } else if rank < n_test + n_val {
+                &mut split.validation
+            } else {
+                &mut split.train
+            };
+            part.extend_from_slice(&group_rows[members[m]]);
+        }
+    }
+    for part in [&mut split.train, &mut split.validation, &mut split.test] {
+        part.sort_unstable();
+    }
+    split
+}
+
 /// Softmax of `logits / temperature`.
 pub fn softmax(logits: &[f32], temperature: f64) -> Vec<f32> {
     let scaled: Vec<f64> = logits.iter().map(|&l| f64::from(l) / temperature).collect();
@@ -355,6 +417,9 @@ pub struct PackDraft<'a> {
     pub temperature: f64,
     pub abstain_below: f64,
     pub evaluation: Option<ShippedEvaluation>,
+    /// Add the head to the pack already in the output folder (replacing a
+    /// head of the same name) instead of writing a new pack.
+    pub add_to_existing: bool,
 }
 
 /// Writes `head.safetensors` and `manifest.json` into `out_dir`, with the
@@ -365,30 +430,50 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
     let head_path = out_dir.join(&head_file);
     candle_core::safetensors::save(&draft.head.tensors, &head_path)?;
 
-    let manifest = Manifest {
-        format: MANIFEST_FORMAT,
-        name: draft.name.into(),
-        version: draft.version.into(),
-        task: draft.task.into(),
-        license: draft.license.into(),
-        attribution: draft.attribution.into(),
-        encoder: EncoderSpec {
-            path: relative_path(out_dir, draft.encoder_dir)?,
-            architecture: draft.architecture,
-            pooling: Pooling::Mean,
-            max_tokens: draft.max_tokens,
-            sha256: encoder_hashes(draft.encoder_dir)?,
-        },
-        heads: vec![HeadSpec {
-            name: draft.head_name.into(),
-            kind: draft.head.kind,
-            sha256: sha256_file(&head_path)?,
-            file: PathBuf::from(head_file),
-            temperature: draft.temperature,
-            abstain_below: draft.abstain_below,
-            labels: draft.labels,
-            evaluation: draft.evaluation,
-        }],
+    let head = HeadSpec {
+        name: draft.head_name.into(),
+        kind: draft.head.kind,
+        sha256: sha256_file(&head_path)?,
+        file: PathBuf::from(head_file),
+        temperature: draft.temperature,
+        abstain_below: draft.abstain_below,
+        labels: draft.labels,
+        evaluation: draft.evaluation,
+    };
+    let encoder = EncoderSpec {
+        path: relative_path(out_dir, draft.encoder_dir)?,
+        architecture: draft.architecture,
+        pooling: Pooling::Mean,
+        max_tokens: draft.max_tokens,
+        sha256: encoder_hashes(draft.encoder_dir)?,
+    };
+    let manifest = if draft.add_to_existing && out_dir.join("manifest.json").is_file() {
+        // Another head on the same encoder: one forward pass will feed both.
+        let mut manifest = Manifest::read(out_dir)?;
+        if manifest.encoder.sha256 != encoder.sha256
+            || manifest.encoder.max_tokens != encoder.max_tokens
+        {
+            return Err(Error::Training {
+                problem: format!(
+                    "the pack in {} uses another encoder or window size; a head can only join a pack on the same encoder",
+                    out_dir.display()
+                ),
+            });
+        }
+        manifest.heads.retain(|h| h.name != head.name);
+        manifest.heads.push(head);
+        manifest
+    } else {
+        Manifest {
+            format: MANIFEST_FORMAT,
+            name: draft.name.into(),
+            version: draft.version.into(),
+            task: draft.task.into(),
+            license: draft.license.into(),
+            attribution: draft.attribution.into(),
+            encoder,
+            heads: vec![head],
+        }
     };
     manifest.write(out_dir)
 }
@@ -565,6 +650,42 @@ mod tests {
     }
 
     #[test]
+    fn grouped_split_keeps_groups_whole_and_every_label_in_training() {
+        // Label 0: groups a..j (3 rows each); label 1: one group only.
+        let mut labels = Vec::new();
+        let mut groups = Vec::new();
+        for g in "abcdefghij".chars() {
+            for _ in 0..3 {
+                labels.push(0);
+                groups.push(g.to_string());
+            }
+        }
+        labels.extend([1, 1]);
+        groups.extend(["z".to_string(), "z".to_string()]);
+        let s = grouped_split(&labels, &groups, 0.1, 0.2, 5);
+        let part_of = |i: usize| {
+            [&s.train, &s.validation, &s.test]
+                .iter()
+                .position(|p| p.contains(&i))
+                .unwrap()
+        };
+        for i in 0..labels.len() {
+            for j in 0..labels.len() {
+                if groups[i] == groups[j] {
+                    assert_eq!(part_of(i), part_of(j), "group {} split", groups[i]);
+                }
+            }
+        }
+        assert_eq!(s.test.len(), 6); // 2 of 10 groups
+        assert_eq!(s.validation.len(), 3);
+        assert!(
+            s.train.contains(&30) && s.train.contains(&31),
+            "the lone group trains"
+        );
+        assert_eq!(s, grouped_split(&labels, &groups, 0.1, 0.2, 5));
+    }
+
+    #[test]
     fn a_label_missing_from_the_training_part_is_refused() {
         let (x, y) = clusters(&[[1., 0., 0., 0.], [0., 1., 0., 0.]], 10, 0.1);
         let split = Split {
@@ -612,26 +733,24 @@ mod tests {
             |_, _| {},
         )
         .unwrap();
-        write_pack(
-            &out,
-            PackDraft {
-                name: "trained",
-                version: "0.1.0",
-                task: "test",
-                license: "Apache-2.0",
-                attribution: "test",
-                encoder_dir: &encoder_dir,
-                architecture: Architecture::Bert,
-                max_tokens: 10,
-                head_name: "category",
-                labels,
-                head: &head,
-                temperature: 0.5,
-                abstain_below: 0.6,
-                evaluation: None,
-            },
-        )
-        .unwrap();
+        let draft = |head_name: &'static str, add_to_existing: bool| PackDraft {
+            name: "trained",
+            version: "0.1.0",
+            task: "test",
+            license: "Apache-2.0",
+            attribution: "test",
+            encoder_dir: &encoder_dir,
+            architecture: Architecture::Bert,
+            max_tokens: 10,
+            head_name,
+            labels: labels.clone(),
+            head: &head,
+            temperature: 0.5,
+            abstain_below: 0.6,
+            evaluation: None,
+            add_to_existing,
+        };
+        write_pack(&out, draft("category", false)).unwrap();
         let pack = Pack::open(&out).unwrap();
         assert_eq!(
             pack.manifest.encoder.path,
@@ -640,5 +759,16 @@ mod tests {
         let c = Classifier::from_pack(pack, None).unwrap();
         let r = c.classify("fever and cough").unwrap();
         assert_eq!(r.probabilities.len(), 2);
+
+        // A second head joins the same pack; the same name again replaces it.
+        write_pack(&out, draft("second", true)).unwrap();
+        write_pack(&out, draft("second", true)).unwrap();
+        let c = Classifier::load(dir.path(), "trained", None).unwrap();
+        let every = c.classify_every_head("fever and cough").unwrap();
+        let heads: Vec<&str> = every.iter().map(|r| r.head.as_str()).collect();
+        assert_eq!(heads, ["category", "second"]);
+        // Without add_to_existing the pack is written anew.
+        write_pack(&out, draft("only", false)).unwrap();
+        assert_eq!(Pack::open(&out).unwrap().manifest.heads.len(), 1);
     }
 }
