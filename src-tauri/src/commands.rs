@@ -176,9 +176,6 @@ pub async fn select_pack(
     head: Option<String>,
     state: State<'_, AppState>,
 ) -> Result<ModelInfo, String> {
-    if pack.contains(['/', '\\']) || pack.starts_with('.') {
-        return Err("choose a pack from the list".into());
-    }
     let engine = Arc::clone(&state.engine);
     // Loading takes a moment (hashes, weights): off the UI thread.
     tauri::async_runtime::spawn_blocking(move || {

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use crate::pack::{is_safe_name, Pack};
 use crate::worker::{Worker, DEFAULT_QUEUE};
 use crate::{Classifier, Error, Result};
 
@@ -46,11 +47,15 @@ impl Engine {
         }
     }
 
-    /// Loads `pack` with `head` and, only if that fully succeeds, makes it
-    /// the pack in use. On failure the pack in use stays as it was and the
-    /// error names the file and the problem.
+    /// Loads the pack folder `pack` of the models directory with `head` and,
+    /// only if that fully succeeds, makes it the pack in use. On failure the
+    /// pack in use stays as it was and the error names the file and the
+    /// problem. Only a plain folder name is taken, never a path: a front end
+    /// cannot be made to load a pack from elsewhere.
     pub fn switch(&self, pack: &str, head: Option<&str>) -> Result<Arc<Worker>> {
-        let loaded = Classifier::load(&self.models_dir, pack, head)
+        let loaded = self
+            .open(pack)
+            .and_then(|p| Classifier::from_pack(p, head))
             .and_then(|c| Worker::start(Arc::new(c), DEFAULT_QUEUE));
         let mut current = self.loaded.write().map_err(|_| poisoned())?;
         match loaded {
@@ -66,6 +71,17 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    fn open(&self, pack: &str) -> Result<Pack> {
+        let dir = self.models_dir.join(pack);
+        if !is_safe_name(pack) || !dir.join("manifest.json").is_file() {
+            return Err(Error::PackNotFound {
+                name: pack.to_string(),
+                dir: self.models_dir.clone(),
+            });
+        }
+        Pack::open(&dir)
     }
 }
 
@@ -113,8 +129,18 @@ mod tests {
             before[0].as_ref().unwrap().top,
             again[0].as_ref().unwrap().top
         );
-        // An unknown head is refused the same way.
+        // An unknown head, or a path instead of a pack name, is refused the
+        // same way.
         assert!(engine.switch("tiny-pack", Some("no-such-head")).is_err());
+        let elsewhere = pack_dir.to_str().unwrap();
+        assert!(matches!(
+            engine.switch(elsewhere, None),
+            Err(Error::PackNotFound { .. })
+        ));
+        assert!(matches!(
+            engine.switch("../tiny-pack", None),
+            Err(Error::PackNotFound { .. })
+        ));
         assert!(engine.worker().is_ok());
     }
 
