@@ -713,6 +713,8 @@ fn train(args: TrainArgs) -> CliResult {
             hidden: args.mlp_hidden,
         },
     };
+    let training_started = std::time::Instant::now();
+    let max_epochs = Fit::new(shape, args.seed).max_epochs;
     let head = train::train_head(
         &vectors,
         &truth,
@@ -725,7 +727,15 @@ fn train(args: TrainArgs) -> CliResult {
             weight_decay: args.weight_decay,
             ..Fit::new(shape, args.seed)
         },
-        |epoch, loss| eprint!("\rtraining: epoch {epoch}, validation loss {loss:.4}   "),
+        |epoch, loss| {
+            // Early stopping ends training sooner; the ETA is for the most
+            // epochs it can take.
+            let per = training_started.elapsed().as_secs_f64() / epoch as f64;
+            eprint!(
+                "\rtraining: epoch {epoch} of at most {max_epochs}, validation loss {loss:.4}, ETA at most {:.0}s   ",
+                per * max_epochs.saturating_sub(epoch) as f64
+            )
+        },
     )
     .map_err(err)?;
     eprintln!(
