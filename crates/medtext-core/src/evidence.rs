@@ -1,13 +1,16 @@
-//! Which words drove a prediction: gradient × input, gathered from tokens
-//! into words and reported as character spans of the original text.
+//! Which words drove a prediction: integrated gradients over the word
+//! embeddings, gathered from tokens into words and reported as character
+//! spans of the original text.
 //!
-//! Why gradient × input and not occlusion: occlusion needs one forward pass
-//! per word (a 256-token note has about 180 words, so about 180 passes, many
-//! seconds on a workstation), while gradient × input needs one forward and
-//! one backward pass whatever the length. The score of a token is
-//! `∂ log p(top label) / ∂ e · e` for its word embedding `e`: positive when
-//! the token pushed the prediction towards the top label (against the
-//! others), negative when it pulled away.
+//! Why gradients and not occlusion: occlusion needs one forward pass per
+//! word (a 256-token note has about 180 words, so about 180 passes, many
+//! seconds on a workstation), while integrated gradients need one batched
+//! forward and backward pass whatever the length. A token's score is
+//! `e · mean_k ∇ log p(top label)` at `k/8 · e`, `k = 1..8`, for its word
+//! embedding `e`: positive when the token pushed the prediction towards the
+//! top label (against the others), negative when it pulled away. The scores
+//! add up to the change in `log p(top)` from no words to the note.
+//! Plain gradient × input (one point) was tried first and was noisy.
 
 use serde::{Deserialize, Serialize};
 
