@@ -130,8 +130,9 @@ struct ClassifyArgs {
     /// Save the text and result to the encrypted history.
     #[arg(long)]
     save: bool,
-    /// Also show which words drove the top label (gradient x input; adds one
-    /// backward pass). JSON gets an "evidence" list of character spans.
+    /// Also show which words drove the top label (integrated gradients; adds
+    /// one batched forward and backward pass). JSON gets an "evidence" list
+    /// of character spans.
     #[arg(long)]
     evidence: bool,
     /// Answer with every head of the pack (one forward pass), e.g. an ICD
