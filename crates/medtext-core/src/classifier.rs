@@ -820,7 +820,8 @@ mod tests {
                 .narrow(1, 2, 1)?
                 .sum_all()?)
         };
-        let scores = c.embedder.token_attributions(&window, 64, target).unwrap();
+        // Many points: the right Riemann sum's error shrinks as 1/points.
+        let scores = c.embedder.token_attributions(&window, 512, target).unwrap();
         let ids = Tensor::new(window.as_slice(), &Device::Cpu)
             .unwrap()
             .unsqueeze(0)
@@ -840,6 +841,12 @@ mod tests {
         };
         let change = at(&word) - at(&word.zeros_like().unwrap());
         let total: f32 = scores.iter().sum();
+        // The scale of the attributions themselves: their sum may cancel out.
+        let scale: f32 = scores.iter().map(|s| s.abs()).sum();
+        assert!(
+            (total - change).abs() < 0.02 * scale + 1e-4,
+            "attributions sum to {total} (scale {scale}), the target changed by {change}"
+        );
         assert!(
             (total - change).abs() < 0.05 * change.abs() + 1e-3,
             "attributions sum to {total}, the target changed by {change}"
