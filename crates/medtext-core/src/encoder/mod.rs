@@ -6,6 +6,7 @@ pub mod bert;
 pub mod distilbert;
 mod linear;
 mod math;
+mod norm;
 pub mod transformer;
 
 use std::path::Path;

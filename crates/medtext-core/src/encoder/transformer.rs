@@ -17,6 +17,7 @@ use candle_nn::VarBuilder;
 
 use super::attention::{fused_attention, key_bias};
 use super::linear::Linear;
+use super::norm::LayerNorm;
 use super::Encoder;
 use crate::{Error, Result};
 
@@ -130,8 +131,9 @@ impl Norm {
         candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps)
     }
 
+    /// Our own op: its backward pass keeps only the input (see `norm.rs`).
     fn differentiable(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, self.eps)
+        LayerNorm::new(self.weight.clone(), self.bias.clone(), self.eps).forward(x)
     }
 }
 
