@@ -16,10 +16,6 @@ use crate::pool::{cls_pool, mean_pool_normalized};
 use crate::tokenize::{TextTokenizer, Tokenized, Window};
 use crate::{text, Error, Result};
 
-/// Windows encoded together when embedding one long text for training:
-/// enough to amortise the per-call overhead, small enough to bound memory.
-const WINDOWS_PER_BATCH: usize = 8;
-
 /// Path points of integrated gradients for evidence: as many as fit
 /// [`EVIDENCE_TOKENS`] tokens per window, from 2 to 8. Plain gradient ×
 /// input (one point) was noisy: on a chest-pain note its strongest "word"
@@ -195,51 +191,77 @@ impl Embedder {
         })
     }
 
-    /// [`Embedder::embed_text`] for many texts, their windows grouped by
-    /// length under [`TOKENS_PER_BATCH`] tokens per forward pass: short
-    /// texts (code titles, one-line statements) go many at a time.
+    /// One unit vector per text, the normalised mean of its windows' pooled
+    /// vectors; windows of all texts grouped by length under
+    /// [`TOKENS_PER_BATCH`] tokens per forward pass, so short texts (code
+    /// titles, one-line statements) go many at a time.
     pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
-        let tokenized = texts
+        let tokenized = self
+            .tokenize_all(texts)
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let owners: Vec<Option<&Tokenized>> = tokenized.iter().map(Some).collect();
+        let mut sums = vec![vec![0f32; self.hidden_size()]; texts.len()];
+        self.pool_in_length_groups(&owners, |rows_of, pooled| {
+            accumulate(&mut sums, rows_of, pooled.to_vec2::<f32>()?);
+            Ok(())
+        })?;
+        Ok(sums.into_iter().map(normalised).collect())
+    }
+
+    /// Validates and tokenizes each text; each keeps its own error.
+    fn tokenize_all<S: AsRef<str>>(&self, texts: &[S]) -> Vec<Result<Tokenized>> {
+        texts
             .iter()
             .map(|t| {
                 text::validate(t.as_ref())?;
                 self.tokenize(t.as_ref())
             })
-            .collect::<Result<Vec<_>>>()?;
-        let mut windows: Vec<(usize, &Window)> = tokenized
+            .collect()
+    }
+
+    /// Pools every window of the texts (`None`: a text to skip) in groups
+    /// sorted by length, at most [`TOKENS_PER_BATCH`] padded tokens each, and
+    /// hands `each` the text index of every row with the group's pooled
+    /// vectors `[rows, hidden]`.
+    fn pool_in_length_groups(
+        &self,
+        texts: &[Option<&Tokenized>],
+        mut each: impl FnMut(&[usize], &Tensor) -> Result<()>,
+    ) -> Result<()> {
+        let mut windows: Vec<(usize, &Window)> = texts
             .iter()
             .enumerate()
+            .filter_map(|(i, t)| t.map(|t| (i, t)))
             .flat_map(|(i, t)| t.windows.iter().map(move |w| (i, w)))
             .collect();
         windows.sort_by_key(|(_, w)| w.len());
-        let mut sums = vec![vec![0f32; self.hidden_size()]; texts.len()];
         for group in length_groups(&windows, TOKENS_PER_BATCH) {
             let batch: Vec<Window> = group.iter().map(|(_, w)| (*w).clone()).collect();
-            for ((text, _), row) in group
-                .iter()
-                .zip(self.embed_windows(&batch)?.to_vec2::<f32>()?)
-            {
-                for (s, v) in sums[*text].iter_mut().zip(row) {
-                    *s += v;
-                }
-            }
+            let rows_of: Vec<usize> = group.iter().map(|(text, _)| *text).collect();
+            each(&rows_of, &self.embed_windows(&batch)?)?;
         }
-        Ok(sums.into_iter().map(normalised).collect())
+        Ok(())
     }
+}
 
-    /// One unit vector for a whole text: the normalised mean of its windows.
-    pub fn embed_text(&self, text: &str) -> Result<Vec<f32>> {
-        text::validate(text)?;
-        let tokenized = self.tokenize(text)?;
-        let mut sum = vec![0f32; self.hidden_size()];
-        for batch in tokenized.windows.chunks(WINDOWS_PER_BATCH) {
-            for row in self.embed_windows(batch)?.to_vec2::<f32>()? {
-                for (s, v) in sum.iter_mut().zip(row) {
-                    *s += v;
-                }
-            }
+/// The one item of a one-text call (`Error::EmptyText` cannot happen: every
+/// call here passes exactly one text).
+fn only<T>(mut items: Vec<T>) -> Result<T> {
+    items.pop().ok_or(Error::EmptyText)
+}
+
+/// The one classification of a one-head run, if the text was classified.
+fn only_head(per_head: Option<Vec<Classification>>) -> Result<Classification> {
+    per_head.and_then(|mut h| h.pop()).ok_or(Error::EmptyText)
+}
+
+/// Adds each row to the sums of the text it belongs to.
+fn accumulate(sums: &mut [Vec<f32>], rows_of: &[usize], rows: Vec<Vec<f32>>) {
+    for (&text, row) in rows_of.iter().zip(rows) {
+        for (s, v) in sums[text].iter_mut().zip(row) {
+            *s += v;
         }
-        Ok(normalised(sum))
     }
 }
 
@@ -340,9 +362,10 @@ impl Classifier {
     /// [`Classifier::classify`], plus the evidence for the top label: every
     /// word of the text with its share in the decision (see [`crate::evidence`]).
     pub fn classify_with_evidence(&self, text: &str) -> Result<Classification> {
-        text::validate(text)?;
-        let mut classification = self.classify(text)?;
-        let tokenized = self.embedder.tokenize(text)?;
+        let tokenized = only(self.embedder.tokenize_all(&[text]))??;
+        let mut classification = only_head(only(
+            self.run_heads(&[Some(&tokenized)], &[self.selected])?,
+        )?)?;
         let top = self
             .head_spec()
             .labels
@@ -380,70 +403,62 @@ impl Classifier {
         &self,
         texts: &[S],
     ) -> Result<Vec<Result<Classification>>> {
-        Ok(self
-            .run_heads(texts, &[self.selected])?
+        let tokenized = self.embedder.tokenize_all(texts);
+        let owners: Vec<Option<&Tokenized>> = tokenized.iter().map(|t| t.as_ref().ok()).collect();
+        let results = self.run_heads(&owners, &[self.selected])?;
+        Ok(tokenized
             .into_iter()
-            .map(|per_head| per_head.and_then(|mut h| h.pop().ok_or(Error::EmptyText)))
+            .zip(results)
+            .map(|(t, per_head)| t.and_then(|_| only_head(per_head)))
             .collect())
     }
 
     /// Classifies `text` with every head of the pack from one forward pass
     /// (an ICD pack's chapter and block, say), in manifest order.
     pub fn classify_every_head(&self, text: &str) -> Result<Vec<Classification>> {
+        let tokenized = only(self.embedder.tokenize_all(&[text]))??;
         let all: Vec<usize> = (0..self.heads.len()).collect();
-        self.run_heads(&[text], &all)?
-            .pop()
-            .unwrap_or(Err(Error::EmptyText))
+        only(self.run_heads(&[Some(&tokenized)], &all)?)?.ok_or(Error::EmptyText)
     }
 
-    /// For each text, one classification per head in `heads`.
-    fn run_heads<S: AsRef<str>>(
+    /// For each tokenized text (`None`: skip it), one classification per
+    /// head in `heads`, from one forward pass over all of them.
+    fn run_heads(
         &self,
-        texts: &[S],
+        texts: &[Option<&Tokenized>],
         heads: &[usize],
-    ) -> Result<Vec<Result<Vec<Classification>>>> {
-        let tokenized: Vec<Result<Tokenized>> = texts
+    ) -> Result<Vec<Option<Vec<Classification>>>> {
+        // sums[slot][text][label], a slot per head asked for.
+        let mut sums: Vec<Vec<Vec<f32>>> = heads
             .iter()
-            .map(|t| {
-                text::validate(t.as_ref())?;
-                self.embedder.tokenize(t.as_ref())
-            })
+            .map(|&h| vec![vec![0f32; self.heads[h].spec.labels.len()]; texts.len()])
             .collect();
-        let mut windows: Vec<(usize, &Window)> = tokenized
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| t.as_ref().ok().map(|t| (i, t)))
-            .flat_map(|(i, t)| t.windows.iter().map(move |w| (i, w)))
-            .collect();
-        windows.sort_by_key(|(_, w)| w.len());
-        // sums[text][head][label]
-        let mut sums: Vec<Vec<Vec<f32>>> = vec![
-            heads
-                .iter()
-                .map(|&h| vec![0f32; self.heads[h].spec.labels.len()])
-                .collect();
-            texts.len()
-        ];
-        for group in length_groups(&windows, TOKENS_PER_BATCH) {
-            let batch: Vec<Window> = group.iter().map(|(_, w)| (*w).clone()).collect();
-            let pooled = self.embedder.embed_windows(&batch)?;
-            for (slot, &h) in heads.iter().enumerate() {
-                for ((text, _), row) in group.iter().zip(self.head_probabilities(h, &pooled)?) {
-                    for (s, p) in sums[*text][slot].iter_mut().zip(row) {
-                        *s += p;
-                    }
+        self.embedder
+            .pool_in_length_groups(texts, |rows_of, pooled| {
+                for (slot, &h) in heads.iter().enumerate() {
+                    accumulate(
+                        &mut sums[slot],
+                        rows_of,
+                        self.head_probabilities(h, pooled)?,
+                    );
                 }
+                Ok(())
+            })?;
+        let mut per_text: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(heads.len()); texts.len()];
+        for slot in sums {
+            for (text, row) in per_text.iter_mut().zip(slot) {
+                text.push(row);
             }
         }
-        Ok(tokenized
-            .into_iter()
-            .zip(sums)
+        Ok(texts
+            .iter()
+            .zip(per_text)
             .map(|(t, per_head)| {
                 t.map(|t| {
                     heads
                         .iter()
                         .zip(per_head)
-                        .map(|(&h, sums)| self.summarise(h, &t, sums))
+                        .map(|(&h, sums)| self.summarise(h, t, sums))
                         .collect()
                 })
             })
@@ -744,6 +759,47 @@ mod tests {
         assert!(matches!(c.classify("   "), Err(Error::EmptyText)));
     }
 
+    /// The single window of `text`, its attention mask and its word
+    /// embeddings, for checking attributions by hand.
+    fn probe(c: &Classifier, text: &str) -> (Window, Tensor, Tensor) {
+        let window = c.embedder.tokenize(text).unwrap().windows[0].clone();
+        let ids = Tensor::new(window.as_slice(), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let mask = ids.ones_like().unwrap();
+        let word = c.embedder.encoder.word_embeddings(&ids).unwrap();
+        (window, mask, word)
+    }
+
+    /// `target` of the pooled output for the given word embeddings.
+    fn target_at(
+        c: &Classifier,
+        target: &dyn Fn(&Tensor) -> Result<Tensor>,
+        word: &Tensor,
+        mask: &Tensor,
+    ) -> f32 {
+        let hidden = c
+            .embedder
+            .encoder
+            .forward_from_word_embeddings(word, mask)
+            .unwrap();
+        target(&c.embedder.pool(&hidden, mask).unwrap())
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Log-probability of label `label` of the first head, summed over rows.
+    fn log_p(c: &Classifier, label: usize) -> impl Fn(&Tensor) -> Result<Tensor> + Sync + '_ {
+        move |pooled: &Tensor| {
+            let logits = c.heads[0].head.logits(pooled)?;
+            Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
+                .narrow(1, label, 1)?
+                .sum_all()?)
+        }
+    }
+
     /// Gradient × input of a token is the derivative of the target along the
     /// token's own embedding: checked against a finite difference, which also
     /// proves every op on the way has a working gradient.
@@ -751,41 +807,16 @@ mod tests {
     fn token_attributions_are_the_derivative_along_each_embedding() {
         let dir = tempfile::tempdir().unwrap();
         let c = tiny_classifier(dir.path());
-        let window = c
-            .embedder
-            .tokenize("patient with chest pain")
-            .unwrap()
-            .windows[0]
-            .clone();
-        let target = |pooled: &Tensor| -> Result<Tensor> {
-            let logits = c.heads[0].head.logits(pooled)?;
-            Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
-                .get(0)?
-                .get(1)?)
-        };
-        let scores = c.embedder.token_attributions(&window, 1, target).unwrap();
+        let (window, mask, word) = probe(&c, "patient with chest pain");
+        let target = log_p(&c, 1);
+        let scores = c.embedder.token_attributions(&window, 1, &target).unwrap();
         assert_eq!(scores.len(), window.len());
 
-        let ids = Tensor::new(window.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let mask = ids.ones_like().unwrap();
-        let word = c.embedder.encoder.word_embeddings(&ids).unwrap();
         let target_with_token_scaled = |token: usize, scale: f32| -> f32 {
             let mut factors = vec![1f32; window.len()];
             factors[token] = scale;
             let factors = Tensor::from_vec(factors, (1, window.len(), 1), &Device::Cpu).unwrap();
-            let scaled = word.broadcast_mul(&factors).unwrap();
-            let hidden = c
-                .embedder
-                .encoder
-                .forward_from_word_embeddings(&scaled, &mask)
-                .unwrap();
-            target(&c.embedder.pool(&hidden, &mask).unwrap())
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
+            target_at(&c, &target, &word.broadcast_mul(&factors).unwrap(), &mask)
         };
         let eps = 1e-2;
         let mut largest = 0f32;
@@ -808,38 +839,15 @@ mod tests {
     fn integrated_gradients_add_up_to_the_change_along_the_path() {
         let dir = tempfile::tempdir().unwrap();
         let c = tiny_classifier(dir.path());
-        let window = c
-            .embedder
-            .tokenize("patient with chest pain")
-            .unwrap()
-            .windows[0]
-            .clone();
-        let target = |pooled: &Tensor| -> Result<Tensor> {
-            let logits = c.heads[0].head.logits(pooled)?;
-            Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
-                .narrow(1, 2, 1)?
-                .sum_all()?)
-        };
+        let (window, mask, word) = probe(&c, "patient with chest pain");
+        let target = log_p(&c, 2);
         // Many points: the right Riemann sum's error shrinks as 1/points.
-        let scores = c.embedder.token_attributions(&window, 512, target).unwrap();
-        let ids = Tensor::new(window.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
+        let scores = c
+            .embedder
+            .token_attributions(&window, 512, &target)
             .unwrap();
-        let mask = ids.ones_like().unwrap();
-        let word = c.embedder.encoder.word_embeddings(&ids).unwrap();
-        let at = |embeddings: &Tensor| -> f32 {
-            let hidden = c
-                .embedder
-                .encoder
-                .forward_from_word_embeddings(embeddings, &mask)
-                .unwrap();
-            target(&c.embedder.pool(&hidden, &mask).unwrap())
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        let change = at(&word) - at(&word.zeros_like().unwrap());
+        let change = target_at(&c, &target, &word, &mask)
+            - target_at(&c, &target, &word.zeros_like().unwrap(), &mask);
         let total: f32 = scores.iter().sum();
         // The scale of the attributions themselves: their sum may cancel out.
         let scale: f32 = scores.iter().map(|s| s.abs()).sum();
@@ -962,7 +970,7 @@ mod tests {
         let texts = ["fever", "chest pain and cough", &"tumor fever ".repeat(12)];
         let together = c.embedder.embed_texts(&texts).unwrap();
         for (text, v) in texts.iter().zip(&together) {
-            let alone = c.embedder.embed_text(text).unwrap();
+            let alone = c.embedder.embed_texts(&[text]).unwrap().remove(0);
             for (a, b) in alone.iter().zip(v) {
                 assert!((a - b).abs() < 1e-5);
             }

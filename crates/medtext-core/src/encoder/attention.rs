@@ -416,7 +416,7 @@ mod tests {
     use candle_core::{Device, Var, D};
 
     use super::*;
-    use crate::encoder::tests::max_abs_diff;
+    use crate::encoder::tests::{input_gradient, max_abs_diff};
 
     const HEADS: usize = 3;
     const HEAD_DIM: usize = 4;
@@ -469,11 +469,7 @@ mod tests {
         let weights = Tensor::randn(0f32, 1.0, (2, 7, HEADS * HEAD_DIM), &Device::Cpu).unwrap();
         let gradient = |attention: &dyn Fn(&Tensor) -> Tensor| {
             let x = Var::from_tensor(&qkv).unwrap();
-            let loss = (attention(x.as_tensor()) * &weights)
-                .unwrap()
-                .sum_all()
-                .unwrap();
-            loss.backward().unwrap().get(x.as_tensor()).unwrap().clone()
+            input_gradient(&x, &attention(x.as_tensor()), &weights)
         };
         let bias = key_bias(&mask).unwrap();
         let fused = gradient(&|x| fused_attention(x, &bias, HEADS).unwrap());

@@ -204,7 +204,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-    use crate::encoder::tests::max_abs_diff;
+    use crate::encoder::tests::{input_gradient, max_abs_diff};
 
     #[test]
     fn linear_is_x_times_w_transposed_plus_b_with_the_input_gradient() {
@@ -222,17 +222,7 @@ mod tests {
             .unwrap();
         assert!(max_abs_diff(&ours, &expected) < 1e-5);
         let upstream = Tensor::randn(0f32, 1.0, (4, 5), &dev).unwrap();
-        let grad = |y: &Tensor| {
-            (y * &upstream)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap()
-                .get(x.as_tensor())
-                .unwrap()
-                .clone()
-        };
+        let grad = |y: &Tensor| input_gradient(&x, y, &upstream);
         assert!(max_abs_diff(&grad(&ours), &grad(&expected)) < 1e-5);
     }
 

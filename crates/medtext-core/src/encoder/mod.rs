@@ -84,6 +84,20 @@ pub(crate) mod tests {
             .unwrap()
     }
 
+    /// `∂ Σ(y · upstream) / ∂ x`: the gradient a backward pass sends to `x`
+    /// when `y` (computed from `x`) receives `upstream`.
+    pub(crate) fn input_gradient(x: &candle_core::Var, y: &Tensor, upstream: &Tensor) -> Tensor {
+        (y * upstream)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(x.as_tensor())
+            .unwrap()
+            .clone()
+    }
+
     /// The fast pass and the differentiable pass are the same function.
     pub(crate) fn assert_both_passes_agree(enc: &dyn Encoder) {
         let dev = Device::Cpu;

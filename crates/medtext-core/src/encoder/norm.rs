@@ -140,7 +140,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     use super::*;
-    use crate::encoder::tests::max_abs_diff;
+    use crate::encoder::tests::{input_gradient, max_abs_diff};
 
     #[test]
     fn layer_norm_and_its_gradient_match_the_composed_version() {
@@ -153,17 +153,7 @@ mod tests {
         let reference = |t: &Tensor| candle_nn::ops::layer_norm_slow(t, &w, &b, 1e-12).unwrap();
         let y = ours.forward(x.as_tensor()).unwrap();
         assert!(max_abs_diff(&y, &reference(x.as_tensor())) < 1e-5);
-        let gradient = |y: &Tensor| {
-            (y * &upstream)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap()
-                .get(x.as_tensor())
-                .unwrap()
-                .clone()
-        };
+        let gradient = |y: &Tensor| input_gradient(&x, y, &upstream);
         let diff = max_abs_diff(&gradient(&y), &gradient(&reference(x.as_tensor())));
         assert!(diff < 1e-4, "gradients differ by {diff}");
     }
