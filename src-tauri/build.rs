@@ -14,6 +14,8 @@ fn main() {
             "app_status",
             "list_packs",
             "select_pack",
+            "stage_training_file",
+            "train_pack",
         ]));
     // A custom capabilities path is not watched by tauri-build itself.
     println!("cargo:rerun-if-changed=src-tauri/capabilities");

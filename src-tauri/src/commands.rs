@@ -1,12 +1,16 @@
 //! IPC commands: each translates one call from the web UI into calls on
 //! `medtext_core`. Errors cross the bridge as plain, patient-text-free strings.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tauri::ipc::Channel;
 use tauri::State;
 
-use medtext_core::{Classification, HistoryEntry};
+use medtext_core::train::HeadShape;
+use medtext_core::training::{self, Progress, TrainOutcome, TrainRequest};
+use medtext_core::{dataset, Classification, HistoryEntry};
 
 use crate::state::AppState;
 
@@ -187,4 +191,113 @@ pub async fn select_pack(
     .await
     .map_err(|_| "loading the model pack stopped unexpectedly".to_string())??;
     model_info(&state)
+}
+
+/// Receives a training file as the raw request body (its kind, `csv` or
+/// `jsonl`, in the `x-file-kind` header) and keeps it, owner-only in the data
+/// directory, for `train_pack`. A file staged earlier is removed.
+#[tauri::command]
+pub async fn stage_training_file(
+    request: tauri::ipc::Request<'_>,
+    state: State<'_, AppState>,
+) -> Result<(), String> {
+    let tauri::ipc::InvokeBody::Raw(bytes) = request.body() else {
+        return Err("the training file must be sent as raw bytes".into());
+    };
+    let kind = request
+        .headers()
+        .get("x-file-kind")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("csv");
+    let dir = medtext_core::paths::data_dir()
+        .map_err(|e| e.to_string())?
+        .join("training");
+    let staged = medtext_core::training::StagedFile::write(&dir, &format!("upload.{kind}"), bytes)
+        .map_err(|e| e.to_string())?;
+    *state
+        .training_file
+        .lock()
+        .map_err(|_| "training is unavailable after an earlier failure".to_string())? =
+        Some(staged);
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrainOptions {
+    pub name: String,
+    pub text_column: String,
+    pub label_column: String,
+    pub head_kind: HeadKindChoice,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeadKindChoice {
+    Linear,
+    Mlp,
+}
+
+/// Trains a new pack from the staged file on the default pack's encoder,
+/// reporting progress on `on_progress`, and installs it under `name`. The
+/// evaluation comes back so the clinician sees it before choosing the pack.
+#[tauri::command]
+pub async fn train_pack(
+    options: TrainOptions,
+    on_progress: Channel<Progress>,
+    state: State<'_, AppState>,
+) -> Result<TrainOutcome, String> {
+    let staged = state
+        .training_file
+        .lock()
+        .map_err(|_| "training is unavailable after an earlier failure".to_string())?
+        .take()
+        .ok_or("choose a training file first")?;
+    let models_dir = state.engine.models_dir().to_path_buf();
+    tauri::async_runtime::spawn_blocking(move || {
+        let columns = dataset::Columns {
+            text: &options.text_column,
+            label: &options.label_column,
+            group: None,
+        };
+        let examples = dataset::read_labelled(staged.path(), columns).map_err(|e| e.to_string())?;
+        let cache_dir = medtext_core::paths::data_dir()
+            .map(|d| d.join("cache"))
+            .ok();
+        let request = TrainRequest {
+            input: PathBuf::from("your training file"),
+            examples,
+            drop_conflicting: false,
+            min_per_label: dataset::MIN_PER_LABEL,
+            encoder_dir: PathBuf::new(),
+            max_tokens: 256,
+            abbreviations: None,
+            shape: match options.head_kind {
+                HeadKindChoice::Linear => HeadShape::Linear,
+                HeadKindChoice::Mlp => HeadShape::Mlp { hidden: 256 },
+            },
+            learning_rate: None,
+            weight_decay: 1e-4,
+            seed: 42,
+            label_displays: Vec::new(),
+            cache_dir,
+            out: PathBuf::new(),
+            name: options.name.clone(),
+            version: "0.1.0".into(),
+            task: "Trained on this workstation from a local labelled file".into(),
+            license: "Local: trained from this site's own data".into(),
+            attribution: "Trained in MedText; encoder all-MiniLM-L6-v2, Apache-2.0".into(),
+            head_name: "category".into(),
+            abstain_below: 0.5,
+            add_to_pack: false,
+        };
+        // A closed window drops the channel: training still finishes.
+        let mut report = |p: Progress| {
+            let _ = on_progress.send(p);
+        };
+        training::train_new_pack(&models_dir, &options.name, request, &mut report)
+            .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| "training stopped unexpectedly".to_string())?
 }

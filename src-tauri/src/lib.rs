@@ -18,7 +18,9 @@ pub fn run() {
             commands::recent_history,
             commands::app_status,
             commands::list_packs,
-            commands::select_pack
+            commands::select_pack,
+            commands::stage_training_file,
+            commands::train_pack
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

@@ -7,11 +7,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use medtext_core::engine::Engine;
+use medtext_core::training::StagedFile;
 use medtext_core::{paths, HistoryStore};
 
 pub struct AppState {
     pub engine: Arc<Engine>,
     pub history: Result<Arc<Mutex<HistoryStore>>, String>,
+    /// The file handed over for "train your own", until training takes it.
+    pub training_file: Mutex<Option<StagedFile>>,
 }
 
 impl AppState {
@@ -32,6 +35,10 @@ impl AppState {
             .and_then(|dir| HistoryStore::open_in(&dir))
             .map(|store| Arc::new(Mutex::new(store)))
             .map_err(|e| e.to_string());
-        Self { engine, history }
+        Self {
+            engine,
+            history,
+            training_file: Mutex::new(None),
+        }
     }
 }

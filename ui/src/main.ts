@@ -1,13 +1,23 @@
-import { invoke } from "@tauri-apps/api/core";
+import { Channel, invoke } from "@tauri-apps/api/core";
 import {
   inputProblem,
   renderEvidence,
   renderHistory,
   renderPackChoices,
   renderResult,
+  renderTrainResult,
   showError,
+  trainingProgress,
 } from "./render";
-import type { AppStatus, ClassifyResponse, HistoryEntry, ModelInfo, PackList } from "./types";
+import type {
+  AppStatus,
+  ClassifyResponse,
+  HistoryEntry,
+  ModelInfo,
+  PackList,
+  TrainOutcome,
+  TrainProgress,
+} from "./types";
 
 const input = document.getElementById("note-input") as HTMLTextAreaElement;
 const button = document.getElementById("classify-button") as HTMLButtonElement;
@@ -91,6 +101,70 @@ async function selectPack(): Promise<void> {
     await loadPacks();
   }
 }
+
+const trainForm = document.getElementById("train-form") as HTMLFormElement;
+const trainButton = document.getElementById("train-button") as HTMLButtonElement;
+const trainBar = document.getElementById("train-progress") as HTMLProgressElement;
+const trainStatus = document.getElementById("train-status") as HTMLElement;
+let trainedPack: string | null = null;
+
+function field(id: string): string {
+  return (document.getElementById(id) as HTMLInputElement | HTMLSelectElement).value.trim();
+}
+
+async function train(): Promise<void> {
+  const file = (document.getElementById("train-file") as HTMLInputElement).files?.[0];
+  if (!file) return;
+  const name = field("train-name");
+  trainButton.disabled = true;
+  (document.getElementById("train-result") as HTMLElement).hidden = true;
+  trainBar.hidden = false;
+  trainBar.value = 0;
+  trainStatus.textContent = "Sending the file to the trainer…";
+  try {
+    // Raw bytes, so the trainer itself checks the encoding and names bad rows.
+    const kind = /\.(jsonl|ndjson)$/i.test(file.name) ? "jsonl" : "csv";
+    await invoke("stage_training_file", new Uint8Array(await file.arrayBuffer()), {
+      headers: { "x-file-kind": kind },
+    });
+    const onProgress = new Channel<TrainProgress>();
+    onProgress.onmessage = (p) => {
+      const shown = trainingProgress(p);
+      trainBar.value = shown.fraction;
+      trainStatus.textContent = shown.text;
+    };
+    const outcome = await invoke<TrainOutcome>("train_pack", {
+      options: {
+        name,
+        textColumn: field("train-text-column"),
+        labelColumn: field("train-label-column"),
+        headKind: field("train-head-kind"),
+      },
+      onProgress,
+    });
+    trainBar.value = 1;
+    trainStatus.textContent = `Model “${name}” is installed. Check its figures before you use it.`;
+    trainedPack = name;
+    renderTrainResult(outcome);
+    await loadPacks();
+  } catch (e) {
+    trainBar.hidden = true;
+    trainStatus.textContent = "";
+    showError(`Training failed: ${errorText(e)}`);
+  } finally {
+    trainButton.disabled = false;
+  }
+}
+
+trainForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  void train();
+});
+(document.getElementById("train-use") as HTMLButtonElement).addEventListener("click", () => {
+  if (trainedPack === null) return;
+  packSelect.value = JSON.stringify([trainedPack, "category"]);
+  void selectPack();
+});
 
 input.addEventListener("input", () => {
   count.textContent = `${[...input.value].length.toLocaleString("en")} characters`;

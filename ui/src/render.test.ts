@@ -6,7 +6,9 @@ import {
   renderHistory,
   renderPackChoices,
   renderResult,
+  renderTrainResult,
   showError,
+  trainingProgress,
 } from "./render";
 import type { Classification, HistoryEntry, PackList } from "./types";
 
@@ -141,5 +143,53 @@ describe("render", () => {
     ]);
     expect(JSON.parse(select.value)).toEqual(["icd10", "block"]);
     expect(select.disabled).toBe(false);
+  });
+});
+
+describe("training", () => {
+  it("shows progress with counts and a time estimate, reading first then training", () => {
+    const start = trainingProgress({ step: "embedding", done: 0, total: 5000, from_cache: 0, eta_s: null });
+    expect(start.fraction).toBe(0);
+    expect(start.text).toBe("Reading texts: 0 of 5,000");
+    const half = trainingProgress({ step: "embedding", done: 2500, total: 5000, from_cache: 120, eta_s: 95 });
+    expect(half.fraction).toBeCloseTo(0.4);
+    expect(half.text).toBe("Reading texts: 2,500 of 5,000 (120 already read before) · about 2 min left");
+    const epoch = trainingProgress({ step: "training", epoch: 30, max_epochs: 300, validation_loss: 0.4, eta_s: 12.2 });
+    expect(epoch.fraction).toBeCloseTo(0.82);
+    expect(epoch.text).toBe("Training: epoch 30 of at most 300 · at most 13 s left");
+  });
+
+  it("renders the new model's figures per label, as text", () => {
+    document.body.innerHTML = `<div id="train-result" hidden><p id="train-summary"></p><table id="train-figures"></table></div>`;
+    renderTrainResult({
+      removed_duplicates: 3,
+      removed_conflicting: 0,
+      best_epoch: 40,
+      epochs: 55,
+      temperature: 1.1,
+      test_ece_before_calibration: 0.09,
+      test: {
+        n: 200,
+        accuracy: 0.81,
+        macro_f1: 0.795,
+        ece: 0.04,
+        per_class: [
+          { label: "<img src=x onerror=alert(1)>", precision: 0.9, recall: 0.8, f1: 0.847, support: 120 },
+          { label: "sepsis", precision: 0.7, recall: 0.85, f1: 0.768, support: 80 },
+        ],
+      },
+    });
+    expect(document.getElementById("train-result")!.hidden).toBe(false);
+    expect(document.getElementById("train-summary")!.textContent).toBe(
+      "On 200 held-out examples: accuracy 81%, macro-F1 0.795, calibration error 0.040. 3 repeated rows were left out.",
+    );
+    const rows = [...document.querySelectorAll("#train-figures tbody tr")].map((r) =>
+      [...r.children].map((c) => c.textContent),
+    );
+    expect(rows).toEqual([
+      ["<img src=x onerror=alert(1)>", "0.90", "0.80", "0.85", "120"],
+      ["sepsis", "0.70", "0.85", "0.77", "80"],
+    ]);
+    expect(document.querySelector("#train-figures img")).toBeNull();
   });
 });

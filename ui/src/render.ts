@@ -5,6 +5,8 @@ import type {
   LabelScore,
   ModelInfo,
   PackList,
+  TrainOutcome,
+  TrainProgress,
   WordEvidence,
 } from "./types";
 
@@ -143,4 +145,58 @@ export function showError(message: string | null, doc: Document = document): voi
   const el = doc.getElementById("error") as HTMLElement;
   el.textContent = message ?? "";
   el.hidden = message === null;
+}
+
+function duration(seconds: number): string {
+  return seconds < 60 ? `${Math.max(1, Math.ceil(seconds))} s` : `${Math.ceil(seconds / 60)} min`;
+}
+
+/**
+ * The training progress bar's fraction (reading the texts is most of the
+ * work: 0..0.8, training the head 0.8..1) and the line under it.
+ */
+export function trainingProgress(p: TrainProgress): { fraction: number; text: string } {
+  if (p.step === "embedding") {
+    const fraction = p.total === 0 ? 1 : p.done / p.total;
+    const cached = p.from_cache > 0 ? ` (${p.from_cache.toLocaleString("en")} already read before)` : "";
+    const eta = p.done > 0 && p.eta_s !== null ? ` · about ${duration(p.eta_s)} left` : "";
+    return {
+      fraction: 0.8 * fraction,
+      text: `Reading texts: ${p.done.toLocaleString("en")} of ${p.total.toLocaleString("en")}${cached}${eta}`,
+    };
+  }
+  return {
+    fraction: 0.8 + (0.2 * p.epoch) / Math.max(1, p.max_epochs),
+    text: `Training: epoch ${p.epoch} of at most ${p.max_epochs} · at most ${duration(p.eta_s)} left`,
+  };
+}
+
+function cell(row: HTMLTableRowElement, text: string, header = false): void {
+  const c = row.ownerDocument.createElement(header ? "th" : "td");
+  c.textContent = text;
+  row.appendChild(c);
+}
+
+/** The new pack's figures on its held-out test part, per label too. */
+export function renderTrainResult(o: TrainOutcome, doc: Document = document): void {
+  const summary = doc.getElementById("train-summary") as HTMLElement;
+  const left =
+    o.removed_duplicates > 0 ? ` ${o.removed_duplicates.toLocaleString("en")} repeated rows were left out.` : "";
+  summary.textContent =
+    `On ${o.test.n.toLocaleString("en")} held-out examples: accuracy ${percent(o.test.accuracy)}, ` +
+    `macro-F1 ${o.test.macro_f1.toFixed(3)}, calibration error ${o.test.ece.toFixed(3)}.${left}`;
+  const table = doc.getElementById("train-figures") as HTMLTableElement;
+  table.replaceChildren();
+  const head = table.createTHead().insertRow();
+  for (const h of ["Label", "Precision", "Recall", "F1", "Examples"]) cell(head, h, true);
+  const body = table.createTBody();
+  for (const c of o.test.per_class) {
+    const row = body.insertRow();
+    cell(row, c.label, true);
+    cell(row, c.precision.toFixed(2));
+    cell(row, c.recall.toFixed(2));
+    cell(row, c.f1.toFixed(2));
+    cell(row, c.support.toLocaleString("en"));
+  }
+  (doc.getElementById("train-result") as HTMLElement).hidden = false;
 }

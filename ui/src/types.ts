@@ -71,3 +71,34 @@ export interface AppStatus {
   history: Outcome<null>;
   max_text_chars: number;
 }
+
+/** `Progress` from medtext_core::training, sent on the training channel. */
+export type TrainProgress =
+  | { step: "embedding"; done: number; total: number; from_cache: number; eta_s: number | null }
+  | { step: "training"; epoch: number; max_epochs: number; validation_loss: number; eta_s: number };
+
+export interface ClassFigures {
+  label: string;
+  precision: number;
+  recall: number;
+  f1: number;
+  support: number;
+}
+
+export interface Metrics {
+  n: number;
+  accuracy: number;
+  macro_f1: number;
+  ece: number;
+  per_class: ClassFigures[];
+}
+
+export interface TrainOutcome {
+  removed_duplicates: number;
+  removed_conflicting: number;
+  best_epoch: number;
+  epochs: number;
+  temperature: number;
+  test: Metrics;
+  test_ece_before_calibration: number;
+}

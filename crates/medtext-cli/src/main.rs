@@ -7,11 +7,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use medtext_core::archive;
 use medtext_core::bench::{self, BenchPlan};
-use medtext_core::embedding_cache::EmbeddingCache;
-use medtext_core::pack::{Architecture, Label, Pack, Pooling, ShippedEvaluation, DEFAULT_PACK};
-use medtext_core::train::{self, Fit, HeadShape, PackDraft};
+use medtext_core::pack::{Pack, DEFAULT_PACK};
+use medtext_core::train::HeadShape;
+use medtext_core::training::{self, Progress, TrainRequest};
 use medtext_core::{
-    dataset, metrics, paths, runtime, text, Classification, Classifier, Embedder, HistoryStore,
+    dataset, metrics, paths, runtime, text, Classification, Classifier, HistoryStore,
 };
 
 #[derive(Parser)]
@@ -243,6 +243,11 @@ struct TrainArgs {
     /// (without it such a file is refused, naming the rows).
     #[arg(long)]
     drop_conflicting: bool,
+    /// CSV of clinicians' abbreviations (abbreviation,expansion) to spell
+    /// out before embedding; copied into the pack so classification spells
+    /// out the same.
+    #[arg(long)]
+    abbreviations: Option<PathBuf>,
     /// Do not read or write the on-disk cache of sentence vectors (kept,
     /// owner-only, under the data directory's cache/ folder).
     #[arg(long)]
@@ -610,234 +615,92 @@ fn print_metrics(m: &metrics::Metrics, json: bool) -> CliResult {
     Ok(())
 }
 
-/// Sentence vectors for every example: from the cache where it has them,
-/// the rest computed in length-grouped batches, with progress and an ETA.
-fn embed_all(
-    embedder: &Embedder,
-    examples: &[dataset::Example],
-    mut cache: Option<&mut EmbeddingCache>,
-) -> Result<Vec<Vec<f32>>, String> {
-    const TEXTS_PER_STEP: usize = 256;
-    let mut vectors: Vec<Option<Vec<f32>>> = examples
-        .iter()
-        .map(|e| cache.as_ref().and_then(|c| c.get(&e.text)).cloned())
-        .collect();
-    let missing: Vec<usize> = (0..examples.len())
-        .filter(|&i| vectors[i].is_none())
-        .collect();
-    let started = std::time::Instant::now();
-    eprintln!(
-        "embedding {} texts ({} from the cache)",
-        examples.len(),
-        examples.len() - missing.len()
-    );
-    for (step, rows) in missing.chunks(TEXTS_PER_STEP).enumerate() {
-        let texts: Vec<&str> = rows.iter().map(|&r| examples[r].text.as_str()).collect();
-        let computed = embedder
-            .embed_texts(&texts)
-            .map_err(|e| format!("rows {}-{}: {e}", rows[0] + 1, rows[rows.len() - 1] + 1))?;
-        for (&r, v) in rows.iter().zip(computed) {
-            if let Some(c) = cache.as_deref_mut() {
-                c.insert(&examples[r].text, v.clone());
-            }
-            vectors[r] = Some(v);
-        }
-        let done = ((step + 1) * TEXTS_PER_STEP).min(missing.len());
-        let per = started.elapsed().as_secs_f64() / done as f64;
-        eprint!(
-            "\rembedding {done}/{}  ETA {:.0}s   ",
-            missing.len(),
-            per * (missing.len() - done) as f64
-        );
-    }
-    if !missing.is_empty() {
-        eprintln!();
-    }
-    Ok(vectors.into_iter().flatten().collect())
-}
-
 fn train(args: TrainArgs) -> CliResult {
-    let (examples, removed) = dataset::deduplicate(
-        read_examples(&args.data, args.group_column.as_deref())?,
-        args.drop_conflicting,
-    );
-    if removed != dataset::Removed::default() {
-        eprintln!(
-            "left out {} repeated rows and {} rows whose text carries two labels",
-            removed.duplicates, removed.conflicting
-        );
-    }
-    dataset::check_training_set(&args.data.input, &examples, args.min_examples).map_err(err)?;
-    let mut label_ids: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
-    label_ids.sort();
-    label_ids.dedup();
-    let truth: Vec<usize> = examples
-        .iter()
-        .map(|e| {
-            label_ids
-                .iter()
-                .position(|l| *l == e.label)
-                .unwrap_or_default()
-        })
-        .collect();
-    let architecture = Architecture::detect(&args.encoder).map_err(err)?;
-    let embedder =
-        Embedder::load(&args.encoder, architecture, Pooling::Mean, args.max_tokens).map_err(err)?;
-    let mut cache = if args.no_cache {
-        None
-    } else {
-        let identity = format!(
-            "{:?}|max_tokens={}|mean",
-            medtext_core::pack::encoder_hashes(&args.encoder).map_err(err)?,
-            args.max_tokens
-        );
-        let dir = paths::data_dir().map_err(err)?.join("cache");
-        Some(EmbeddingCache::open(&dir, &identity, embedder.hidden_size()).map_err(err)?)
-    };
-    let vectors = embed_all(&embedder, &examples, cache.as_mut())?;
-    if let Some(c) = cache.as_mut() {
-        c.save().map_err(err)?;
-    }
-    let split = match &args.group_column {
-        Some(_) => {
-            let groups: Vec<String> = examples
-                .iter()
-                .map(|e| e.group.clone().unwrap_or_default())
-                .collect();
-            train::grouped_split(&truth, &groups, 0.1, 0.2, args.seed)
-        }
-        None => train::stratified_split(&truth, 0.1, 0.2, args.seed),
-    };
-    let shape = match args.head_kind {
-        HeadKindArg::Linear => HeadShape::Linear,
-        HeadKindArg::Mlp => HeadShape::Mlp {
-            hidden: args.mlp_hidden,
-        },
-    };
-    let training_started = std::time::Instant::now();
-    let max_epochs = Fit::new(shape, args.seed).max_epochs;
-    let head = train::train_head(
-        &vectors,
-        &truth,
-        &split,
-        label_ids.len(),
-        Fit {
-            learning_rate: args
-                .learning_rate
-                .unwrap_or(Fit::new(shape, args.seed).learning_rate),
-            weight_decay: args.weight_decay,
-            ..Fit::new(shape, args.seed)
-        },
-        |epoch, loss| {
-            // Early stopping ends training sooner; the ETA is for the most
-            // epochs it can take.
-            let per = training_started.elapsed().as_secs_f64() / epoch as f64;
-            eprint!(
-                "\rtraining: epoch {epoch} of at most {max_epochs}, validation loss {loss:.4}, ETA at most {:.0}s   ",
-                per * max_epochs.saturating_sub(epoch) as f64
-            )
-        },
-    )
-    .map_err(err)?;
-    eprintln!(
-        "\nkept epoch {} of {} (validation loss {:.4})",
-        head.best_epoch, head.epochs, head.best_validation_loss
-    );
-    let logits_of = |rows: &[usize]| -> Result<Vec<Vec<f32>>, String> {
-        let rows: Vec<Vec<f32>> = rows.iter().map(|&r| vectors[r].clone()).collect();
-        head.logits(&rows).map_err(err)
-    };
-    let truth_of = |rows: &[usize]| -> Vec<usize> { rows.iter().map(|&r| truth[r]).collect() };
-    let temperature =
-        train::fit_temperature(&logits_of(&split.validation)?, &truth_of(&split.validation));
-    let test_logits = logits_of(&split.test)?;
-    let test_truth = truth_of(&split.test);
-    let evaluate = |t: f64| {
-        let probs: Vec<Vec<f32>> = test_logits.iter().map(|l| train::softmax(l, t)).collect();
-        metrics::evaluate(&label_ids, &probs, &test_truth)
-    };
-    let uncalibrated = evaluate(1.0);
-    let calibrated = evaluate(temperature);
-    let displays = match &args.label_displays {
+    let examples = read_examples(&args.data, args.group_column.as_deref())?;
+    let label_displays = match &args.label_displays {
         Some(path) => read_label_names(path)?,
         None => Vec::new(),
     };
-    let labels = label_ids
-        .iter()
-        .map(|id| Label {
-            id: id.clone(),
-            display: displays
-                .iter()
-                .find(|(known, _)| known == id)
-                .map_or_else(|| display_name(id), |(_, d)| d.clone()),
-        })
-        .collect();
-    let manifest = train::write_pack(
-        &args.out,
-        PackDraft {
-            name: &args.name,
-            version: &args.version,
-            task: &args.task,
-            license: &args.license,
-            attribution: &args.attribution,
-            encoder_dir: &args.encoder,
-            architecture,
-            max_tokens: args.max_tokens,
-            head_name: &args.head,
-            labels,
-            head: &head,
-            temperature,
-            abstain_below: args.abstain_below,
-            add_to_existing: args.add_to_pack,
-            evaluation: Some(ShippedEvaluation {
-                dataset: format!(
-                    "{}: the test part of a stratified 70/10/20 split, seed {}",
-                    args.data
-                        .input
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    args.seed
-                ),
-                n: calibrated.n,
-                accuracy: calibrated.accuracy,
-                macro_f1: calibrated.macro_f1,
-                ece: calibrated.ece,
-                ece_before_calibration: Some(uncalibrated.ece),
-            }),
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        Some(paths::data_dir().map_err(err)?.join("cache"))
+    };
+    let request = TrainRequest {
+        input: args.data.input.clone(),
+        examples,
+        drop_conflicting: args.drop_conflicting,
+        min_per_label: args.min_examples,
+        encoder_dir: args.encoder,
+        max_tokens: args.max_tokens,
+        abbreviations: args.abbreviations,
+        shape: match args.head_kind {
+            HeadKindArg::Linear => HeadShape::Linear,
+            HeadKindArg::Mlp => HeadShape::Mlp {
+                hidden: args.mlp_hidden,
+            },
         },
-    )
-    .map_err(err)?;
-    let report = serde_json::json!({
-        "method": format!(
-            "{} head on mean-pooled encoder vectors (AdamW, class-weighted cross-entropy, early stopping at epoch {} of {}), temperature fitted on validation",
-            match shape { HeadShape::Linear => "linear".to_string(), HeadShape::Mlp { hidden } => format!("MLP ({hidden} hidden)") },
-            head.best_epoch,
-            head.epochs
-        ),
-        "seed": args.seed,
-        "split": {"train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
-        "temperature": temperature,
-        "test": calibrated,
-        "test_ece_before_calibration": uncalibrated.ece,
-    });
-    let report_path = args.out.join(format!("evaluation-{}.json", args.head));
-    std::fs::write(
-        &report_path,
-        serde_json::to_string_pretty(&report).map_err(err)? + "\n",
-    )
-    .map_err(|e| format!("{}: {e}", report_path.display()))?;
-    eprintln!("wrote {} and {}", manifest.display(), report_path.display());
-    print_metrics(&calibrated, false)
+        learning_rate: args.learning_rate,
+        weight_decay: args.weight_decay,
+        seed: args.seed,
+        label_displays,
+        cache_dir,
+        out: args.out,
+        name: args.name,
+        version: args.version,
+        task: args.task,
+        license: args.license,
+        attribution: args.attribution,
+        head_name: args.head,
+        abstain_below: args.abstain_below,
+        add_to_pack: args.add_to_pack,
+    };
+    let outcome = training::train_pack(request, &mut show_progress).map_err(err)?;
+    eprintln!();
+    if outcome.removed_duplicates + outcome.removed_conflicting > 0 {
+        eprintln!(
+            "left out {} repeated rows and {} rows whose text carries two labels",
+            outcome.removed_duplicates, outcome.removed_conflicting
+        );
+    }
+    eprintln!(
+        "kept epoch {} of {}; test: accuracy {:.3}, macro-F1 {:.3}, ECE {:.3} ({:.3} before calibration)",
+        outcome.best_epoch,
+        outcome.epochs,
+        outcome.test.accuracy,
+        outcome.test.macro_f1,
+        outcome.test.ece,
+        outcome.test_ece_before_calibration
+    );
+    eprintln!(
+        "wrote {} and {}",
+        outcome.manifest.display(),
+        outcome.report.display()
+    );
+    Ok(())
 }
 
-/// "digestive system diseases" -> "Digestive system diseases".
-fn display_name(id: &str) -> String {
-    let mut chars = id.chars();
-    chars
-        .next()
-        .map(|c| c.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
+/// One line of progress on stderr, rewritten in place.
+fn show_progress(progress: Progress) {
+    match progress {
+        Progress::Embedding {
+            done: 0,
+            total,
+            from_cache,
+            ..
+        } => eprintln!("embedding {} texts ({from_cache} from the cache)", total + from_cache),
+        Progress::Embedding {
+            done, total, eta_s, ..
+        } => eprint!("\rembedding {done}/{total}  ETA {eta_s:.0}s   "),
+        Progress::Training {
+            epoch,
+            max_epochs,
+            validation_loss,
+            eta_s,
+        } => eprint!(
+            "\rtraining: epoch {epoch} of at most {max_epochs}, validation loss {validation_loss:.4}, ETA at most {eta_s:.0}s   "
+        ),
+    }
 }
 
 fn bench(pack: &str, plan: BenchPlan, json: bool) -> CliResult {

@@ -52,9 +52,15 @@ pub fn write_archive(pack: &Pack, out: &Path, with_encoder: bool) -> Result<()> 
         &pack.dir.join("manifest.json"),
         "pack/manifest.json",
     )?;
-    for head in &pack.manifest.heads {
-        let name = format!("pack/{}", slash_path(&head.file));
-        add(&mut builder, &pack.dir.join(&head.file), &name)?;
+    let pack_files = pack
+        .manifest
+        .heads
+        .iter()
+        .map(|head| &head.file)
+        .chain(pack.manifest.abbreviations.iter().map(|list| &list.file));
+    for file in pack_files {
+        let name = format!("pack/{}", slash_path(file));
+        add(&mut builder, &pack.dir.join(file), &name)?;
     }
     let encoder_prefix = match pack.manifest.shared_encoder() {
         Some(name) if with_encoder => Some(format!("encoders/{name}")),
@@ -239,16 +245,16 @@ fn member_path(path: &Path) -> Option<PathBuf> {
 
 /// A private folder inside the models directory (same file system, so the
 /// final moves are renames), removed with whatever is left in it.
-struct Staging {
-    dir: PathBuf,
+pub(crate) struct Staging {
+    pub(crate) dir: PathBuf,
 }
 
 impl Staging {
-    fn new(models_dir: &Path) -> Result<Self> {
+    pub(crate) fn new(models_dir: &Path) -> Result<Self> {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random)
             .map_err(|e| Error::Engine(format!("no randomness for a staging folder: {e}")))?;
-        let dir = models_dir.join(format!(".import-{}", hex::encode(random)));
+        let dir = models_dir.join(format!(".staging-{}", hex::encode(random)));
         std::fs::create_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         Ok(Self { dir })
     }

@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 
+use crate::abbreviations::Abbreviations;
 use crate::encoder::{bert, distilbert, Encoder};
 use crate::evidence::{words_from_window_scores, WordEvidence};
 use crate::head::{
@@ -90,6 +91,8 @@ pub struct Embedder {
     tokenizer: TextTokenizer,
     encoder: Box<dyn Encoder>,
     pooling: Pooling,
+    /// Spelled out before tokenizing, when the pack carries a list.
+    abbreviations: Option<Abbreviations>,
 }
 
 impl Embedder {
@@ -119,7 +122,15 @@ impl Embedder {
             tokenizer,
             encoder,
             pooling,
+            abbreviations: None,
         })
+    }
+
+    /// Spells out the abbreviations of `list` in every text before
+    /// tokenizing (see [`crate::abbreviations`]).
+    pub fn with_abbreviations(mut self, list: Option<Abbreviations>) -> Self {
+        self.abbreviations = list;
+        self
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -128,7 +139,15 @@ impl Embedder {
 
     /// Tokenizes `text` into windows.
     pub fn tokenize(&self, text: &str) -> Result<Tokenized> {
-        self.tokenizer.tokenize(text)
+        match &self.abbreviations {
+            None => self.tokenizer.tokenize(text),
+            Some(list) => {
+                let expanded = list.expand(text);
+                let mut tokenized = self.tokenizer.tokenize(&expanded.text)?;
+                tokenized.credit_expansions(&expanded);
+                Ok(tokenized)
+            }
+        }
     }
 
     /// Pooled vectors `[windows, hidden]` for a batch of windows, padded to the
@@ -305,7 +324,8 @@ impl Classifier {
             spec.architecture,
             spec.pooling,
             spec.max_tokens,
-        )?;
+        )?
+        .with_abbreviations(pack.abbreviations()?);
         let hidden = embedder.hidden_size();
         let heads = pack
             .manifest

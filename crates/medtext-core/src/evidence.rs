@@ -48,16 +48,21 @@ pub fn words_from_window_scores(
             }
         }
     }
+    let score_of = |token: usize| match (sums[token], seen[token]) {
+        (_, 0) => 0.0,
+        (sum, n) => sum / n as f32,
+    };
     let mut words: Vec<WordEvidence> = Vec::new();
     let mut current_word = None;
-    for (token, ((&(start, end), &word), (&sum, &n))) in tokenized
+    let original = tokenized.original_tokens.min(tokenized.tokens);
+    for (token, (&(start, end), &word)) in tokenized
         .char_offsets
         .iter()
         .zip(&tokenized.word_ids)
-        .zip(sums.iter().zip(&seen))
         .enumerate()
+        .take(original)
     {
-        let score = if n > 0 { sum / n as f32 } else { 0.0 };
+        let score = score_of(token);
         match words.last_mut() {
             Some(last) if word.is_some() && word == current_word && token > 0 => {
                 last.end = end;
@@ -66,6 +71,18 @@ pub fn words_from_window_scores(
             _ => words.push(WordEvidence { start, end, score }),
         }
         current_word = word;
+    }
+    // Tokens of appended expansions point at the abbreviation they stand
+    // for: their score is shared by the words of that abbreviation.
+    for (token, &(start, end)) in tokenized.char_offsets.iter().enumerate().skip(original) {
+        let within: Vec<&mut WordEvidence> = words
+            .iter_mut()
+            .filter(|w| w.start < end && start < w.end)
+            .collect();
+        let share = score_of(token) / within.len().max(1) as f32;
+        for w in within {
+            w.score += share;
+        }
     }
     let strongest = words.iter().map(|w| w.score.abs()).fold(0f32, f32::max);
     if strongest > 0.0 {
@@ -92,7 +109,39 @@ mod tests {
             window_starts: starts.to_vec(),
             char_offsets: offsets.to_vec(),
             word_ids: words.iter().map(|&w| Some(w)).collect(),
+            original_tokens: offsets.len(),
         }
+    }
+
+    #[test]
+    fn an_expansion_s_score_goes_to_the_words_of_its_abbreviation() {
+        // "h/o CHF (congestive heart failure)": words h / o CHF, then the
+        // appended bracket (nothing) and three tokens standing for "CHF".
+        let mut t = tokenized(
+            &[
+                (0, 1),
+                (1, 2),
+                (2, 3),
+                (4, 7),
+                (0, 0),
+                (4, 7),
+                (4, 7),
+                (4, 7),
+                (0, 0),
+            ],
+            &[0, 1, 2, 3, 4, 5, 6, 7, 8],
+            &[0],
+            &[9],
+        );
+        t.original_tokens = 4;
+        let scores = vec![0.0, 0.1, 0.1, 0.1, 1.0, 5.0, 1.0, 1.0, 2.0, 7.0, 0.0];
+        let words = words_from_window_scores(&t, &[scores]);
+        let spans: Vec<(usize, usize)> = words.iter().map(|w| (w.start, w.end)).collect();
+        assert_eq!(spans, vec![(0, 1), (1, 2), (2, 3), (4, 7)]);
+        // CHF: its own 1.0 plus 1 + 1 + 2 from its expansion; the brackets'
+        // 5 and 7 go nowhere.
+        assert_eq!(words[3].score, 1.0);
+        assert!((words[0].score - 0.1 / 5.0).abs() < 1e-6);
     }
 
     #[test]

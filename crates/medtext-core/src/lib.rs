@@ -4,6 +4,7 @@
 //! This crate knows nothing of Tauri so that the desktop app, the `medtext`
 //! command-line tool and the tests all run exactly the same code.
 
+pub mod abbreviations;
 pub mod archive;
 pub mod bench;
 pub mod classifier;
@@ -24,6 +25,7 @@ pub mod store;
 pub mod text;
 pub mod tokenize;
 pub mod train;
+pub mod training;
 pub mod worker;
 
 pub use classifier::{Classification, Classifier, Embedder, LabelScore};

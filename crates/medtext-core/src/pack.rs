@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::abbreviations::Abbreviations;
 use crate::{Error, Result};
 
 /// The manifest format this build reads.
@@ -29,6 +30,18 @@ pub struct Manifest {
     pub attribution: String,
     pub encoder: EncoderSpec,
     pub heads: Vec<HeadSpec>,
+    /// Clinicians' abbreviations spelled out before tokenizing, for every
+    /// head (see [`crate::abbreviations`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abbreviations: Option<PackFile>,
+}
+
+/// A file inside the pack with its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackFile {
+    pub file: PathBuf,
+    pub sha256: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -191,6 +204,15 @@ impl Pack {
         self.encoder_dir.clone()
     }
 
+    /// The pack's abbreviation list, if it has one.
+    pub fn abbreviations(&self) -> Result<Option<Abbreviations>> {
+        self.manifest
+            .abbreviations
+            .as_ref()
+            .map(|a| Abbreviations::load(&self.dir.join(&a.file)))
+            .transpose()
+    }
+
     /// The head called `name`, or the first head when `name` is `None`.
     pub fn head(&self, name: Option<&str>) -> Result<&HeadSpec> {
         let heads = &self.manifest.heads;
@@ -258,6 +280,14 @@ impl Manifest {
                 return bad(format!("encoder.sha256 has no entry for {required}"));
             }
         }
+        if let Some(list) = &m.abbreviations {
+            if !is_inside(&list.file) {
+                return bad(format!(
+                    "abbreviations file {} is not a path inside the pack",
+                    list.file.display()
+                ));
+            }
+        }
         for head in &m.heads {
             if !is_inside(&head.file) {
                 return bad(format!(
@@ -299,6 +329,9 @@ impl Pack {
         }
         for head in &self.manifest.heads {
             verify_file(&self.dir.join(&head.file), &head.sha256)?;
+        }
+        if let Some(list) = &self.manifest.abbreviations {
+            verify_file(&self.dir.join(&list.file), &list.sha256)?;
         }
         Ok(())
     }
@@ -441,6 +474,7 @@ pub fn import_sequence_classifier(
             labels,
             evaluation: None,
         }],
+        abbreviations: None,
     };
     manifest.write(dir)
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
+use crate::abbreviations::Expanded;
 use crate::{Error, Result};
 
 /// The token ids of one window, special tokens included.
@@ -30,6 +31,32 @@ pub struct Tokenized {
     /// The word each token belongs to (the pre-tokenizer's words: runs of
     /// letters and digits, and each punctuation mark on its own).
     pub word_ids: Vec<Option<u32>>,
+    /// Tokens of the text itself; any after them come from expansions
+    /// appended by an abbreviation list ([`Tokenized::credit_expansions`]).
+    pub original_tokens: usize,
+}
+
+impl Tokenized {
+    /// Points each token of an appended expansion at the abbreviation it
+    /// stands for (the brackets and separators at nothing: an empty span), so
+    /// evidence lands on what the clinician wrote.
+    pub fn credit_expansions(&mut self, expanded: &Expanded) {
+        self.original_tokens = self
+            .char_offsets
+            .iter()
+            .take_while(|(start, _)| *start < expanded.original_chars)
+            .count();
+        let appended = self.original_tokens..;
+        for (offsets, word) in self.char_offsets[appended.clone()]
+            .iter_mut()
+            .zip(&mut self.word_ids[appended])
+        {
+            *offsets = expanded
+                .source_of(offsets.0)
+                .map_or((0, 0), |r| (r.start, r.end));
+            *word = None;
+        }
+    }
 }
 
 /// A WordPiece/BPE tokenizer from a `tokenizer.json`, plus the windowing rule.
@@ -100,6 +127,7 @@ impl TextTokenizer {
             tokens: ids.len(),
             char_offsets: encoding.get_offsets().to_vec(),
             word_ids: encoding.get_word_ids().to_vec(),
+            original_tokens: ids.len(),
         })
     }
 

@@ -12,7 +12,7 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::pack::{
     encoder_hashes, sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, Manifest,
-    Pooling, ShippedEvaluation, MANIFEST_FORMAT,
+    PackFile, Pooling, ShippedEvaluation, MANIFEST_FORMAT,
 };
 use crate::{Error, Result};
 
@@ -417,6 +417,9 @@ pub struct PackDraft<'a> {
     pub temperature: f64,
     pub abstain_below: f64,
     pub evaluation: Option<ShippedEvaluation>,
+    /// The abbreviation list (already inside `out_dir`) the head was
+    /// trained with.
+    pub abbreviations: Option<PackFile>,
     /// Add the head to the pack already in the output folder (replacing a
     /// head of the same name) instead of writing a new pack.
     pub add_to_existing: bool,
@@ -452,10 +455,11 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
         let mut manifest = Manifest::read(out_dir)?;
         if manifest.encoder.sha256 != encoder.sha256
             || manifest.encoder.max_tokens != encoder.max_tokens
+            || manifest.abbreviations != draft.abbreviations
         {
             return Err(Error::Training {
                 problem: format!(
-                    "the pack in {} uses another encoder or window size; a head can only join a pack on the same encoder",
+                    "the pack in {} uses another encoder, window size or abbreviation list; a head can only join a pack that embeds text the same way",
                     out_dir.display()
                 ),
             });
@@ -473,6 +477,7 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
             attribution: draft.attribution.into(),
             encoder,
             heads: vec![head],
+            abbreviations: draft.abbreviations,
         }
     };
     manifest.write(out_dir)
@@ -749,6 +754,7 @@ mod tests {
             abstain_below: 0.6,
             evaluation: None,
             add_to_existing,
+            abbreviations: None,
         };
         write_pack(&out, draft("category", false)).unwrap();
         let pack = Pack::open(&out).unwrap();

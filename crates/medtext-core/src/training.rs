@@ -1,0 +1,680 @@
+//! From a labelled file to a model pack: the one path that `medtext train`
+//! and the app's "train your own" both take, so a pack trained in either is
+//! the same pack.
+//!
+//! Steps: leave out repeated rows (and, if asked, texts carrying two labels),
+//! check the file is trainable, embed every text once (from the on-disk cache
+//! where possible), split (stratified, or by group), train the head with early
+//! stopping, fit the temperature on the validation part, evaluate on the test
+//! part, and write the pack with its evaluation report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::abbreviations::Abbreviations;
+use crate::archive::Staging;
+use crate::dataset::{self, Example, Removed};
+use crate::embedding_cache::EmbeddingCache;
+use crate::metrics::{self, Metrics};
+use crate::pack::{self, Architecture, Label, Pack, PackFile, Pooling, ShippedEvaluation};
+use crate::train::{self, Fit, HeadShape, PackDraft};
+use crate::{Embedder, Error, Result};
+
+/// What to train and where to write it.
+#[derive(Debug, Clone)]
+pub struct TrainRequest {
+    /// Where the examples came from (named in errors and the report).
+    pub input: PathBuf,
+    pub examples: Vec<Example>,
+    /// Leave out texts that carry two labels instead of refusing the file.
+    pub drop_conflicting: bool,
+    pub min_per_label: usize,
+    pub encoder_dir: PathBuf,
+    pub max_tokens: usize,
+    /// An abbreviation list to spell out before embedding; it goes into the
+    /// pack so classification spells out the same.
+    pub abbreviations: Option<PathBuf>,
+    pub shape: HeadShape,
+    /// `None`: the default for the head's shape.
+    pub learning_rate: Option<f64>,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Display names by label id; ids without one are capitalised.
+    pub label_displays: Vec<(String, String)>,
+    /// Folder of the sentence-vector cache; `None` skips it.
+    pub cache_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub task: String,
+    pub license: String,
+    pub attribution: String,
+    pub head_name: String,
+    pub abstain_below: f64,
+    /// Add the head to the pack already in `out` (same encoder).
+    pub add_to_pack: bool,
+}
+
+/// Where training is, for a progress bar.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Progress {
+    Embedding {
+        done: usize,
+        total: usize,
+        from_cache: usize,
+        eta_s: f64,
+    },
+    /// Early stopping may end training before `max_epochs`: the ETA is an
+    /// upper bound.
+    Training {
+        epoch: usize,
+        max_epochs: usize,
+        validation_loss: f64,
+        eta_s: f64,
+    },
+}
+
+/// What training produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    pub manifest: PathBuf,
+    pub report: PathBuf,
+    pub removed_duplicates: usize,
+    pub removed_conflicting: usize,
+    pub best_epoch: usize,
+    pub epochs: usize,
+    pub temperature: f64,
+    /// On the test part, calibrated.
+    pub test: Metrics,
+    pub test_ece_before_calibration: f64,
+}
+
+/// Trains a head on `request`'s examples and writes the pack, reporting
+/// progress through `progress`.
+pub fn train_pack(
+    request: TrainRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainOutcome> {
+    let (examples, removed) = dataset::deduplicate(request.examples, request.drop_conflicting);
+    dataset::check_training_set(&request.input, &examples, request.min_per_label)?;
+    let mut label_ids: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
+    label_ids.sort();
+    label_ids.dedup();
+    let truth: Vec<usize> = examples
+        .iter()
+        .map(|e| label_ids.binary_search(&e.label).unwrap_or_default())
+        .collect();
+
+    let architecture = Architecture::detect(&request.encoder_dir)?;
+    let abbreviations = request
+        .abbreviations
+        .as_deref()
+        .map(Abbreviations::load)
+        .transpose()?;
+    let abbreviations_sha = request
+        .abbreviations
+        .as_deref()
+        .map(pack::sha256_file)
+        .transpose()?;
+    let embedder = Embedder::load(
+        &request.encoder_dir,
+        architecture,
+        Pooling::Mean,
+        request.max_tokens,
+    )?
+    .with_abbreviations(abbreviations);
+    let mut cache = match &request.cache_dir {
+        None => None,
+        Some(dir) => {
+            // The vectors depend on the encoder, the window and what is
+            // spelled out before embedding.
+            let identity = format!(
+                "{:?}|max_tokens={}|mean|abbreviations={}",
+                pack::encoder_hashes(&request.encoder_dir)?,
+                request.max_tokens,
+                abbreviations_sha.as_deref().unwrap_or("none")
+            );
+            Some(EmbeddingCache::open(
+                dir,
+                &identity,
+                embedder.hidden_size(),
+            )?)
+        }
+    };
+    let vectors = embed_all(
+        &embedder,
+        &request.input,
+        &examples,
+        cache.as_mut(),
+        progress,
+    )?;
+    if let Some(c) = cache.as_mut() {
+        c.save()?;
+    }
+
+    let groups: Option<Vec<String>> = examples
+        .iter()
+        .map(|e| e.group.clone())
+        .collect::<Option<Vec<_>>>();
+    let split = match &groups {
+        Some(groups) => train::grouped_split(&truth, groups, 0.1, 0.2, request.seed),
+        None => train::stratified_split(&truth, 0.1, 0.2, request.seed),
+    };
+    let defaults = Fit::new(request.shape, request.seed);
+    let max_epochs = defaults.max_epochs;
+    let started = Instant::now();
+    let head = train::train_head(
+        &vectors,
+        &truth,
+        &split,
+        label_ids.len(),
+        Fit {
+            learning_rate: request.learning_rate.unwrap_or(defaults.learning_rate),
+            weight_decay: request.weight_decay,
+            ..defaults
+        },
+        |epoch, validation_loss| {
+            let per_epoch = started.elapsed().as_secs_f64() / epoch as f64;
+            progress(Progress::Training {
+                epoch,
+                max_epochs,
+                validation_loss,
+                eta_s: per_epoch * max_epochs.saturating_sub(epoch) as f64,
+            })
+        },
+    )?;
+
+    let logits_of = |rows: &[usize]| -> Result<Vec<Vec<f32>>> {
+        let rows: Vec<Vec<f32>> = rows.iter().map(|&r| vectors[r].clone()).collect();
+        head.logits(&rows)
+    };
+    let truth_of = |rows: &[usize]| -> Vec<usize> { rows.iter().map(|&r| truth[r]).collect() };
+    let temperature =
+        train::fit_temperature(&logits_of(&split.validation)?, &truth_of(&split.validation));
+    let test_logits = logits_of(&split.test)?;
+    let test_truth = truth_of(&split.test);
+    let evaluate = |t: f64| {
+        let probs: Vec<Vec<f32>> = test_logits.iter().map(|l| train::softmax(l, t)).collect();
+        metrics::evaluate(&label_ids, &probs, &test_truth)
+    };
+    let uncalibrated = evaluate(1.0);
+    let calibrated = evaluate(temperature);
+
+    let labels = label_ids
+        .iter()
+        .map(|id| Label {
+            id: id.clone(),
+            display: request
+                .label_displays
+                .iter()
+                .find(|(known, _)| known == id)
+                .map_or_else(|| capitalised(id), |(_, d)| d.clone()),
+        })
+        .collect();
+    let split_kind = if groups.is_some() {
+        "a 70/10/20 split by group (test groups never seen in training)"
+    } else {
+        "a stratified 70/10/20 split"
+    };
+    let input_name = request
+        .input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let manifest = train::write_pack(
+        &request.out,
+        PackDraft {
+            name: &request.name,
+            version: &request.version,
+            task: &request.task,
+            license: &request.license,
+            attribution: &request.attribution,
+            encoder_dir: &request.encoder_dir,
+            architecture,
+            max_tokens: request.max_tokens,
+            head_name: &request.head_name,
+            labels,
+            head: &head,
+            temperature,
+            abstain_below: request.abstain_below,
+            add_to_existing: request.add_to_pack,
+            abbreviations: request
+                .abbreviations
+                .as_deref()
+                .map(|path| copy_abbreviations(path, &request.out))
+                .transpose()?,
+            evaluation: Some(ShippedEvaluation {
+                dataset: format!(
+                    "{input_name}: the test part of {split_kind}, seed {}",
+                    request.seed
+                ),
+                n: calibrated.n,
+                accuracy: calibrated.accuracy,
+                macro_f1: calibrated.macro_f1,
+                ece: calibrated.ece,
+                ece_before_calibration: Some(uncalibrated.ece),
+            }),
+        },
+    )?;
+
+    let report_path = request
+        .out
+        .join(format!("evaluation-{}.json", request.head_name));
+    let report = serde_json::json!({
+        "method": format!(
+            "{} head on mean-pooled encoder vectors (AdamW, class-weighted cross-entropy, early stopping at epoch {} of {}), temperature fitted on validation",
+            match request.shape { HeadShape::Linear => "linear".to_string(), HeadShape::Mlp { hidden } => format!("MLP ({hidden} hidden)") },
+            head.best_epoch,
+            head.epochs
+        ),
+        "seed": request.seed,
+        "split": {"kind": split_kind, "train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
+        "left_out": {"repeated": removed.duplicates, "conflicting": removed.conflicting},
+        "temperature": temperature,
+        "test": calibrated,
+        "test_ece_before_calibration": uncalibrated.ece,
+    });
+    let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Training {
+        problem: format!("cannot write the evaluation report: {e}"),
+    })?;
+    std::fs::write(&report_path, text + "\n").map_err(|e| Error::io(&report_path, e))?;
+    let Removed {
+        duplicates,
+        conflicting,
+    } = removed;
+    Ok(TrainOutcome {
+        manifest,
+        report: report_path,
+        removed_duplicates: duplicates,
+        removed_conflicting: conflicting,
+        best_epoch: head.best_epoch,
+        epochs: head.epochs,
+        temperature,
+        test: calibrated,
+        test_ece_before_calibration: uncalibrated.ece,
+    })
+}
+
+/// Trains a new pack called `name` into `models_dir`, on the encoder of the
+/// default pack. The pack is written into a staging folder beside the others
+/// and renamed into place only when it is complete, so a failed or cancelled
+/// run leaves nothing behind; an existing pack is never replaced.
+pub fn train_new_pack(
+    models_dir: &Path,
+    name: &str,
+    mut request: TrainRequest,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<TrainOutcome> {
+    if !pack::is_safe_name(name) {
+        return Err(Error::Training {
+            problem: format!(
+                "'{name}' cannot name a pack: use letters, digits, '-', '_' and '.' only"
+            ),
+        });
+    }
+    let target = models_dir.join(name);
+    if target.exists() {
+        return Err(Error::Training {
+            problem: format!("a pack named '{name}' is already installed: choose another name"),
+        });
+    }
+    request.encoder_dir = Pack::find(models_dir, pack::DEFAULT_PACK)?.encoder_dir();
+    request.name = name.to_string();
+    // At the same depth as the final folder, so the encoder path that
+    // `write_pack` records stays right after the rename.
+    let staging = Staging::new(models_dir)?;
+    request.out = staging.dir.clone();
+    let mut outcome = train_pack(request, progress)?;
+    std::fs::rename(&staging.dir, &target).map_err(|e| Error::io(&target, e))?;
+    outcome.manifest = target.join("manifest.json");
+    if let Some(report) = outcome.report.file_name() {
+        outcome.report = target.join(report);
+    }
+    Ok(outcome)
+}
+
+/// A training file handed over by the app as bytes, kept owner-only in the
+/// data directory while it is trained on and removed when dropped.
+pub struct StagedFile {
+    path: PathBuf,
+}
+
+/// Largest training file the app accepts.
+pub const MAX_TRAINING_FILE_BYTES: usize = 256 * 1024 * 1024;
+
+impl StagedFile {
+    /// Writes `bytes` into `dir`, keeping the extension of `file_name`
+    /// (`.jsonl`/`.ndjson` are read as JSON Lines, anything else as CSV).
+    pub fn write(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<Self> {
+        if bytes.len() > MAX_TRAINING_FILE_BYTES {
+            return Err(Error::Training {
+                problem: format!(
+                    "the file is {} MB; training files may be at most {} MB",
+                    bytes.len() / (1024 * 1024),
+                    MAX_TRAINING_FILE_BYTES / (1024 * 1024)
+                ),
+            });
+        }
+        let extension = Path::new(file_name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .filter(|e| e == "jsonl" || e == "ndjson")
+            .unwrap_or_else(|| "csv".into());
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| Error::Training {
+            problem: format!("no randomness for a file name: {e}"),
+        })?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(format!("training-{}.{extension}", hex::encode(random)));
+        let staged = Self { path };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options
+            .open(&staged.path)
+            .map_err(|e| Error::io(&staged.path, e))?;
+        std::io::Write::write_all(&mut file, bytes).map_err(|e| Error::io(&staged.path, e))?;
+        Ok(staged)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Sentence vectors for every example: from the cache where it has them,
+/// the rest computed in length-grouped batches.
+fn embed_all(
+    embedder: &Embedder,
+    input: &Path,
+    examples: &[Example],
+    mut cache: Option<&mut EmbeddingCache>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Vec<Vec<f32>>> {
+    const TEXTS_PER_STEP: usize = 256;
+    let mut vectors: Vec<Option<Vec<f32>>> = examples
+        .iter()
+        .map(|e| cache.as_ref().and_then(|c| c.get(&e.text)).cloned())
+        .collect();
+    let missing: Vec<usize> = (0..examples.len())
+        .filter(|&i| vectors[i].is_none())
+        .collect();
+    let from_cache = examples.len() - missing.len();
+    let started = Instant::now();
+    progress(Progress::Embedding {
+        done: 0,
+        total: missing.len(),
+        from_cache,
+        eta_s: f64::NAN,
+    });
+    for (step, rows) in missing.chunks(TEXTS_PER_STEP).enumerate() {
+        let texts: Vec<&str> = rows.iter().map(|&r| examples[r].text.as_str()).collect();
+        let computed = embedder.embed_texts(&texts).map_err(|e| Error::Dataset {
+            path: input.to_path_buf(),
+            problem: format!(
+                "rows {}-{} (counted among the rows kept): {e}",
+                rows[0] + 1,
+                rows[rows.len() - 1] + 1
+            ),
+        })?;
+        for (&r, v) in rows.iter().zip(computed) {
+            if let Some(c) = cache.as_deref_mut() {
+                c.insert(&examples[r].text, v.clone());
+            }
+            vectors[r] = Some(v);
+        }
+        let done = ((step + 1) * TEXTS_PER_STEP).min(missing.len());
+        let per_text = started.elapsed().as_secs_f64() / done as f64;
+        progress(Progress::Embedding {
+            done,
+            total: missing.len(),
+            from_cache,
+            eta_s: per_text * (missing.len() - done) as f64,
+        });
+    }
+    Ok(vectors.into_iter().flatten().collect())
+}
+
+/// Copies the abbreviation list into the pack as `abbreviations.csv`.
+fn copy_abbreviations(source: &Path, out: &Path) -> Result<PackFile> {
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let file = PathBuf::from("abbreviations.csv");
+    let target = out.join(&file);
+    if source.canonicalize().ok() != target.canonicalize().ok() {
+        std::fs::copy(source, &target).map_err(|e| Error::io(&target, e))?;
+    }
+    Ok(PackFile {
+        sha256: pack::sha256_file(&target)?,
+        file,
+    })
+}
+
+/// "neoplasms" -> "Neoplasms": a display name for a label id that has none.
+fn capitalised(id: &str) -> String {
+    let mut chars = id.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::tests::write_tiny_pack;
+    use crate::Classifier;
+
+    /// Forty examples of two labels in the tiny vocabulary.
+    fn examples() -> Vec<Example> {
+        let words = ["patient", "with", "and", "."];
+        (0..40)
+            .map(|i| {
+                let (text, label) = if i % 2 == 0 {
+                    ("chest pain", "cardiac")
+                } else {
+                    ("fever cough", "respiratory")
+                };
+                Example {
+                    text: format!("{} {text} {}", words[i % 4], words[(i / 4) % 4]),
+                    label: label.into(),
+                    group: None,
+                }
+            })
+            .collect()
+    }
+
+    /// A models folder whose default pack is the tiny one.
+    fn models_dir(root: &Path) -> PathBuf {
+        let tiny = write_tiny_pack(root);
+        std::fs::rename(tiny, root.join(pack::DEFAULT_PACK)).unwrap();
+        root.to_path_buf()
+    }
+
+    fn request(examples: Vec<Example>, abbreviations: Option<PathBuf>) -> TrainRequest {
+        TrainRequest {
+            input: PathBuf::from("mine.csv"),
+            examples,
+            drop_conflicting: false,
+            min_per_label: dataset::MIN_PER_LABEL,
+            encoder_dir: PathBuf::new(),
+            max_tokens: 10,
+            abbreviations,
+            shape: HeadShape::Linear,
+            learning_rate: None,
+            weight_decay: 1e-4,
+            seed: 7,
+            label_displays: vec![("cardiac".into(), "Heart".into())],
+            cache_dir: None,
+            out: PathBuf::new(),
+            name: String::new(),
+            version: "0.1.0".into(),
+            task: "test".into(),
+            license: "local".into(),
+            attribution: "test".into(),
+            head_name: "category".into(),
+            abstain_below: 0.5,
+            add_to_pack: false,
+        }
+    }
+
+    fn staging_folders(models: &Path) -> usize {
+        std::fs::read_dir(models)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(".staging-")
+            })
+            .count()
+    }
+
+    #[test]
+    fn a_new_pack_is_trained_evaluated_and_installed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        let mut steps = Vec::new();
+        let outcome = train_new_pack(&models, "mine", request(examples(), None), &mut |p| {
+            steps.push(p)
+        })
+        .unwrap();
+        assert_eq!(outcome.manifest, models.join("mine/manifest.json"));
+        assert!(outcome.report.is_file());
+        // 16 distinct texts (24 repeats left out), a fifth of them tested.
+        assert_eq!(outcome.removed_duplicates, 24);
+        assert_eq!(outcome.test.n, 4);
+        assert!(matches!(
+            steps.first(),
+            Some(Progress::Embedding {
+                done: 0,
+                total: 16,
+                ..
+            })
+        ));
+        assert!(steps
+            .iter()
+            .any(|p| matches!(p, Progress::Training { epoch: 1, .. })));
+        assert_eq!(staging_folders(&models), 0);
+
+        let c = Classifier::load(&models, "mine", None).unwrap();
+        let labels: Vec<(&str, &str)> = c
+            .head_spec()
+            .labels
+            .iter()
+            .map(|l| (l.id.as_str(), l.display.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [("cardiac", "Heart"), ("respiratory", "Respiratory")]
+        );
+        let shipped = c.head_spec().evaluation.clone().unwrap();
+        assert_eq!(shipped.macro_f1, outcome.test.macro_f1);
+
+        // The name is taken now: refused, and the pack is untouched.
+        let manifest = std::fs::read(models.join("mine/manifest.json")).unwrap();
+        let err = train_new_pack(&models, "mine", request(examples(), None), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already installed"), "{err}");
+        assert_eq!(
+            std::fs::read(models.join("mine/manifest.json")).unwrap(),
+            manifest
+        );
+    }
+
+    #[test]
+    fn a_bad_name_or_file_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        for name in ["../up", ".hidden", "a/b", ""] {
+            let err = train_new_pack(&models, name, request(examples(), None), &mut |_| {})
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("cannot name a pack"), "{name}: {err}");
+        }
+        let one_label: Vec<Example> = examples()
+            .into_iter()
+            .filter(|e| e.label == "cardiac")
+            .collect();
+        let err = train_new_pack(&models, "mine", request(one_label, None), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least two labels"), "{err}");
+        assert!(!models.join("mine").exists());
+        assert_eq!(staging_folders(&models), 0);
+    }
+
+    #[test]
+    fn a_pack_trained_with_abbreviations_spells_them_out_when_classifying() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        let list = dir.path().join("list.csv");
+        std::fs::write(&list, "abbreviation,expansion\nFC,fever cough\n").unwrap();
+        train_new_pack(
+            &models,
+            "short",
+            request(examples(), Some(list)),
+            &mut |_| {},
+        )
+        .unwrap();
+        train_new_pack(&models, "plain", request(examples(), None), &mut |_| {}).unwrap();
+        let short = Classifier::load(&models, "short", None).unwrap();
+        assert!(short.pack().manifest.abbreviations.is_some());
+        assert!(models.join("short/abbreviations.csv").is_file());
+        // Same training text (no abbreviations in it), so the same head: the
+        // list only changes what the encoder sees at classification.
+        let plain = Classifier::load(&models, "plain", None).unwrap();
+        let probabilities = |c: &Classifier, text: &str| {
+            c.classify(text)
+                .unwrap()
+                .probabilities
+                .iter()
+                .map(|p| p.probability)
+                .collect::<Vec<_>>()
+        };
+        let expanded = probabilities(&short, "patient FC");
+        let written_out = probabilities(&plain, "patient FC (fever cough)");
+        for (a, b) in expanded.iter().zip(&written_out) {
+            assert!((a - b).abs() < 1e-5, "{expanded:?} vs {written_out:?}");
+        }
+        assert_ne!(
+            probabilities(&plain, "patient FC"),
+            probabilities(&plain, "patient FC (fever cough)")
+        );
+        // Evidence stays on the text as written: no span beyond it.
+        let evidence = short.classify_with_evidence("patient FC").unwrap().evidence;
+        assert!(evidence.iter().all(|w| w.end <= "patient FC".len()));
+        assert!(evidence.iter().any(|w| (w.start, w.end) == (8, 10)));
+    }
+
+    #[test]
+    fn a_staged_file_is_private_and_removed_when_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let staged = StagedFile::write(dir.path(), "notes.JSONL", b"{}").unwrap();
+        let path = staged.path().to_path_buf();
+        assert_eq!(path.extension().unwrap(), "jsonl");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        drop(staged);
+        assert!(!path.exists());
+        let csv = StagedFile::write(dir.path(), "../../etc/passwd", b"a").unwrap();
+        assert_eq!(csv.path().parent().unwrap(), dir.path());
+        assert_eq!(csv.path().extension().unwrap(), "csv");
+    }
+}
