@@ -4,7 +4,7 @@
 // the session bus and an unlocked gnome-keyring.
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, existsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -18,6 +18,13 @@ assert.ok(CLI && existsSync(CLI), `MEDTEXT_CLI_BIN must name the built medtext C
 
 const dataDir = mkdtempSync(join(tmpdir(), "medtext-e2e-"));
 process.env.MEDTEXT_DATA_DIR = dataDir;
+// A models folder of our own (the repository's packs linked in), so a pack
+// trained in the app does not land in the repository.
+const models = mkdtempSync(join(tmpdir(), "medtext-e2e-models-"));
+for (const entry of ["encoders", "medical-abstracts", "icd10cm"]) {
+  symlinkSync(join(import.meta.dirname, "../../models", entry), join(models, entry));
+}
+process.env.MEDTEXT_MODELS_DIR = models;
 const NOTE =
   "Quillbrook: 68 year old man with crushing substernal chest pain radiating to the left arm, " +
   "ST elevation in the anterior leads and raised troponin; taken for coronary angiography and stenting.";
@@ -61,6 +68,7 @@ before(async () => {
 after(async () => {
   await wd.quit().catch(() => {});
   driver?.kill();
+  rmSync(models, { recursive: true, force: true });
 });
 
 test("classify a clinical note in the real app, save it encrypted, see it after a restart", async () => {
@@ -122,4 +130,47 @@ test("empty text gets a clear message and nothing is saved", async () => {
   assert.equal(await wd.displayed("#result"), false);
   await wd.quit();
   assert.equal(cliHistory().length, 1, "the empty text was not saved");
+});
+
+test("train a model from a labelled file in the app, see its figures, then use it", async () => {
+  const rows = ["text,label"];
+  const findings = ["fever", "cough", "wheeze", "crackles", "sputum", "dyspnoea", "chills", "pleurisy"];
+  const bones = ["wrist", "ankle", "hip", "femur", "tibia", "radius", "clavicle", "humerus"];
+  for (const f of findings) rows.push(`"${f} and chest infection on x-ray, started antibiotics",respiratory`);
+  for (const b of bones) rows.push(`"fall onto outstretched hand, ${b} fracture on x-ray, cast applied",fracture`);
+  const file = join(dataDir, "..", `medtext-e2e-training-${process.pid}.csv`);
+  writeFileSync(file, rows.join("\n") + "\n");
+  try {
+    await openApp();
+    await wd.click("#train-panel summary");
+    await wd.type("#train-file", file);
+    await wd.type("#train-name", "e2e-mine");
+    await wd.click("#train-button");
+    await wd.waitFor("the new model's figures", async () => wd.displayed("#train-result"), 120_000);
+    assert.match(await wd.text("#train-summary"), /held-out examples: accuracy \d+%, macro-F1 [\d.]+/);
+    const perLabel = await wd.texts("#train-figures tbody tr");
+    assert.deepEqual(
+      perLabel.map((r) => r.split(/\s+/)[0]),
+      ["fracture", "respiratory"],
+      JSON.stringify(perLabel),
+    );
+    assert.ok(existsSync(join(models, "e2e-mine", "manifest.json")), "the pack is installed");
+    assert.ok(
+      readdirSync(models).every((f) => !f.startsWith(".staging-")),
+      "no staging folder is left behind",
+    );
+    await snap("trained");
+    await wd.click("#train-use");
+    await wd.waitFor("the new model in use", async () => (await wd.text("#status")).includes("e2e-mine"));
+    await wd.clear("#note-input");
+    await wd.type("#note-input", "fall on the ice, wrist fracture on x-ray");
+    await wd.click("#classify-button");
+    await wd.waitFor("a result from the new model", async () => (await wd.text("#result-label")) === "Fracture");
+    await wd.quit();
+    // The training file handed to the app is not kept.
+    const staged = join(dataDir, "training");
+    assert.ok(!existsSync(staged) || readdirSync(staged).length === 0, "the staged training file is removed");
+  } finally {
+    rmSync(file, { force: true });
+  }
 });

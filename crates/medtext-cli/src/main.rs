@@ -260,7 +260,20 @@ enum HeadKindArg {
     Mlp,
 }
 
+/// `medtext eval ... | head -n 1` closes the pipe early: like other
+/// command-line tools, end quietly then instead of panicking in `println!`
+/// (Rust ignores SIGPIPE by default; this restores the default action).
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: called first in `main`, before any other thread exists;
+    // setting a signal's disposition to its default has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
     runtime::configure(cli.threads);
     let result = match cli.command {

@@ -383,3 +383,29 @@ fn train_writes_a_pack_that_classifies_and_reuses_cached_vectors() {
     );
     assert!(train(&["--drop-conflicting"]).status.success());
 }
+
+#[test]
+fn a_reader_that_stops_early_ends_the_output_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    // The reading end is closed before medtext writes a byte, as when
+    // `head -n 1` has already exited.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args(["classify", "--json", "chest pain radiating to the left arm"])
+        .env("MEDTEXT_MODELS_DIR", models)
+        .env("MEDTEXT_DATA_DIR", dir.path())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        const SIGPIPE: i32 = 13; // on Linux and macOS
+        assert_eq!(out.status.signal(), Some(SIGPIPE));
+    }
+}
