@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use medtext_core::archive;
+use medtext_core::audit;
 use medtext_core::bench::{self, BenchPlan};
 use medtext_core::pack::{Pack, DEFAULT_PACK};
+use medtext_core::store::{Feedback, FeedbackFilter, HistoryQuery, Verdict};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainRequest};
 use medtext_core::{
@@ -35,15 +37,15 @@ struct Cli {
 enum Command {
     /// Classify one text given as an argument, a file, or standard input.
     Classify(ClassifyArgs),
-    /// Show the most recent saved classifications (opens the encrypted history).
-    History {
-        /// How many entries to show.
-        #[arg(long, default_value_t = 10)]
-        limit: usize,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Search, show, correct and delete saved classifications (the encrypted
+    /// history). Without a subcommand: list the newest, filtered.
+    History(HistoryArgs),
+    /// Check or export the audit trail kept in the history database.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Check that MedText can work here: models, keychain, history database,
+    /// audit trail. Exits non-zero if anything is wrong.
+    Doctor,
     /// Evaluate a pack's head on a labelled CSV or JSON Lines file.
     Eval(EvalArgs),
     /// Train a linear or MLP head on a labelled CSV or JSON Lines file and write a model pack.
@@ -80,6 +82,99 @@ enum Command {
         /// Print JSON: {"p50_ms", "p95_ms", "batch32x128_per_s", "evidence_256_ms", "load_ms", "peak_rss_mb"}.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct HistoryArgs {
+    #[command(subcommand)]
+    action: Option<HistoryAction>,
+    /// How many entries to show (at most 500).
+    #[arg(long, default_value_t = 10)]
+    limit: usize,
+    /// Entries to skip, for paging.
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Words that must all occur in the text (each also as a prefix).
+    #[arg(long)]
+    search: Option<String>,
+    /// Top label id, e.g. I20-I25.
+    #[arg(long)]
+    label: Option<String>,
+    /// Model pack name.
+    #[arg(long)]
+    pack: Option<String>,
+    /// Only records with this feedback.
+    #[arg(long, value_enum)]
+    feedback: Option<FeedbackArg>,
+    /// Only records saved on or after this day (YYYY-MM-DD, UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only records saved on or before this day (YYYY-MM-DD, UTC).
+    #[arg(long)]
+    until: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FeedbackArg {
+    Agree,
+    Corrected,
+    None,
+}
+
+#[derive(Subcommand)]
+enum HistoryAction {
+    /// Show one record in full, as it was classified (the view is audited).
+    Show {
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record a clinician's verdict on a result.
+    Feedback {
+        id: i64,
+        /// The suggested label is right.
+        #[arg(long, conflicts_with = "correct", required_unless_present = "correct")]
+        agree: bool,
+        /// The right label id.
+        #[arg(long)]
+        correct: Option<String>,
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Delete records (their bytes are overwritten in the file).
+    Delete {
+        /// Record ids.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<i64>,
+        /// Delete every record.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+    /// Delete the records older than the retention period.
+    Purge {
+        #[arg(long)]
+        older_than_days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; names every edited, removed or reordered entry
+    /// and exits non-zero if there is one.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write every entry as JSON Lines for a compliance review (entries hold
+    /// record ids and hashes, never text). The export is itself audited.
+    Export {
+        #[arg(long, short)]
+        out: PathBuf,
     },
 }
 
@@ -278,7 +373,9 @@ fn main() -> ExitCode {
     runtime::configure(cli.threads);
     let result = match cli.command {
         Command::Classify(args) => classify(args),
-        Command::History { limit, json } => history(limit, json),
+        Command::History(args) => history(args),
+        Command::Audit(command) => audit_command(command),
+        Command::Doctor => doctor(),
         Command::Eval(args) => eval(args),
         Command::Train(args) => train(*args),
         Command::Import {
@@ -499,23 +596,264 @@ fn print_evidence(text: &str, c: &Classification) {
     println!("evidence for {}: {}", c.top.id, words.join(", "));
 }
 
-fn history(limit: usize, json: bool) -> CliResult {
-    let store = HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)?;
-    let entries = store.recent(limit).map_err(err)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&entries).map_err(err)?);
-        return Ok(());
+fn open_history() -> Result<HistoryStore, String> {
+    HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)
+}
+
+fn history(args: HistoryArgs) -> CliResult {
+    let mut store = open_history()?;
+    match args.action {
+        Some(action) => history_action(&mut store, action),
+        None => {
+            let query = HistoryQuery {
+                text: args.search,
+                label: args.label,
+                pack: args.pack,
+                from_ms: args.since.as_deref().map(day_start_ms).transpose()?,
+                to_ms: args
+                    .until
+                    .as_deref()
+                    .map(|d| day_start_ms(d).map(|ms| ms + DAY_MS - 1))
+                    .transpose()?,
+                feedback: args.feedback.map(|f| match f {
+                    FeedbackArg::Agree => FeedbackFilter::Agree,
+                    FeedbackArg::Corrected => FeedbackFilter::Corrected,
+                    FeedbackArg::None => FeedbackFilter::None,
+                }),
+                offset: args.offset,
+                limit: args.limit.max(1),
+            };
+            let page = store.search(&query).map_err(err)?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&page.entries).map_err(err)?
+                );
+                return Ok(());
+            }
+            for e in &page.entries {
+                println!(
+                    "#{:<5} {:<32} {:>5.1}%  {}{}",
+                    e.id,
+                    e.top.display,
+                    e.top.probability * 100.0,
+                    e.pack,
+                    match e.feedback {
+                        Some(Verdict::Agree) => "  (agreed)",
+                        Some(Verdict::Corrected) => "  (corrected)",
+                        None => "",
+                    }
+                );
+            }
+            eprintln!("{} of {} matching records", page.entries.len(), page.total);
+            Ok(())
+        }
     }
-    for e in entries {
-        println!(
-            "#{:<5} {:<32} {:>5.1}%  {}",
-            e.id,
-            e.top.display,
-            e.top.probability * 100.0,
-            e.pack
-        );
+}
+
+fn history_action(store: &mut HistoryStore, action: HistoryAction) -> CliResult {
+    match action {
+        HistoryAction::Show { id, json } => {
+            let record = store.record(id).map_err(err)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&record).map_err(err)?);
+            } else {
+                let e = &record.entry;
+                println!(
+                    "record {} ({} {} / {})",
+                    e.id, e.pack, e.pack_version, e.head
+                );
+                for label in &e.probabilities {
+                    println!(
+                        "  {:<40} {:>5.1}%",
+                        label.display,
+                        label.probability * 100.0
+                    );
+                }
+                println!("\n{}", record.text);
+            }
+        }
+        HistoryAction::Feedback {
+            id,
+            agree,
+            correct,
+            note,
+        } => {
+            let feedback = Feedback {
+                verdict: if agree {
+                    Verdict::Agree
+                } else {
+                    Verdict::Corrected
+                },
+                corrected_label: correct,
+                note,
+                at_ms: 0,
+            };
+            store.set_feedback(id, &feedback).map_err(err)?;
+            eprintln!("feedback saved on record {id}");
+        }
+        HistoryAction::Delete { ids, all } => {
+            let deleted = if all {
+                store.delete_all()
+            } else {
+                store.delete(&ids)
+            }
+            .map_err(err)?;
+            eprintln!("deleted {deleted} records");
+        }
+        HistoryAction::Purge { older_than_days } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(err)?
+                .as_millis() as i64;
+            let deleted = store
+                .purge_older_than(now - i64::from(older_than_days) * DAY_MS)
+                .map_err(err)?;
+            eprintln!("deleted {deleted} records older than {older_than_days} days");
+        }
     }
     Ok(())
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Milliseconds since 1970 at the start of `day` (YYYY-MM-DD, UTC).
+fn day_start_ms(day: &str) -> Result<i64, String> {
+    let bad = || format!("'{day}' is not a date: write it as YYYY-MM-DD");
+    let parts: Vec<&str> = day.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, d): (i64, i64, i64) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    Ok((era * 146_097 + day_of_era - 719_468) * DAY_MS)
+}
+
+fn audit_command(command: AuditCommand) -> CliResult {
+    let mut store = open_history()?;
+    match command {
+        AuditCommand::Verify { json } => {
+            let result = audit::verify(&store.audit_entries().map_err(err)?);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&result).map_err(err)?);
+            } else if result.problems.is_empty() {
+                println!(
+                    "audit trail intact: {} entries, every link verified",
+                    result.entries
+                );
+            }
+            for problem in &result.problems {
+                eprintln!("audit problem: {problem}");
+            }
+            if result.problems.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "the audit trail has {} problem(s): it was changed outside MedText",
+                    result.problems.len()
+                ))
+            }
+        }
+        AuditCommand::Export { out } => {
+            let written = store.export_audit(&out).map_err(err)?;
+            eprintln!("wrote {written} audit entries to {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+/// Runs every check and prints one line each; fails if any failed.
+fn doctor() -> CliResult {
+    let mut failed = 0;
+    let mut report = |what: &str, outcome: Result<String, String>| match outcome {
+        Ok(detail) => println!("ok    {what}: {detail}"),
+        Err(problem) => {
+            failed += 1;
+            println!("FAIL  {what}: {problem}");
+        }
+    };
+    let models = models_dir();
+    report(
+        "model packs",
+        Ok(format!("looking in {}", models.display())).and_then(|where_| {
+            let packs = medtext_core::pack::installed(&models);
+            let broken: Vec<String> = packs
+                .iter()
+                .filter_map(|p| p.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            match (packs.len(), broken.is_empty()) {
+                (0, _) => Err(format!("no packs ({where_})")),
+                (n, true) => Ok(format!("{n} packs open and verify ({where_})")),
+                (_, false) => Err(broken.join("; ")),
+            }
+        }),
+    );
+    report(
+        "default pack",
+        Classifier::load(&models, DEFAULT_PACK, None)
+            .and_then(|c| {
+                c.classify("chest pain")
+                    .map(|_| c.pack().manifest.version.clone())
+            })
+            .map(|v| format!("{DEFAULT_PACK} {v} loads and classifies"))
+            .map_err(err),
+    );
+    let store = open_history();
+    report(
+        "history database and keychain",
+        store
+            .as_ref()
+            .map(|s| {
+                format!(
+                    "{} opens with its key from the OS keychain",
+                    s.path().display()
+                )
+            })
+            .map_err(Clone::clone),
+    );
+    if let Ok(store) = &store {
+        report(
+            "database integrity (cipher_integrity_check, integrity_check)",
+            store
+                .integrity_problems()
+                .map_err(err)
+                .and_then(|problems| {
+                    if problems.is_empty() {
+                        Ok("every page authenticates, structure sound".into())
+                    } else {
+                        Err(problems.join("; "))
+                    }
+                }),
+        );
+        report(
+            "audit trail",
+            store.audit_entries().map_err(err).and_then(|entries| {
+                let v = audit::verify(&entries);
+                if v.problems.is_empty() {
+                    Ok(format!("{} entries, chain intact", v.entries))
+                } else {
+                    Err(v.problems.join("; "))
+                }
+            }),
+        );
+    }
+    if failed == 0 {
+        Ok(())
+    } else {
+        Err(format!("{failed} check(s) failed"))
+    }
 }
 
 /// Reads the labelled file and maps its label values through `--label-names`.

@@ -159,6 +159,92 @@ fn saved_results_are_listed_by_history() {
         !db.windows(9).any(|w| w == b"hippocamp"),
         "plaintext on disk"
     );
+
+    // Search, feedback, the full record, deletion, and the audit trail of it all.
+    let other = medtext(
+        &["classify", "--save", "--json", "Colon adenocarcinoma."],
+        dir.path(),
+    );
+    assert!(other.status.success(), "{}", stderr(&other));
+    let ids_of = |args: &[&str]| -> Vec<i64> {
+        let out = medtext(args, dir.path());
+        assert!(out.status.success(), "{}", stderr(&out));
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        ids_of(&["history", "--json", "--search", "hippocampal alzh"]),
+        [id]
+    );
+    let out = medtext(
+        &[
+            "history",
+            "feedback",
+            &id.to_string(),
+            "--correct",
+            "neoplasms",
+            "--note",
+            "see MRI",
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        ids_of(&["history", "--json", "--feedback", "corrected"]),
+        [id]
+    );
+    let out = medtext(&["history", "show", &id.to_string(), "--json"], dir.path());
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["text"], note);
+    assert_eq!(record["feedback_detail"]["corrected_label"], "neoplasms");
+    assert_eq!(record["model_sha256"].as_str().unwrap().len(), 64);
+    let out = medtext(&["history", "delete", &id.to_string()], dir.path());
+    assert!(
+        stderr(&out).contains("deleted 1 records"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(ids_of(&["history", "--json", "--search", "hippocampal"]).is_empty());
+    let out = medtext(&["history", "--since", "2026-13-01"], dir.path());
+    assert!(stderr(&out).contains("is not a date"), "{}", stderr(&out));
+
+    let out = medtext(&["audit", "verify", "--json"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let verified: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // classify, classify, feedback, view, delete
+    assert_eq!(verified["entries"], 5);
+    assert_eq!(verified["problems"].as_array().unwrap().len(), 0);
+    let log = dir.path().join("audit.jsonl");
+    let out = medtext(
+        &["audit", "export", "--out", log.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let exported = std::fs::read_to_string(&log).unwrap();
+    let actions: Vec<String> = exported
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        ["classify", "classify", "feedback", "view", "delete"]
+    );
+    assert!(!exported.contains("hippocamp") && !exported.contains("adenocarcinoma"));
+
+    let out = medtext(&["doctor"], dir.path());
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{report}{}", stderr(&out));
+    assert!(report.contains("ok    audit trail: 6 entries"), "{report}");
+    assert!(!report.contains("FAIL"), "{report}");
     // Leave no secrets behind in the test keychain.
     medtext_core::keychain::delete_database_key(
         &dir.path().canonicalize().unwrap().join("history.db"),

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::abbreviations::Abbreviations;
 use crate::encoder::{bert, distilbert, Encoder};
@@ -69,6 +70,11 @@ pub struct Classification {
     pub pack: String,
     pub pack_version: String,
     pub head: String,
+    /// Identifies the exact weights behind this result: sha256 over the
+    /// encoder weights' and the head's sha256 (kept with history records and
+    /// audit entries).
+    #[serde(default)]
+    pub model_sha256: String,
     /// The most probable label.
     pub top: LabelScore,
     /// Every label, most probable first.
@@ -304,6 +310,8 @@ pub struct Classifier {
 struct LoadedHead {
     spec: HeadSpec,
     head: Box<dyn Head>,
+    /// See [`Classification::model_sha256`].
+    model_sha256: String,
 }
 
 impl Classifier {
@@ -344,9 +352,17 @@ impl Classifier {
                         labels,
                     )?),
                 };
+                let encoder_weights = spec
+                    .sha256
+                    .get("model.safetensors")
+                    .map_or("", String::as_str);
                 Ok(LoadedHead {
                     spec: head_spec.clone(),
                     head,
+                    model_sha256: hex::encode(Sha256::digest(format!(
+                        "{encoder_weights}:{}",
+                        head_spec.sha256
+                    ))),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -522,6 +538,7 @@ impl Classifier {
             pack: self.pack.manifest.name.clone(),
             pack_version: self.pack.manifest.version.clone(),
             head: spec.name.clone(),
+            model_sha256: self.heads[h].model_sha256.clone(),
             needs_review: f64::from(top.probability) < spec.abstain_below,
             top,
             probabilities,

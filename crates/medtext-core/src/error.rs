@@ -53,6 +53,9 @@ pub enum Error {
     #[error("history database {path}: {problem}")]
     Store { path: PathBuf, problem: String },
 
+    #[error("there is no history record {id}: it may have been deleted")]
+    RecordNotFound { id: i64 },
+
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -9,17 +9,16 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Type;
-use rusqlite::{params, Connection, ErrorCode, OpenFlags};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{self, Action, Event};
+use crate::evidence::WordEvidence;
 use crate::keychain::{self, DatabaseKey};
 use crate::{paths, Classification, Error, LabelScore, Result};
 
 /// File name of the history database inside the data directory.
 pub const DATABASE_FILE: &str = "history.db";
-
-/// Characters of the text kept in list views; the full text stays in the row.
-const PREVIEW_CHARS: usize = 160;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many
 /// have run. Never edit a released entry: append a new one.
@@ -39,7 +38,53 @@ const MIGRATIONS: &[&str] = &[
         windows       INTEGER NOT NULL
     );
     CREATE INDEX classifications_created ON classifications(created_at_ms);",
+    // 2: evidence, model hash, feedback, full-text search, audit trail
+    "ALTER TABLE classifications ADD COLUMN evidence TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE classifications ADD COLUMN model_sha256 TEXT NOT NULL DEFAULT '';
+    ALTER TABLE classifications ADD COLUMN feedback TEXT
+        CHECK (feedback IN ('agree', 'corrected'));
+    ALTER TABLE classifications ADD COLUMN corrected_label TEXT;
+    ALTER TABLE classifications ADD COLUMN feedback_note TEXT;
+    ALTER TABLE classifications ADD COLUMN feedback_at_ms INTEGER;
+    CREATE INDEX classifications_label ON classifications(top_label, created_at_ms);
+    CREATE INDEX classifications_pack ON classifications(pack, created_at_ms);
+    CREATE VIRTUAL TABLE classifications_fts USING fts5(
+        text, content='classifications', content_rowid='id',
+        tokenize='unicode61 remove_diacritics 2');
+    INSERT INTO classifications_fts(classifications_fts, rank) VALUES ('secure-delete', 1);
+    INSERT INTO classifications_fts(classifications_fts) VALUES ('rebuild');
+    CREATE TRIGGER classifications_fts_insert AFTER INSERT ON classifications BEGIN
+        INSERT INTO classifications_fts(rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER classifications_fts_delete AFTER DELETE ON classifications BEGIN
+        INSERT INTO classifications_fts(classifications_fts, rowid, text)
+        VALUES ('delete', old.id, old.text);
+    END;
+    CREATE TRIGGER classifications_fts_update AFTER UPDATE OF text ON classifications BEGIN
+        INSERT INTO classifications_fts(classifications_fts, rowid, text)
+        VALUES ('delete', old.id, old.text);
+        INSERT INTO classifications_fts(rowid, text) VALUES (new.id, new.text);
+    END;",
+    // The audit table is its own constant so the audit tests use exactly it.
+    AUDIT_TABLE,
 ];
+
+/// See [`crate::audit`].
+pub(crate) const AUDIT_TABLE: &str = "CREATE TABLE audit (
+        seq          INTEGER PRIMARY KEY,
+        at_ms        INTEGER NOT NULL,
+        os_user      TEXT    NOT NULL,
+        action       TEXT    NOT NULL,
+        record_ids   TEXT    NOT NULL,
+        model_sha256 TEXT,
+        text_sha256  TEXT,
+        detail       TEXT,
+        prev_hash    TEXT    NOT NULL,
+        hash         TEXT    NOT NULL
+    );";
+
+/// Most entries one page of a search returns.
+pub const MAX_PAGE: usize = 500;
 
 /// One saved classification, as shown in the history list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +99,93 @@ pub struct HistoryEntry {
     pub top: LabelScore,
     pub needs_review: bool,
     pub probabilities: Vec<LabelScore>,
+    /// The clinician's verdict, if they gave one.
+    pub feedback: Option<Verdict>,
+}
+
+/// One saved classification in full, as it was classified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    #[serde(flatten)]
+    pub entry: HistoryEntry,
+    pub text: String,
+    pub evidence: Vec<WordEvidence>,
+    pub model_sha256: String,
+    pub feedback_detail: Option<Feedback>,
+}
+
+/// A clinician's verdict on a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The suggested label is right.
+    Agree,
+    /// Another label is right: see [`Feedback::corrected_label`].
+    Corrected,
+}
+
+impl Verdict {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Agree => "agree",
+            Self::Corrected => "corrected",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "agree" => Some(Self::Agree),
+            "corrected" => Some(Self::Corrected),
+            _ => None,
+        }
+    }
+}
+
+/// Feedback on one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub verdict: Verdict,
+    /// The right label id, with [`Verdict::Corrected`].
+    pub corrected_label: Option<String>,
+    pub note: Option<String>,
+    #[serde(default)]
+    pub at_ms: i64,
+}
+
+/// Which records a search returns. Every filter is optional; all given
+/// filters must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryQuery {
+    /// Words that must all occur in the text (each also as a prefix:
+    /// "tropon" finds "troponin"). Never interpreted as a query language.
+    pub text: Option<String>,
+    /// Top label id.
+    pub label: Option<String>,
+    pub pack: Option<String>,
+    /// Inclusive bounds on when the record was saved.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub feedback: Option<FeedbackFilter>,
+    pub offset: usize,
+    /// At most [`MAX_PAGE`]; 0 means 50.
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedbackFilter {
+    Agree,
+    Corrected,
+    /// No feedback given yet.
+    None,
+}
+
+/// One page of a search and how many records match in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    pub total: usize,
 }
 
 pub struct HistoryStore {
@@ -161,21 +293,26 @@ impl HistoryStore {
         Ok(())
     }
 
-    /// Saves a classification of `text`; returns the new record's id once it is
-    /// committed to disk.
+    /// Saves a classification of `text` with its audit entry, in one
+    /// transaction; returns the new record's id once both are on disk.
     pub fn save(&mut self, text: &str, c: &Classification) -> Result<i64> {
-        let probabilities = serde_json::to_string(&c.probabilities).map_err(|e| Error::Store {
-            path: self.path.clone(),
-            problem: format!("cannot encode probabilities: {e}"),
-        })?;
-        self.conn
-            .execute(
+        let encode = |what: &str, json: serde_json::Result<String>| {
+            json.map_err(|e| Error::Store {
+                path: self.path.clone(),
+                problem: format!("cannot encode {what}: {e}"),
+            })
+        };
+        let probabilities = encode("probabilities", serde_json::to_string(&c.probabilities))?;
+        let evidence = encode("evidence", serde_json::to_string(&c.evidence))?;
+        let now = now_ms();
+        self.in_transaction(|tx| {
+            tx.execute(
                 "INSERT INTO classifications
                  (created_at_ms, text, pack, pack_version, head, top_label, top_probability,
-                  needs_review, probabilities, windows)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                  needs_review, probabilities, windows, evidence, model_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 params![
-                    now_ms(),
+                    now,
                     text,
                     c.pack,
                     c.pack_version,
@@ -185,51 +322,350 @@ impl HistoryStore {
                     c.needs_review,
                     probabilities,
                     c.windows as i64,
+                    evidence,
+                    c.model_sha256,
                 ],
+            )?;
+            let id = tx.last_insert_rowid();
+            audit::append(
+                tx,
+                Action::Classify,
+                Event {
+                    record_ids: &[id],
+                    model_sha256: Some(&c.model_sha256),
+                    text_sha256: Some(audit::text_sha256(text)),
+                    detail: None,
+                },
+                now,
+            )?;
+            Ok(id)
+        })
+    }
+
+    /// Runs `work` in a transaction: committed when it succeeds, rolled back
+    /// (nothing written) when it fails.
+    fn in_transaction<T>(
+        &mut self,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| store_error(&path, e))?;
+        let value = work(&tx).map_err(|e| store_error(&path, e))?;
+        tx.commit().map_err(|e| store_error(&path, e))?;
+        Ok(value)
+    }
+
+    /// The record `id` in full; the view is audited.
+    pub fn record(&mut self, id: i64) -> Result<HistoryRecord> {
+        let path = self.path.clone();
+        let record = self
+            .conn
+            .query_row(
+                &format!("SELECT {ENTRY_COLUMNS}, text, evidence, model_sha256, corrected_label, feedback_note, feedback_at_ms FROM classifications WHERE id = ?1"),
+                params![id],
+                |r| {
+                    let entry = entry_from_row(r)?;
+                    let evidence: String = r.get(11)?;
+                    let feedback_detail = entry.feedback.map(|verdict| -> rusqlite::Result<Feedback> {
+                        Ok(Feedback {
+                            verdict,
+                            corrected_label: r.get(13)?,
+                            note: r.get(14)?,
+                            at_ms: r.get::<_, Option<i64>>(15)?.unwrap_or_default(),
+                        })
+                    }).transpose()?;
+                    Ok(HistoryRecord {
+                        entry,
+                        text: r.get(10)?,
+                        evidence: serde_json::from_str(&evidence).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(11, Type::Text, Box::new(e))
+                        })?,
+                        model_sha256: r.get(12)?,
+                        feedback_detail,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| store_error(&path, e))?
+            .ok_or(Error::RecordNotFound { id })?;
+        let model = record.model_sha256.clone();
+        self.in_transaction(|tx| {
+            audit::append(
+                tx,
+                Action::View,
+                Event {
+                    record_ids: &[id],
+                    model_sha256: Some(&model),
+                    ..Event::default()
+                },
+                now_ms(),
+            )
+        })?;
+        Ok(record)
+    }
+
+    /// Records `feedback` on record `id` (replacing earlier feedback).
+    pub fn set_feedback(&mut self, id: i64, feedback: &Feedback) -> Result<()> {
+        if feedback.verdict == Verdict::Corrected
+            && feedback
+                .corrected_label
+                .as_deref()
+                .is_none_or(|l| l.trim().is_empty())
+        {
+            return Err(Error::Store {
+                path: self.path.clone(),
+                problem: "a correction needs the right label".into(),
+            });
+        }
+        let now = now_ms();
+        let changed = self.in_transaction(|tx| {
+            let changed = tx.execute(
+                "UPDATE classifications SET feedback = ?1, corrected_label = ?2,
+                     feedback_note = ?3, feedback_at_ms = ?4 WHERE id = ?5",
+                params![
+                    feedback.verdict.as_str(),
+                    feedback.corrected_label,
+                    feedback.note,
+                    now,
+                    id
+                ],
+            )?;
+            if changed == 1 {
+                audit::append(
+                    tx,
+                    Action::Feedback,
+                    Event {
+                        record_ids: &[id],
+                        detail: Some(format!("verdict={}", feedback.verdict.as_str())),
+                        ..Event::default()
+                    },
+                    now,
+                )?;
+            }
+            Ok(changed)
+        })?;
+        if changed == 0 {
+            return Err(Error::RecordNotFound { id });
+        }
+        Ok(())
+    }
+
+    /// Deletes the records `ids` (those that exist); returns how many.
+    /// `secure_delete` overwrites their bytes in the file.
+    pub fn delete(&mut self, ids: &[i64]) -> Result<usize> {
+        let now = now_ms();
+        self.in_transaction(|tx| {
+            let mut deleted = Vec::new();
+            for &id in ids {
+                if tx.execute("DELETE FROM classifications WHERE id = ?1", [id])? == 1 {
+                    deleted.push(id);
+                }
+            }
+            if !deleted.is_empty() {
+                audit::append(
+                    tx,
+                    Action::Delete,
+                    Event {
+                        record_ids: &deleted,
+                        ..Event::default()
+                    },
+                    now,
+                )?;
+            }
+            Ok(deleted.len())
+        })
+    }
+
+    /// Deletes every record; returns how many.
+    pub fn delete_all(&mut self) -> Result<usize> {
+        self.delete_where(Action::Delete, "1 = 1", [], "all".into())
+    }
+
+    /// Deletes the records saved before `cutoff_ms` (the retention period);
+    /// returns how many.
+    pub fn purge_older_than(&mut self, cutoff_ms: i64) -> Result<usize> {
+        self.delete_where(
+            Action::RetentionPurge,
+            "created_at_ms < ?1",
+            [cutoff_ms],
+            format!("before_ms={cutoff_ms}"),
+        )
+    }
+
+    fn delete_where<const N: usize>(
+        &mut self,
+        action: Action,
+        condition: &str,
+        values: [i64; N],
+        detail: String,
+    ) -> Result<usize> {
+        let now = now_ms();
+        self.in_transaction(|tx| {
+            let deleted = tx.execute(
+                &format!("DELETE FROM classifications WHERE {condition}"),
+                rusqlite::params_from_iter(values),
+            )?;
+            if deleted > 0 {
+                audit::append(
+                    tx,
+                    action,
+                    Event {
+                        detail: Some(format!("{detail} rows={deleted}")),
+                        ..Event::default()
+                    },
+                    now,
+                )?;
+            }
+            Ok(deleted)
+        })
+    }
+
+    /// The records matching `query`, newest first, one page at a time.
+    pub fn search(&self, query: &HistoryQuery) -> Result<HistoryPage> {
+        let mut conditions: Vec<String> = Vec::new();
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        let mut bind = |condition: &str, value: rusqlite::types::Value| {
+            values.push(value);
+            conditions.push(condition.replace('?', &format!("?{}", values.len())));
+        };
+        if let Some(fts) = query.text.as_deref().and_then(fts_query) {
+            bind(
+                "id IN (SELECT rowid FROM classifications_fts WHERE classifications_fts MATCH ?)",
+                fts.into(),
+            );
+        }
+        if let Some(label) = &query.label {
+            bind("top_label = ?", label.clone().into());
+        }
+        if let Some(pack) = &query.pack {
+            bind("pack = ?", pack.clone().into());
+        }
+        if let Some(from) = query.from_ms {
+            bind("created_at_ms >= ?", from.into());
+        }
+        if let Some(to) = query.to_ms {
+            bind("created_at_ms <= ?", to.into());
+        }
+        match query.feedback {
+            Some(FeedbackFilter::Agree) => conditions.push("feedback = 'agree'".into()),
+            Some(FeedbackFilter::Corrected) => conditions.push("feedback = 'corrected'".into()),
+            Some(FeedbackFilter::None) => conditions.push("feedback IS NULL".into()),
+            None => {}
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let total: i64 = self
+            .conn
+            .query_row(
+                &format!("SELECT count(*) FROM classifications {filter}"),
+                rusqlite::params_from_iter(values.iter()),
+                |r| r.get(0),
             )
             .map_err(|e| store_error(&self.path, e))?;
-        Ok(self.conn.last_insert_rowid())
+        let limit = match query.limit {
+            0 => 50,
+            n => n.min(MAX_PAGE),
+        };
+        let mut page_values = values;
+        page_values.push((limit as i64).into());
+        page_values.push((query.offset as i64).into());
+        let n = page_values.len();
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {ENTRY_COLUMNS} FROM classifications {filter}
+                 ORDER BY created_at_ms DESC, id DESC LIMIT ?{} OFFSET ?{n}",
+                n - 1
+            ))
+            .map_err(|e| store_error(&self.path, e))?;
+        let entries = stmt
+            .query_map(
+                rusqlite::params_from_iter(page_values.iter()),
+                entry_from_row,
+            )
+            .map_err(|e| store_error(&self.path, e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| store_error(&self.path, e))?;
+        Ok(HistoryPage {
+            entries,
+            total: total.try_into().unwrap_or_default(),
+        })
+    }
+
+    /// The audit trail, oldest first.
+    pub fn audit_entries(&self) -> Result<Vec<audit::Entry>> {
+        audit::entries(&self.conn).map_err(|e| store_error(&self.path, e))
+    }
+
+    /// Writes the audit trail to `out` as JSON Lines (one entry per line,
+    /// oldest first) and records the export in the trail; returns how many
+    /// entries were written. The file is complete or absent: it is written
+    /// beside `out` and renamed into place.
+    pub fn export_audit(&mut self, out: &Path) -> Result<usize> {
+        let entries = self.audit_entries()?;
+        let mut lines = String::new();
+        for entry in &entries {
+            let line = serde_json::to_string(entry).map_err(|e| Error::Store {
+                path: self.path.clone(),
+                problem: format!("cannot encode an audit entry: {e}"),
+            })?;
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        let partial = out.with_extension("partial");
+        std::fs::write(&partial, lines).map_err(|e| Error::io(&partial, e))?;
+        std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
+        let detail = format!("audit-log entries={}", entries.len());
+        self.in_transaction(|tx| {
+            audit::append(
+                tx,
+                Action::Export,
+                Event {
+                    detail: Some(detail),
+                    ..Event::default()
+                },
+                now_ms(),
+            )
+        })?;
+        Ok(entries.len())
+    }
+
+    /// Checks every page's authentication code (`cipher_integrity_check`)
+    /// and the database structure (`integrity_check`); the problems found,
+    /// empty when the file is sound.
+    pub fn integrity_problems(&self) -> Result<Vec<String>> {
+        let rows = |sql: &str| -> Result<Vec<String>> {
+            let mut stmt = self
+                .conn
+                .prepare(sql)
+                .map_err(|e| store_error(&self.path, e))?;
+            let found = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| store_error(&self.path, e))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| store_error(&self.path, e))?;
+            Ok(found)
+        };
+        let mut problems = rows("PRAGMA cipher_integrity_check")?;
+        problems.extend(
+            rows("PRAGMA integrity_check")?
+                .into_iter()
+                .filter(|r| r != "ok"),
+        );
+        Ok(problems)
     }
 
     /// The `limit` most recent entries, newest first.
     pub fn recent(&self, limit: usize) -> Result<Vec<HistoryEntry>> {
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT id, created_at_ms, substr(text, 1, ?2), pack, pack_version, head,
-                        needs_review, probabilities, top_label
-                 FROM classifications ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
-            )
-            .map_err(|e| store_error(&self.path, e))?;
-        let rows = stmt
-            .query_map(params![limit as i64, PREVIEW_CHARS as i64], |r| {
-                let probabilities: Vec<LabelScore> = serde_json::from_str(&r.get::<_, String>(7)?)
-                    .map_err(|e| {
-                        rusqlite::Error::FromSqlConversionFailure(7, Type::Text, Box::new(e))
-                    })?;
-                let top_label: String = r.get(8)?;
-                let top = probabilities
-                    .iter()
-                    .find(|l| l.id == top_label)
-                    .cloned()
-                    .ok_or_else(|| {
-                        rusqlite::Error::InvalidColumnType(8, "top_label".into(), Type::Text)
-                    })?;
-                Ok(HistoryEntry {
-                    id: r.get(0)?,
-                    created_at_ms: r.get(1)?,
-                    preview: r.get(2)?,
-                    pack: r.get(3)?,
-                    pack_version: r.get(4)?,
-                    head: r.get(5)?,
-                    needs_review: r.get(6)?,
-                    top,
-                    probabilities,
-                })
-            })
-            .map_err(|e| store_error(&self.path, e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| store_error(&self.path, e))
+        Ok(self
+            .search(&HistoryQuery {
+                limit,
+                ..HistoryQuery::default()
+            })?
+            .entries)
     }
 
     /// Number of saved classifications.
@@ -238,6 +674,48 @@ impl HistoryStore {
             .query_row("SELECT count(*) FROM classifications", [], |r| r.get(0))
             .map_err(|e| store_error(&self.path, e))
     }
+}
+
+/// The columns [`entry_from_row`] reads, in its order. List views show the
+/// first 160 characters of the text; the full text stays in the row.
+const ENTRY_COLUMNS: &str = "id, created_at_ms, substr(text, 1, 160), pack, pack_version, head,
+    needs_review, probabilities, top_label, feedback";
+
+fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
+    let probabilities: Vec<LabelScore> = serde_json::from_str(&r.get::<_, String>(7)?)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(7, Type::Text, Box::new(e)))?;
+    let top_label: String = r.get(8)?;
+    let top = probabilities
+        .iter()
+        .find(|l| l.id == top_label)
+        .cloned()
+        .ok_or_else(|| rusqlite::Error::InvalidColumnType(8, "top_label".into(), Type::Text))?;
+    Ok(HistoryEntry {
+        id: r.get(0)?,
+        created_at_ms: r.get(1)?,
+        preview: r.get(2)?,
+        pack: r.get(3)?,
+        pack_version: r.get(4)?,
+        head: r.get(5)?,
+        needs_review: r.get(6)?,
+        top,
+        probabilities,
+        feedback: r
+            .get::<_, Option<String>>(9)?
+            .as_deref()
+            .and_then(Verdict::parse),
+    })
+}
+
+/// The words of `text` as an FTS5 query that can only mean "all of these
+/// words, each as a prefix": every word is quoted, so quotes, `*`, `NEAR`,
+/// `OR`, column filters and the like are searched for, never obeyed.
+fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split_whitespace()
+        .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
 }
 
 fn store_error(path: &Path, e: rusqlite::Error) -> Error {
@@ -301,6 +779,7 @@ mod tests {
             pack: "p".into(),
             pack_version: "1".into(),
             head: "h".into(),
+            model_sha256: "m".repeat(64),
             top: probs[0].clone(),
             probabilities: probs,
             needs_review: false,
@@ -429,5 +908,325 @@ mod tests {
         }
         let err = HistoryStore::open(&db, &key(6)).err().unwrap().to_string();
         assert!(err.contains("schema version 99"), "{err}");
+    }
+
+    fn store(dir: &Path, b: u8) -> HistoryStore {
+        HistoryStore::open(&dir.join(DATABASE_FILE), &key(b)).unwrap()
+    }
+
+    fn ids(page: &HistoryPage) -> Vec<i64> {
+        page.entries.iter().map(|e| e.id).collect()
+    }
+
+    fn text_query(text: &str) -> HistoryQuery {
+        HistoryQuery {
+            text: Some(text.into()),
+            ..HistoryQuery::default()
+        }
+    }
+
+    #[test]
+    fn a_database_from_every_earlier_version_is_migrated_with_its_records() {
+        for version in 1..MIGRATIONS.len() {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join(DATABASE_FILE);
+            {
+                // A database as that version of MedText left it.
+                let conn = Connection::open(&db).unwrap();
+                conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key(9).to_hex()))
+                    .unwrap();
+                for sql in &MIGRATIONS[..version] {
+                    conn.execute_batch(sql).unwrap();
+                }
+                conn.pragma_update(None, "user_version", version as i64)
+                    .unwrap();
+                conn.execute(
+                    "INSERT INTO classifications (created_at_ms, text, pack, pack_version, head,
+                         top_label, top_probability, needs_review, probabilities, windows)
+                     VALUES (1000, 'old troponin note', 'p', '1', 'h', 'I20-I25', 0.7, 0,
+                         '[{\"id\":\"I20-I25\",\"display\":\"Top\",\"probability\":0.7}]', 1)",
+                    [],
+                )
+                .unwrap();
+            }
+            let mut s = HistoryStore::open(&db, &key(9)).unwrap();
+            let version_now: i64 = s
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(version_now, MIGRATIONS.len() as i64);
+            // The old record is found by its words and opens whole.
+            let page = s.search(&text_query("tropon")).unwrap();
+            assert_eq!(page.total, 1, "from version {version}");
+            let record = s.record(page.entries[0].id).unwrap();
+            assert_eq!(record.text, "old troponin note");
+            assert!(record.evidence.is_empty());
+            assert_eq!(record.entry.feedback, None);
+            s.save("new note", &sample("x")).unwrap();
+            assert_eq!(s.count().unwrap(), 2);
+            assert!(audit::verify(&s.audit_entries().unwrap())
+                .problems
+                .is_empty());
+        }
+    }
+
+    #[test]
+    fn search_combines_words_labels_dates_feedback_and_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 10);
+        let a = s
+            .save("chest pain, troponin raised", &sample("I20-I25"))
+            .unwrap();
+        let b = s
+            .save("troponin normal, pleuritic pain", &sample("J00-J99"))
+            .unwrap();
+        let c = s
+            .save("fracture of the left wrist", &sample("S00-T88"))
+            .unwrap();
+        // Newest first; every word must match, each as a prefix.
+        assert_eq!(ids(&s.search(&text_query("troponin")).unwrap()), [b, a]);
+        assert_eq!(ids(&s.search(&text_query("tropon pleur")).unwrap()), [b]);
+        assert_eq!(ids(&s.search(&text_query("PAIN")).unwrap()), [b, a]);
+        let by_label = HistoryQuery {
+            label: Some("I20-I25".into()),
+            ..HistoryQuery::default()
+        };
+        assert_eq!(ids(&s.search(&by_label).unwrap()), [a]);
+        s.set_feedback(
+            c,
+            &Feedback {
+                verdict: Verdict::Corrected,
+                corrected_label: Some("M00-M99".into()),
+                note: Some("old injury".into()),
+                at_ms: 0,
+            },
+        )
+        .unwrap();
+        s.set_feedback(
+            a,
+            &Feedback {
+                verdict: Verdict::Agree,
+                corrected_label: None,
+                note: None,
+                at_ms: 0,
+            },
+        )
+        .unwrap();
+        let with = |feedback| HistoryQuery {
+            feedback: Some(feedback),
+            ..HistoryQuery::default()
+        };
+        assert_eq!(ids(&s.search(&with(FeedbackFilter::Agree)).unwrap()), [a]);
+        assert_eq!(
+            ids(&s.search(&with(FeedbackFilter::Corrected)).unwrap()),
+            [c]
+        );
+        assert_eq!(ids(&s.search(&with(FeedbackFilter::None)).unwrap()), [b]);
+        let record = s.record(c).unwrap();
+        assert_eq!(record.entry.feedback, Some(Verdict::Corrected));
+        let detail = record.feedback_detail.unwrap();
+        assert_eq!(detail.corrected_label.as_deref(), Some("M00-M99"));
+        assert_eq!(detail.note.as_deref(), Some("old injury"));
+        assert!(detail.at_ms > 0);
+        // Dates are inclusive bounds.
+        let created = record.entry.created_at_ms;
+        let since = HistoryQuery {
+            from_ms: Some(created + 1),
+            ..HistoryQuery::default()
+        };
+        assert!(s.search(&since).unwrap().entries.iter().all(|e| e.id != c));
+        let upto = HistoryQuery {
+            to_ms: Some(created),
+            ..HistoryQuery::default()
+        };
+        assert!(ids(&s.search(&upto).unwrap()).contains(&c));
+        // Paging: the total counts every match, a page holds `limit`.
+        let page = |offset| HistoryQuery {
+            limit: 2,
+            offset,
+            ..HistoryQuery::default()
+        };
+        let first = s.search(&page(0)).unwrap();
+        assert_eq!((first.total, ids(&first)), (3, vec![c, b]));
+        assert_eq!(ids(&s.search(&page(2)).unwrap()), [a]);
+        assert!(s.search(&page(3)).unwrap().entries.is_empty());
+    }
+
+    #[test]
+    fn query_syntax_in_a_search_is_searched_for_never_obeyed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 11);
+        let quoted = s
+            .save("pt O'Brien said \"it hurts\"", &sample("x"))
+            .unwrap();
+        s.save("another note entirely", &sample("x")).unwrap();
+        for payload in [
+            "\"",
+            "\"\"\"",
+            "*",
+            "NEAR(a b)",
+            "a OR b",
+            "text: note",
+            "'; DROP TABLE classifications; --",
+            "^note",
+            "note AND",
+            "(",
+            "{text}:note",
+        ] {
+            let page = s.search(&text_query(payload));
+            assert!(page.is_ok(), "{payload}: {page:?}");
+        }
+        assert_eq!(s.count().unwrap(), 2);
+        assert_eq!(ids(&s.search(&text_query("O'Brien")).unwrap()), [quoted]);
+        assert_eq!(
+            ids(&s.search(&text_query("\"it hurts\"")).unwrap()),
+            [quoted]
+        );
+        // "OR" is a word to find, not an operator: nothing has all of these.
+        assert!(s
+            .search(&text_query("O'Brien OR another"))
+            .unwrap()
+            .entries
+            .is_empty());
+        // Labels are bound values too.
+        let injected = HistoryQuery {
+            label: Some("x' OR '1'='1".into()),
+            ..HistoryQuery::default()
+        };
+        assert!(s.search(&injected).unwrap().entries.is_empty());
+    }
+
+    #[test]
+    fn feedback_needs_a_record_and_a_correction_needs_its_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 12);
+        let id = s.save("note", &sample("x")).unwrap();
+        let corrected = Feedback {
+            verdict: Verdict::Corrected,
+            corrected_label: None,
+            note: None,
+            at_ms: 0,
+        };
+        assert!(s.set_feedback(id, &corrected).is_err());
+        let agree = Feedback {
+            verdict: Verdict::Agree,
+            ..corrected
+        };
+        assert!(matches!(
+            s.set_feedback(id + 100, &agree),
+            Err(Error::RecordNotFound { .. })
+        ));
+        assert!(matches!(
+            s.record(id + 100),
+            Err(Error::RecordNotFound { .. })
+        ));
+    }
+
+    /// The terms of the full-text index, from an `fts5vocab` view of it.
+    fn indexed_terms(s: &HistoryStore) -> Vec<String> {
+        s.conn
+            .execute_batch(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS temp.terms USING fts5vocab(main, classifications_fts, row);",
+            )
+            .unwrap();
+        let mut stmt = s.conn.prepare("SELECT term FROM temp.terms").unwrap();
+        let terms = stmt.query_map([], |r| r.get(0)).unwrap();
+        terms.map(|t| t.unwrap()).collect()
+    }
+
+    #[test]
+    fn deleted_records_leave_no_trace_in_search_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DATABASE_FILE);
+        let mut s = store(dir.path(), 13);
+        let secret = s.save(SECRET_NOTE, &sample("I20-I25")).unwrap();
+        let kept = s
+            .save("unremarkable follow-up", &sample("Z00-Z99"))
+            .unwrap();
+        let other = s.save("third note", &sample("Z00-Z99")).unwrap();
+        assert!(indexed_terms(&s).contains(&"zebrafinch".to_string()));
+        assert_eq!(s.delete(&[secret, secret + 1000]).unwrap(), 1);
+        assert!(s
+            .search(&text_query("Zebrafinch"))
+            .unwrap()
+            .entries
+            .is_empty());
+        assert!(!indexed_terms(&s).contains(&"zebrafinch".to_string()));
+        assert!(matches!(
+            s.record(secret),
+            Err(Error::RecordNotFound { .. })
+        ));
+        assert_eq!(
+            ids(&s.search(&HistoryQuery::default()).unwrap()),
+            [other, kept]
+        );
+        // Retention: records saved before the cut-off go.
+        let cutoff = s.record(other).unwrap().entry.created_at_ms + 1;
+        assert_eq!(s.purge_older_than(cutoff).unwrap(), 2);
+        assert_eq!(s.count().unwrap(), 0);
+        s.save("after the purge", &sample("x")).unwrap();
+        assert_eq!(s.delete_all().unwrap(), 1);
+        let actions: Vec<String> = s
+            .audit_entries()
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "classify",
+                "classify",
+                "classify",
+                "delete",
+                "view",
+                "retention-purge",
+                "classify",
+                "delete"
+            ]
+        );
+        drop(s);
+        let bytes = files_of(&db);
+        assert!(!bytes.windows(10).any(|w| w == b"Zebrafinch"));
+    }
+
+    #[test]
+    fn every_action_is_audited_without_text_and_the_chain_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 14);
+        let c = sample("I20-I25");
+        let id = s.save(SECRET_NOTE, &c).unwrap();
+        s.record(id).unwrap();
+        let entries = s.audit_entries().unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].action, "classify");
+        assert_eq!(entries[0].record_ids, [id]);
+        assert_eq!(
+            entries[0].model_sha256.as_deref(),
+            Some(c.model_sha256.as_str())
+        );
+        assert_eq!(
+            entries[0].text_sha256.as_deref(),
+            Some(audit::text_sha256(SECRET_NOTE).as_str())
+        );
+        assert_eq!(entries[1].action, "view");
+        let all = serde_json::to_string(&entries).unwrap();
+        assert!(!all.contains("Zebrafinch") && !all.contains("troponin"));
+        assert!(audit::verify(&entries).problems.is_empty());
+        // Editing an entry in the file is caught and named.
+        s.conn
+            .execute("UPDATE audit SET action = 'export' WHERE seq = 2", [])
+            .unwrap();
+        let problems = audit::verify(&s.audit_entries().unwrap()).problems;
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].starts_with("entry 2 "), "{problems:?}");
+    }
+
+    #[test]
+    fn integrity_checks_pass_on_a_sound_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 15);
+        s.save("note", &sample("x")).unwrap();
+        assert_eq!(s.integrity_problems().unwrap(), Vec::<String>::new());
     }
 }

@@ -52,6 +52,7 @@ fn history_survives_reopening_through_the_keychain() {
         pack: "p".into(),
         pack_version: "1".into(),
         head: "h".into(),
+        model_sha256: "m".repeat(64),
         top: medtext_core::LabelScore {
             id: "I20-I25".into(),
             display: "Ischaemic heart diseases".into(),
