@@ -210,6 +210,19 @@ impl HistoryStore {
     /// there.
     pub fn open(path: &Path, key: &DatabaseKey) -> Result<Self> {
         let exists = path.exists();
+        if exists && is_empty_file(path)? {
+            // An empty file is what a first run leaves when it is stopped
+            // before the database is set up: nothing can have been saved
+            // (records go to the write-ahead log only after the header is
+            // written), so it is set up now. An empty file beside a log that
+            // holds data is damage, and is reported.
+            let wal = PathBuf::from(format!("{}-wal", path.display()));
+            if wal.exists() && !is_empty_file(&wal)? {
+                return Err(Error::WrongKeyOrNotADatabase {
+                    path: path.to_path_buf(),
+                });
+            }
+        }
         let flags = if exists {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
         } else {
@@ -217,18 +230,6 @@ impl HistoryStore {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
         };
-        if exists
-            && std::fs::metadata(path)
-                .map_err(|e| Error::io(path, e))?
-                .len()
-                == 0
-        {
-            // SQLite would happily turn an empty file into a fresh database;
-            // an empty file where history should be is damage to report.
-            return Err(Error::WrongKeyOrNotADatabase {
-                path: path.to_path_buf(),
-            });
-        }
         let conn = Connection::open_with_flags(path, flags).map_err(|e| store_error(path, e))?;
         // Raw 256-bit key: no passphrase derivation needed, the key is random.
         conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))
@@ -251,9 +252,7 @@ impl HistoryStore {
              PRAGMA foreign_keys = ON;",
         )
         .map_err(|e| store_error(path, e))?;
-        if !exists {
-            restrict_to_owner(path)?;
-        }
+        restrict_to_owner(path)?;
         let mut store = Self {
             conn,
             path: path.to_path_buf(),
@@ -736,6 +735,13 @@ fn store_error(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
+fn is_empty_file(path: &Path) -> Result<bool> {
+    Ok(std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len()
+        == 0)
+}
+
 fn restrict_to_owner(path: &Path) -> Result<()> {
     #[cfg(unix)]
     {
@@ -876,17 +882,14 @@ mod tests {
     }
 
     #[test]
-    fn random_bytes_and_empty_files_are_not_replaced_by_a_new_database() {
+    fn random_bytes_are_not_replaced_by_a_new_database() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, content) in [
-            (
-                "random.db",
-                (0..8192u32)
-                    .map(|i| (i * 7919 % 251) as u8)
-                    .collect::<Vec<_>>(),
-            ),
-            ("empty.db", vec![]),
-        ] {
+        for (name, content) in [(
+            "random.db",
+            (0..8192u32)
+                .map(|i| (i * 7919 % 251) as u8)
+                .collect::<Vec<_>>(),
+        )] {
             let db = dir.path().join(name);
             std::fs::write(&db, &content).unwrap();
             let err = HistoryStore::open(&db, &key(5)).err().unwrap();
@@ -896,6 +899,32 @@ mod tests {
             );
             assert_eq!(std::fs::read(&db).unwrap(), content, "{name} was modified");
         }
+    }
+
+    #[test]
+    fn an_empty_file_left_by_a_stopped_first_run_is_set_up_unless_a_log_holds_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DATABASE_FILE);
+        std::fs::write(&db, b"").unwrap();
+        let mut s = HistoryStore::open(&db, &key(16)).unwrap();
+        s.save("note", &sample("x")).unwrap();
+        drop(s);
+        assert_eq!(
+            HistoryStore::open(&db, &key(16)).unwrap().count().unwrap(),
+            1
+        );
+
+        let other = dir.path().join("other.db");
+        let wal = dir.path().join("other.db-wal");
+        std::fs::write(&other, b"").unwrap();
+        std::fs::write(&wal, b"frames of committed records").unwrap();
+        let err = HistoryStore::open(&other, &key(16)).err().unwrap();
+        assert!(
+            matches!(err, Error::WrongKeyOrNotADatabase { .. }),
+            "{err:?}"
+        );
+        assert_eq!(std::fs::read(&other).unwrap(), b"");
+        assert_eq!(std::fs::read(&wal).unwrap(), b"frames of committed records");
     }
 
     #[test]

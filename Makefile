@@ -1,0 +1,11 @@
+# Long versions of the tests that run short in CI (scripts/test.sh).
+# Each needs what scripts/test.sh installs; run `./scripts/test.sh` once first.
+
+.PHONY: soak crash
+
+# Everything long.
+soak: crash
+
+# 5,000 SIGKILLs of a process writing to the history (CI runs 200).
+crash:
+	MEDTEXT_CRASH_KILLS=5000 cargo test -p medtext-core --test crash -- --nocapture
