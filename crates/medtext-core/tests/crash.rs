@@ -81,6 +81,7 @@ fn records_reported_committed_survive_kill_9_at_random_moments() {
             .args([
                 "--exact",
                 "crash_writer_child",
+                "--ignored",
                 "--nocapture",
                 "--test-threads=1",
             ])
