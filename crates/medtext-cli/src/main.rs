@@ -43,6 +43,9 @@ enum Command {
     /// Check or export the audit trail kept in the history database.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The history database's key: recovery key, rotation, recovery.
+    #[command(subcommand)]
+    Key(KeyCommand),
     /// Check that MedText can work here: models, keychain, history database,
     /// audit trail. Exits non-zero if anything is wrong.
     Doctor,
@@ -160,6 +163,20 @@ enum HistoryAction {
         #[arg(long)]
         older_than_days: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print the recovery key (for IT to escrow): it opens the history if
+    /// the keychain entry is lost. Whoever holds it can read the history.
+    Recovery,
+    /// Re-encrypt the history with a new random key kept in the keychain;
+    /// prints the new recovery key as the last line (escrow it again).
+    Rotate,
+    /// Open the history with a recovery key read from standard input (never
+    /// from the command line, which shells keep) and store its key in the
+    /// keychain again.
+    Recover,
 }
 
 #[derive(Subcommand)]
@@ -375,6 +392,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify(args),
         Command::History(args) => history(args),
         Command::Audit(command) => audit_command(command),
+        Command::Key(command) => key_command(command),
         Command::Doctor => doctor(),
         Command::Eval(args) => eval(args),
         Command::Train(args) => train(*args),
@@ -739,6 +757,37 @@ fn day_start_ms(day: &str) -> Result<i64, String> {
     let day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     Ok((era * 146_097 + day_of_era - 719_468) * DAY_MS)
+}
+
+fn key_command(command: KeyCommand) -> CliResult {
+    let data_dir = paths::data_dir().map_err(err)?;
+    match command {
+        KeyCommand::Recovery => {
+            // Opening proves the keychain's key is the database's.
+            let store = open_history()?;
+            let key = medtext_core::keychain::database_key(store.path()).map_err(err)?;
+            eprintln!(
+                "recovery key of {} (keep it where IT keeps secrets):",
+                store.path().display()
+            );
+            println!("{}", key.recovery_key());
+        }
+        KeyCommand::Rotate => {
+            let key = open_history()?.rotate_key().map_err(err)?;
+            eprintln!("the history is re-encrypted with a new key; the old recovery key no longer opens it. New recovery key:");
+            println!("{}", key.recovery_key());
+        }
+        KeyCommand::Recover => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line).map_err(err)?;
+            let store = HistoryStore::recover(&data_dir, line.trim()).map_err(err)?;
+            eprintln!(
+                "the history opens again ({} records); its key is back in the keychain",
+                store.count().map_err(err)?
+            );
+        }
+    }
+    Ok(())
 }
 
 fn audit_command(command: AuditCommand) -> CliResult {

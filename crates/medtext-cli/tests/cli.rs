@@ -245,6 +245,33 @@ fn saved_results_are_listed_by_history() {
     assert!(out.status.success(), "{report}{}", stderr(&out));
     assert!(report.contains("ok    audit trail: 6 entries"), "{report}");
     assert!(!report.contains("FAIL"), "{report}");
+    // The key: rotate it, lose the keychain entry, recover with the new
+    // recovery key (read from standard input).
+    let out = medtext(&["key", "rotate"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recovery = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    assert_eq!(recovery.len(), 69, "{recovery}");
+    let db_path = dir.path().canonicalize().unwrap().join("history.db");
+    medtext_core::keychain::delete_database_key(&db_path).unwrap();
+    let out = medtext(&["history"], dir.path());
+    assert!(stderr(&out).contains("key is missing"), "{}", stderr(&out));
+    let mut recover = Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args(["key", "recover"])
+        .env("MEDTEXT_DATA_DIR", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    writeln!(recover.stdin.take().unwrap(), "{recovery}").unwrap();
+    let out = recover.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = medtext(&["key", "recovery"], dir.path());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), recovery);
     // Leave no secrets behind in the test keychain.
     medtext_core::keychain::delete_database_key(
         &dir.path().canonicalize().unwrap().join("history.db"),

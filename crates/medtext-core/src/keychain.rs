@@ -45,6 +45,94 @@ impl DatabaseKey {
     pub(crate) fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+
+    /// The key written for people: 52 Crockford base32 digits and 4 check
+    /// digits, in groups of four ("7K2M-…"). It opens the database when the
+    /// keychain entry is lost, so IT can escrow it; whoever holds it can
+    /// read the history.
+    pub fn recovery_key(&self) -> String {
+        let mut digits = base32(&self.0);
+        digits.push_str(&base32(&check_bytes(&self.0))[..4]);
+        digits
+            .as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+
+    /// Reads a recovery key as [`DatabaseKey::recovery_key`] writes it;
+    /// spaces, dashes and case do not matter, and O/I/L read as 0/1/1.
+    pub fn from_recovery_key(text: &str) -> Result<Self> {
+        let bad = |problem: &str| Error::Keychain {
+            problem: format!("that recovery key {problem}; check it against the escrowed copy"),
+        };
+        let digits: Vec<u8> = text
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| match c.to_ascii_uppercase() {
+                'O' => Some(0),
+                'I' | 'L' => Some(1),
+                c => CROCKFORD
+                    .iter()
+                    .position(|&d| d as char == c)
+                    .map(|p| p as u8),
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(|| bad("has a character that is not in it"))?;
+        if digits.len() != 56 {
+            return Err(bad(
+                "has the wrong length (56 characters without the dashes)",
+            ));
+        }
+        let mut bytes = [0u8; 32];
+        let (mut acc, mut bits, mut at) = (0u32, 0u32, 0usize);
+        for &d in &digits[..52] {
+            acc = (acc << 5) | u32::from(d);
+            bits += 5;
+            if bits >= 8 && at < 32 {
+                bits -= 8;
+                bytes[at] = (acc >> bits) as u8;
+                at += 1;
+            }
+        }
+        let key = Self(bytes);
+        let expected = base32(&check_bytes(&key.0));
+        let check: String = digits[52..]
+            .iter()
+            .map(|&d| CROCKFORD[usize::from(d)] as char)
+            .collect();
+        if check != expected[..4] {
+            return Err(bad("does not check out (a character is mistyped)"));
+        }
+        Ok(key)
+    }
+}
+
+/// Crockford's base32 digits: no I, L, O or U, so nothing reads as another.
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+fn base32(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | u32::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(CROCKFORD[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(CROCKFORD[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+fn check_bytes(key: &[u8; 32]) -> [u8; 3] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key);
+    [digest[0], digest[1], digest[2]]
 }
 
 impl fmt::Debug for DatabaseKey {
@@ -83,20 +171,58 @@ pub fn database_key(db_path: &Path) -> Result<DatabaseKey> {
                 });
             }
             let key = DatabaseKey::generate()?;
-            entry.set_password(&key.to_hex()).map_err(keychain_error)?;
-            // Read it back: a keychain that accepts a secret but cannot return
-            // it would otherwise leave a database nobody can open.
-            let stored = entry.get_password().map_err(keychain_error)?;
-            if stored != key.to_hex() {
-                return Err(Error::Keychain {
-                    problem: "the key read back from the keychain differs from the one stored"
-                        .into(),
-                });
-            }
+            store_verified(&entry, &key)?;
             Ok(key)
         }
         Err(e) => Err(keychain_error(e)),
     }
+}
+
+/// The key being rotated in, kept under its own account until the database
+/// and the main entry both use it (see `HistoryStore::rotate_key`).
+pub fn pending_key(db_path: &Path) -> Result<Option<DatabaseKey>> {
+    match pending_entry(db_path)?.get_password() {
+        Ok(hex) => DatabaseKey::from_hex(&hex).map(Some),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(keychain_error(e)),
+    }
+}
+
+pub fn store_pending_key(db_path: &Path, key: &DatabaseKey) -> Result<()> {
+    store_verified(&pending_entry(db_path)?, key)
+}
+
+pub(crate) fn delete_pending_key(db_path: &Path) -> Result<()> {
+    match pending_entry(db_path)?.delete_credential() {
+        Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
+        Err(e) => Err(keychain_error(e)),
+    }
+}
+
+/// Stores `key` as the key of the database at `db_path`, replacing any.
+pub fn store_database_key(db_path: &Path, key: &DatabaseKey) -> Result<()> {
+    store_verified(&entry(db_path)?, key)
+}
+
+/// Writes `key` and reads it back: a keychain that accepts a secret but
+/// cannot return it would otherwise leave a database nobody can open.
+fn store_verified(entry: &keyring::Entry, key: &DatabaseKey) -> Result<()> {
+    entry.set_password(&key.to_hex()).map_err(keychain_error)?;
+    let stored = entry.get_password().map_err(keychain_error)?;
+    if stored != key.to_hex() {
+        return Err(Error::Keychain {
+            problem: "the key read back from the keychain differs from the one stored".into(),
+        });
+    }
+    Ok(())
+}
+
+fn pending_entry(db_path: &Path) -> Result<keyring::Entry> {
+    keyring::Entry::new(
+        KEYCHAIN_SERVICE,
+        &format!("{}:pending", account_for(db_path)),
+    )
+    .map_err(keychain_error)
 }
 
 /// Removes the stored key for `db_path` (used when a database is deliberately
@@ -134,6 +260,30 @@ mod tests {
     fn malformed_stored_keys_are_refused() {
         assert!(DatabaseKey::from_hex("abcd").is_err());
         assert!(DatabaseKey::from_hex(&"zz".repeat(32)).is_err());
+    }
+
+    #[test]
+    fn a_recovery_key_reads_back_and_catches_typos() {
+        for _ in 0..50 {
+            let key = DatabaseKey::generate().unwrap();
+            let written = key.recovery_key();
+            assert_eq!(written.len(), 56 + 13);
+            assert_eq!(DatabaseKey::from_recovery_key(&written).unwrap().0, key.0);
+            // Case, spaces and look-alike letters do not matter.
+            let relaxed = written.to_lowercase().replace('-', " ").replace('0', "o");
+            assert_eq!(DatabaseKey::from_recovery_key(&relaxed).unwrap().0, key.0);
+            // One digit changed is caught by the check digits.
+            let mut chars: Vec<char> = written.chars().collect();
+            chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
+            let typo: String = chars.into_iter().collect();
+            let err = DatabaseKey::from_recovery_key(&typo)
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains("does not check out"), "{err}");
+        }
+        assert!(DatabaseKey::from_recovery_key("ABCD-EFGH").is_err());
+        assert!(DatabaseKey::from_recovery_key(&"U".repeat(56)).is_err());
     }
 
     #[test]

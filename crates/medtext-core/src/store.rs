@@ -195,15 +195,78 @@ pub struct HistoryStore {
 
 impl HistoryStore {
     /// Opens (or creates) the history in `data_dir`, with its key from the OS
-    /// keychain. The directory is made owner-only.
+    /// keychain. The directory is made owner-only. If a key rotation was
+    /// interrupted after the database took the new key, the new key (kept
+    /// under its own keychain entry until then) opens it and becomes the key.
     pub fn open_in(data_dir: &Path) -> Result<Self> {
-        paths::ensure_private_dir(data_dir)?;
-        let data_dir = data_dir
-            .canonicalize()
-            .map_err(|e| Error::io(data_dir, e))?;
-        let path = data_dir.join(DATABASE_FILE);
+        let path = database_path(data_dir)?;
         let key = keychain::database_key(&path)?;
-        Self::open(&path, &key)
+        match Self::open(&path, &key) {
+            Err(Error::WrongKeyOrNotADatabase { .. })
+                if keychain::pending_key(&path)?.is_some() =>
+            {
+                let pending = keychain::pending_key(&path)?
+                    .ok_or(Error::KeyMissing { path: path.clone() })?;
+                let store = Self::open(&path, &pending)?;
+                keychain::store_database_key(&path, &pending)?;
+                keychain::delete_pending_key(&path)?;
+                Ok(store)
+            }
+            other => other,
+        }
+    }
+
+    /// Opens the history in `data_dir` with a recovery key (from
+    /// [`DatabaseKey::recovery_key`]) when the keychain entry is lost or
+    /// wrong, and stores the key in the keychain again. Nothing is stored
+    /// unless the key opens the database.
+    pub fn recover(data_dir: &Path, recovery_key: &str) -> Result<Self> {
+        let path = database_path(data_dir)?;
+        if !path.exists() {
+            return Err(Error::Store {
+                path,
+                problem: "there is no history database to recover".into(),
+            });
+        }
+        let key = DatabaseKey::from_recovery_key(recovery_key)?;
+        let store = Self::open(&path, &key)?;
+        keychain::store_database_key(&path, &key)?;
+        Ok(store)
+    }
+
+    /// Re-encrypts the database with a new random key (`PRAGMA rekey`) and
+    /// keeps the new key in the keychain; returns it so its recovery key can
+    /// be shown and escrowed again. Crash-safe: the new key is stored under
+    /// a pending keychain entry before the database uses it, and
+    /// [`HistoryStore::open_in`] finishes an interrupted rotation.
+    pub fn rotate_key(&mut self) -> Result<DatabaseKey> {
+        let key = DatabaseKey::generate()?;
+        keychain::store_pending_key(&self.path, &key)?;
+        self.rekey(&key)?;
+        keychain::store_database_key(&self.path, &key)?;
+        keychain::delete_pending_key(&self.path)?;
+        Ok(key)
+    }
+
+    /// Re-encrypts every page with `key` and records it in the audit trail.
+    /// The caller keeps the key: [`HistoryStore::rotate_key`] does so in the
+    /// keychain.
+    pub fn rekey(&mut self, key: &DatabaseKey) -> Result<()> {
+        let path = self.path.clone();
+        // SQLCipher re-encrypts in rollback-journal mode: leave WAL for the
+        // rekey (checkpointing everything into the file first), then return.
+        self.conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
+            .map_err(|e| store_error(&path, e))?;
+        let rekeyed = self
+            .conn
+            .execute_batch(&format!("PRAGMA rekey = \"x'{}'\";", key.to_hex()))
+            .map_err(|e| store_error(&path, e));
+        self.conn
+            .execute_batch("PRAGMA journal_mode = WAL;")
+            .map_err(|e| store_error(&path, e))?;
+        rekeyed?;
+        self.in_transaction(|tx| audit::append(tx, Action::KeyRotation, Event::default(), now_ms()))
     }
 
     /// Opens the database at `path` with `key`, creating it only if no file is
@@ -735,6 +798,16 @@ fn store_error(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
+/// `data_dir/history.db`, the directory created owner-only and resolved (the
+/// keychain entry is named by the full path).
+fn database_path(data_dir: &Path) -> Result<PathBuf> {
+    paths::ensure_private_dir(data_dir)?;
+    let data_dir = data_dir
+        .canonicalize()
+        .map_err(|e| Error::io(data_dir, e))?;
+    Ok(data_dir.join(DATABASE_FILE))
+}
+
 fn is_empty_file(path: &Path) -> Result<bool> {
     Ok(std::fs::metadata(path)
         .map_err(|e| Error::io(path, e))?
@@ -1249,6 +1322,32 @@ mod tests {
         let problems = audit::verify(&s.audit_entries().unwrap()).problems;
         assert_eq!(problems.len(), 1);
         assert!(problems[0].starts_with("entry 2 "), "{problems:?}");
+    }
+
+    #[test]
+    fn a_rekeyed_database_opens_only_with_the_new_key_and_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join(DATABASE_FILE);
+        let mut s = store(dir.path(), 17);
+        for i in 0..50 {
+            s.save(&format!("note {i} {SECRET_NOTE}"), &sample("x"))
+                .unwrap();
+        }
+        s.rekey(&key(18)).unwrap();
+        s.save("after the rekey", &sample("x")).unwrap();
+        drop(s);
+        assert!(matches!(
+            HistoryStore::open(&db, &key(17)),
+            Err(Error::WrongKeyOrNotADatabase { .. })
+        ));
+        let s = HistoryStore::open(&db, &key(18)).unwrap();
+        assert_eq!(s.count().unwrap(), 51);
+        assert_eq!(s.integrity_problems().unwrap(), Vec::<String>::new());
+        let entries = s.audit_entries().unwrap();
+        assert_eq!(entries[50].action, "key-rotation");
+        assert!(audit::verify(&entries).problems.is_empty());
+        let bytes = files_of(&db);
+        assert!(!bytes.windows(10).any(|w| w == b"Zebrafinch"));
     }
 
     #[test]

@@ -85,3 +85,97 @@ fn history_survives_reopening_through_the_keychain() {
         .contains(&*canonical.to_string_lossy()));
     delete_database_key(&canonical.join(DATABASE_FILE)).unwrap();
 }
+
+/// A data directory with a history holding one record; returns (dir, canonical dir, db path).
+fn history_with_a_record() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let canonical = dir.path().canonicalize().unwrap();
+    let db = canonical.join(DATABASE_FILE);
+    let classification = medtext_core::Classification {
+        pack: "p".into(),
+        pack_version: "1".into(),
+        head: "h".into(),
+        model_sha256: "m".repeat(64),
+        top: medtext_core::LabelScore {
+            id: "a".into(),
+            display: "A".into(),
+            probability: 1.0,
+        },
+        probabilities: vec![medtext_core::LabelScore {
+            id: "a".into(),
+            display: "A".into(),
+            probability: 1.0,
+        }],
+        needs_review: false,
+        windows: 1,
+        evidence: Vec::new(),
+        tokens: 3,
+    };
+    HistoryStore::open_in(&canonical)
+        .expect("a Secret Service must be running")
+        .save("a note", &classification)
+        .unwrap();
+    (dir, canonical, db)
+}
+
+#[test]
+fn a_rotated_key_is_kept_in_the_keychain_and_its_recovery_key_opens_the_history() {
+    let (_dir, canonical, db) = history_with_a_record();
+    let new_key = HistoryStore::open_in(&canonical)
+        .unwrap()
+        .rotate_key()
+        .unwrap();
+    // The keychain now holds the new key, and nothing is left pending.
+    assert_eq!(
+        HistoryStore::open_in(&canonical).unwrap().count().unwrap(),
+        1
+    );
+    assert!(keychain::pending_key(&db).unwrap().is_none());
+    // The keychain entry is lost: the history fails closed, then the
+    // recovery key of the new key opens it and restores the entry.
+    delete_database_key(&db).unwrap();
+    assert!(matches!(
+        HistoryStore::open_in(&canonical),
+        Err(Error::KeyMissing { .. })
+    ));
+    let wrong = medtext_core::keychain::DatabaseKey::generate()
+        .unwrap()
+        .recovery_key();
+    assert!(matches!(
+        HistoryStore::recover(&canonical, &wrong),
+        Err(Error::WrongKeyOrNotADatabase { .. })
+    ));
+    assert!(
+        matches!(database_key(&db), Err(Error::KeyMissing { .. })),
+        "a wrong key was stored"
+    );
+    let recovered = HistoryStore::recover(&canonical, &new_key.recovery_key()).unwrap();
+    assert_eq!(recovered.count().unwrap(), 1);
+    drop(recovered);
+    assert_eq!(
+        HistoryStore::open_in(&canonical).unwrap().count().unwrap(),
+        1
+    );
+    delete_database_key(&db).unwrap();
+}
+
+#[test]
+fn a_rotation_interrupted_after_the_rekey_is_finished_on_the_next_open() {
+    let (_dir, canonical, db) = history_with_a_record();
+    // The steps of rotate_key up to a crash just after the database took
+    // the new key, before the main keychain entry was replaced.
+    let new_key = medtext_core::keychain::DatabaseKey::generate().unwrap();
+    keychain::store_pending_key(&db, &new_key).unwrap();
+    HistoryStore::open_in(&canonical)
+        .unwrap()
+        .rekey(&new_key)
+        .unwrap();
+    // The main entry still holds the old key; opening finishes the rotation.
+    let store = HistoryStore::open_in(&canonical).unwrap();
+    assert_eq!(store.count().unwrap(), 1);
+    drop(store);
+    assert!(keychain::pending_key(&db).unwrap().is_none());
+    let main = database_key(&db).unwrap();
+    assert_eq!(main.recovery_key(), new_key.recovery_key());
+    delete_database_key(&db).unwrap();
+}
