@@ -781,6 +781,12 @@ fn fts_query(text: &str) -> Option<String> {
 }
 
 fn store_error(path: &Path, e: rusqlite::Error) -> Error {
+    if e.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt) {
+        return Error::Damaged {
+            path: path.to_path_buf(),
+            problem: e.to_string(),
+        };
+    }
     let problem = match e.sqlite_error_code() {
         Some(ErrorCode::DiskFull) => {
             "the disk is full: free some space and try again; nothing was lost".to_string()
@@ -955,19 +961,29 @@ mod tests {
     }
 
     #[test]
-    fn random_bytes_are_not_replaced_by_a_new_database() {
+    fn random_bytes_and_a_truncated_database_are_refused_and_left_as_they_are() {
         let dir = tempfile::tempdir().unwrap();
-        for (name, content) in [(
-            "random.db",
-            (0..8192u32)
-                .map(|i| (i * 7919 % 251) as u8)
-                .collect::<Vec<_>>(),
-        )] {
+        let random: Vec<u8> = (0..8192u32).map(|i| (i * 7919 % 251) as u8).collect();
+        let truncated = {
+            let db = dir.path().join("whole.db");
+            let mut s = HistoryStore::open(&db, &key(5)).unwrap();
+            for i in 0..200 {
+                s.save(&format!("note {i} {}", "words ".repeat(50)), &sample("x"))
+                    .unwrap();
+            }
+            drop(s);
+            let bytes = std::fs::read(&db).unwrap();
+            bytes[..bytes.len() / 2].to_vec()
+        };
+        for (name, content) in [("random.db", random), ("truncated.db", truncated)] {
             let db = dir.path().join(name);
             std::fs::write(&db, &content).unwrap();
             let err = HistoryStore::open(&db, &key(5)).err().unwrap();
             assert!(
-                matches!(err, Error::WrongKeyOrNotADatabase { .. }),
+                matches!(
+                    err,
+                    Error::WrongKeyOrNotADatabase { .. } | Error::Damaged { .. }
+                ),
                 "{name}: {err:?}"
             );
             assert_eq!(std::fs::read(&db).unwrap(), content, "{name} was modified");
