@@ -56,6 +56,9 @@ pub enum Error {
     #[error("the history database {path} is damaged ({problem}). It was left untouched; restore it from a backup, or move it aside to start a new history")]
     Damaged { path: PathBuf, problem: String },
 
+    #[error("backup: {problem}")]
+    Backup { problem: String },
+
     #[error("there is no history record {id}: it may have been deleted")]
     RecordNotFound { id: i64 },
 

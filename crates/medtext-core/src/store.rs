@@ -272,6 +272,12 @@ impl HistoryStore {
     /// Opens the database at `path` with `key`, creating it only if no file is
     /// there.
     pub fn open(path: &Path, key: &DatabaseKey) -> Result<Self> {
+        Self::open_raw(path, &key.to_hex())
+    }
+
+    /// [`HistoryStore::open`] with SQLCipher's raw key literal body: 64 hex
+    /// digits of key, or 96 with the file's salt (backups).
+    pub(crate) fn open_raw(path: &Path, key_hex: &str) -> Result<Self> {
         let exists = path.exists();
         if exists && is_empty_file(path)? {
             // An empty file is what a first run leaves when it is stopped
@@ -295,7 +301,7 @@ impl HistoryStore {
         };
         let conn = Connection::open_with_flags(path, flags).map_err(|e| store_error(path, e))?;
         // Raw 256-bit key: no passphrase derivation needed, the key is random.
-        conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))
+        conn.execute_batch(&format!("PRAGMA key = \"x'{key_hex}'\";"))
             .map_err(|e| store_error(path, e))?;
         // The first read is where a wrong key or a non-database shows.
         if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
@@ -662,6 +668,57 @@ impl HistoryStore {
         audit::entries(&self.conn).map_err(|e| store_error(&self.path, e))
     }
 
+    /// Copies the whole database into a new SQLCipher file at `path` keyed
+    /// with `key_hex` (see [`HistoryStore::open_raw`]), schema version
+    /// included; the file is owner-only.
+    pub(crate) fn export_to(&self, path: &Path, key_hex: &str) -> Result<()> {
+        let fail = |e| store_error(path, e);
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(fail)?;
+        // The connection may not create files (it opened an existing
+        // database without SQLITE_OPEN_CREATE), and an empty file opens as
+        // an empty database: create it, owner-only, first.
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path).map_err(|e| Error::io(path, e))?;
+        let target = path.to_string_lossy();
+        self.conn
+            .execute(
+                "ATTACH DATABASE ?1 AS export KEY ?2",
+                params![target, format!("x'{key_hex}'")],
+            )
+            .map_err(fail)?;
+        let exported = self
+            .conn
+            .query_row("SELECT sqlcipher_export('export')", [], |_| Ok(()))
+            .and_then(|()| {
+                self.conn
+                    .pragma_update(Some("export"), "user_version", version)
+            });
+        let detached = self.conn.execute_batch("DETACH DATABASE export;");
+        exported.map_err(fail)?;
+        detached.map_err(fail)
+    }
+
+    /// Records an action that touches no single record.
+    pub(crate) fn audit_only(&mut self, action: Action, detail: String) -> Result<()> {
+        self.in_transaction(|tx| {
+            audit::append(
+                tx,
+                action,
+                Event {
+                    detail: Some(detail),
+                    ..Event::default()
+                },
+                now_ms(),
+            )
+        })
+    }
+
     /// Writes the audit trail to `out` as JSON Lines (one entry per line,
     /// oldest first) and records the export in the trail; returns how many
     /// entries were written. The file is complete or absent: it is written
@@ -680,18 +737,10 @@ impl HistoryStore {
         let partial = out.with_extension("partial");
         std::fs::write(&partial, lines).map_err(|e| Error::io(&partial, e))?;
         std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
-        let detail = format!("audit-log entries={}", entries.len());
-        self.in_transaction(|tx| {
-            audit::append(
-                tx,
-                Action::Export,
-                Event {
-                    detail: Some(detail),
-                    ..Event::default()
-                },
-                now_ms(),
-            )
-        })?;
+        self.audit_only(
+            Action::Export,
+            format!("audit-log entries={}", entries.len()),
+        )?;
         Ok(entries.len())
     }
 
@@ -833,7 +882,7 @@ fn restrict_to_owner(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -841,13 +890,13 @@ fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SECRET_NOTE: &str =
         "Zebrafinch Quixotic: 71yo M with NSTEMI, troponin 4.2, s/p PCI to LAD.";
 
-    fn sample(top: &str) -> Classification {
+    pub(crate) fn sample(top: &str) -> Classification {
         let probs = vec![
             LabelScore {
                 id: top.into(),

@@ -179,3 +179,53 @@ fn a_rotation_interrupted_after_the_rekey_is_finished_on_the_next_open() {
     assert_eq!(main.recovery_key(), new_key.recovery_key());
     delete_database_key(&db).unwrap();
 }
+
+#[test]
+fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphrase() {
+    let (_dir, canonical, db) = history_with_a_record();
+    let backup = canonical.join("backup.mtb");
+    let passphrase = "a long enough passphrase";
+    HistoryStore::open_in(&canonical)
+        .unwrap()
+        .backup(&backup, passphrase)
+        .unwrap();
+    // More happens after the backup; then the history is restored from it.
+    let mut store = HistoryStore::open_in(&canonical).unwrap();
+    store.delete_all().unwrap();
+    assert_eq!(store.count().unwrap(), 0);
+    drop(store);
+    let before = std::fs::read(&db).unwrap();
+    let err = medtext_core::backup::restore(&canonical, &backup, "not the passphrase at all")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("does not open with that passphrase"), "{err}");
+    assert_eq!(
+        std::fs::read(&db).unwrap(),
+        before,
+        "a failed restore changed the history"
+    );
+
+    let report = medtext_core::backup::restore(&canonical, &backup, passphrase).unwrap();
+    assert_eq!(report.records, 1);
+    let kept = report.replaced_kept_at.unwrap();
+    assert!(kept.exists());
+    let store = HistoryStore::open_in(&canonical).unwrap();
+    assert_eq!(store.count().unwrap(), 1);
+    let actions: Vec<String> = store
+        .audit_entries()
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    // The backup was taken before its own audit entry was written; the
+    // entries after it stay in the replaced history, which is kept.
+    assert_eq!(actions, ["classify", "restore"]);
+    assert!(medtext_core::audit::verify(&store.audit_entries().unwrap())
+        .problems
+        .is_empty());
+    // The replaced history is still there, under the same key.
+    let key = database_key(&db).unwrap();
+    assert_eq!(HistoryStore::open(&kept, &key).unwrap().count().unwrap(), 0);
+    delete_database_key(&db).unwrap();
+}
