@@ -9,7 +9,7 @@ use medtext_core::archive;
 use medtext_core::audit;
 use medtext_core::bench::{self, BenchPlan};
 use medtext_core::pack::{Pack, DEFAULT_PACK};
-use medtext_core::store::{Feedback, FeedbackFilter, HistoryQuery, Verdict};
+use medtext_core::store::{ExportFormat, Feedback, FeedbackFilter, HistoryQuery, Verdict};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainRequest};
 use medtext_core::{
@@ -43,6 +43,16 @@ enum Command {
     /// Check or export the audit trail kept in the history database.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Write an encrypted backup of the whole history to a new file. The
+    /// passphrase (at least 12 characters) is read from standard input.
+    Backup {
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Replace the history with a backup, after checking it opens; the
+    /// history it replaces is kept beside it. The passphrase is read from
+    /// standard input.
+    Restore { backup: PathBuf },
     /// The history database's key: recovery key, rotation, recovery.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -163,6 +173,26 @@ enum HistoryAction {
         #[arg(long)]
         older_than_days: u32,
     },
+    /// Write records to a CSV or JSON file for research. The file is NOT
+    /// encrypted; the export is audited.
+    Export {
+        /// Record ids.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<i64>,
+        /// Every record.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = ExportFormatArg::Csv)]
+        format: ExportFormatArg,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormatArg {
+    Csv,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -393,6 +423,8 @@ fn main() -> ExitCode {
         Command::History(args) => history(args),
         Command::Audit(command) => audit_command(command),
         Command::Key(command) => key_command(command),
+        Command::Backup { out } => backup(&out),
+        Command::Restore { backup } => restore(&backup),
         Command::Doctor => doctor(),
         Command::Eval(args) => eval(args),
         Command::Train(args) => train(*args),
@@ -618,6 +650,36 @@ fn open_history() -> Result<HistoryStore, String> {
     HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)
 }
 
+fn backup(out: &Path) -> CliResult {
+    let report = open_history()?
+        .backup(out, &read_secret_line()?)
+        .map_err(err)?;
+    eprintln!(
+        "backup of {} records written to {} and checked: it opens with the passphrase",
+        report.records,
+        report.path.display()
+    );
+    Ok(())
+}
+
+fn restore(backup: &Path) -> CliResult {
+    let report = medtext_core::backup::restore(
+        &paths::data_dir().map_err(err)?,
+        backup,
+        &read_secret_line()?,
+    )
+    .map_err(err)?;
+    eprintln!(
+        "restored {} records; the history it replaced is kept at {}",
+        report.records,
+        report
+            .replaced_kept_at
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 fn history(args: HistoryArgs) -> CliResult {
     let mut store = open_history()?;
     match args.action {
@@ -729,8 +791,37 @@ fn history_action(store: &mut HistoryStore, action: HistoryAction) -> CliResult 
                 .map_err(err)?;
             eprintln!("deleted {deleted} records older than {older_than_days} days");
         }
+        HistoryAction::Export {
+            ids,
+            all,
+            format,
+            out,
+        } => {
+            let ids = if all {
+                store.matching_ids(&HistoryQuery::default()).map_err(err)?
+            } else {
+                ids
+            };
+            let format = match format {
+                ExportFormatArg::Csv => ExportFormat::Csv,
+                ExportFormatArg::Json => ExportFormat::Json,
+            };
+            let written = store.export_records(&ids, format, &out).map_err(err)?;
+            eprintln!(
+                "wrote {written} records to {}\nwarning: this file is NOT encrypted and holds patient text; keep it only where your organisation allows, and delete it when done",
+                out.display()
+            );
+        }
     }
     Ok(())
+}
+
+/// One line from standard input, for passphrases and keys: never taken from
+/// the command line, which shells keep in their history.
+fn read_secret_line() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(err)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -778,9 +869,7 @@ fn key_command(command: KeyCommand) -> CliResult {
             println!("{}", key.recovery_key());
         }
         KeyCommand::Recover => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line).map_err(err)?;
-            let store = HistoryStore::recover(&data_dir, line.trim()).map_err(err)?;
+            let store = HistoryStore::recover(&data_dir, &read_secret_line()?).map_err(err)?;
             eprintln!(
                 "the history opens again ({} records); its key is back in the keychain",
                 store.count().map_err(err)?

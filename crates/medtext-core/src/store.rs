@@ -425,37 +425,7 @@ impl HistoryStore {
 
     /// The record `id` in full; the view is audited.
     pub fn record(&mut self, id: i64) -> Result<HistoryRecord> {
-        let path = self.path.clone();
-        let record = self
-            .conn
-            .query_row(
-                &format!("SELECT {ENTRY_COLUMNS}, text, evidence, model_sha256, corrected_label, feedback_note, feedback_at_ms FROM classifications WHERE id = ?1"),
-                params![id],
-                |r| {
-                    let entry = entry_from_row(r)?;
-                    let evidence: String = r.get(11)?;
-                    let feedback_detail = entry.feedback.map(|verdict| -> rusqlite::Result<Feedback> {
-                        Ok(Feedback {
-                            verdict,
-                            corrected_label: r.get(13)?,
-                            note: r.get(14)?,
-                            at_ms: r.get::<_, Option<i64>>(15)?.unwrap_or_default(),
-                        })
-                    }).transpose()?;
-                    Ok(HistoryRecord {
-                        entry,
-                        text: r.get(10)?,
-                        evidence: serde_json::from_str(&evidence).map_err(|e| {
-                            rusqlite::Error::FromSqlConversionFailure(11, Type::Text, Box::new(e))
-                        })?,
-                        model_sha256: r.get(12)?,
-                        feedback_detail,
-                    })
-                },
-            )
-            .optional()
-            .map_err(|e| store_error(&path, e))?
-            .ok_or(Error::RecordNotFound { id })?;
+        let record = self.load_record(id)?;
         let model = record.model_sha256.clone();
         self.in_transaction(|tx| {
             audit::append(
@@ -470,6 +440,86 @@ impl HistoryStore {
             )
         })?;
         Ok(record)
+    }
+
+    fn load_record(&self, id: i64) -> Result<HistoryRecord> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {ENTRY_COLUMNS}, text, evidence, model_sha256, corrected_label,
+                            feedback_note, feedback_at_ms
+                     FROM classifications WHERE id = ?1"
+                ),
+                params![id],
+                record_from_row,
+            )
+            .optional()
+            .map_err(|e| store_error(&self.path, e))?
+            .ok_or(Error::RecordNotFound { id })
+    }
+
+    /// Writes the records `ids` to `out` as CSV or JSON for research, and
+    /// records the export (with the ids) in the audit trail. The file is NOT
+    /// encrypted: the caller must say so. Written beside `out` and renamed,
+    /// so it is complete or absent; returns how many records it holds.
+    pub fn export_records(
+        &mut self,
+        ids: &[i64],
+        format: ExportFormat,
+        out: &Path,
+    ) -> Result<usize> {
+        let records = ids
+            .iter()
+            .map(|&id| self.load_record(id))
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = match format {
+            ExportFormat::Json => {
+                serde_json::to_vec_pretty(&records).map_err(|e| Error::Store {
+                    path: self.path.clone(),
+                    problem: format!("cannot encode the export: {e}"),
+                })?
+            }
+            ExportFormat::Csv => records_csv(&records).map_err(|e| Error::Store {
+                path: self.path.clone(),
+                problem: format!("cannot encode the export: {e}"),
+            })?,
+        };
+        let partial = out.with_extension("partial");
+        std::fs::write(&partial, bytes).map_err(|e| Error::io(&partial, e))?;
+        std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
+        let exported: Vec<i64> = records.iter().map(|r| r.entry.id).collect();
+        let detail = format!("format={} rows={}", format.as_str(), exported.len());
+        self.in_transaction(|tx| {
+            audit::append(
+                tx,
+                Action::Export,
+                Event {
+                    record_ids: &exported,
+                    detail: Some(detail),
+                    ..Event::default()
+                },
+                now_ms(),
+            )
+        })?;
+        Ok(exported.len())
+    }
+
+    /// Ids of every record matching `query` (all pages), newest first.
+    pub fn matching_ids(&self, query: &HistoryQuery) -> Result<Vec<i64>> {
+        let mut ids = Vec::new();
+        let mut page_query = HistoryQuery {
+            offset: 0,
+            limit: MAX_PAGE,
+            ..query.clone()
+        };
+        loop {
+            let page = self.search(&page_query)?;
+            if page.entries.is_empty() {
+                return Ok(ids);
+            }
+            page_query.offset += page.entries.len();
+            ids.extend(page.entries.iter().map(|e| e.id));
+        }
     }
 
     /// Records `feedback` on record `id` (replacing earlier feedback).
@@ -816,6 +866,88 @@ fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
             .as_deref()
             .and_then(Verdict::parse),
     })
+}
+
+fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRecord> {
+    let entry = entry_from_row(r)?;
+    let evidence: String = r.get(11)?;
+    let feedback_detail = entry
+        .feedback
+        .map(|verdict| -> rusqlite::Result<Feedback> {
+            Ok(Feedback {
+                verdict,
+                corrected_label: r.get(13)?,
+                note: r.get(14)?,
+                at_ms: r.get::<_, Option<i64>>(15)?.unwrap_or_default(),
+            })
+        })
+        .transpose()?;
+    Ok(HistoryRecord {
+        entry,
+        text: r.get(10)?,
+        evidence: serde_json::from_str(&evidence)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(11, Type::Text, Box::new(e)))?,
+        model_sha256: r.get(12)?,
+        feedback_detail,
+    })
+}
+
+/// Export file formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+impl ExportFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Json => "json",
+        }
+    }
+}
+
+fn records_csv(records: &[HistoryRecord]) -> std::result::Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "id",
+        "created_at_ms",
+        "text",
+        "top_label",
+        "top_probability",
+        "needs_review",
+        "pack",
+        "pack_version",
+        "head",
+        "model_sha256",
+        "feedback",
+        "corrected_label",
+        "feedback_note",
+    ])?;
+    for r in records {
+        let e = &r.entry;
+        let feedback = r.feedback_detail.as_ref();
+        w.write_record([
+            e.id.to_string(),
+            e.created_at_ms.to_string(),
+            r.text.clone(),
+            e.top.id.clone(),
+            e.top.probability.to_string(),
+            e.needs_review.to_string(),
+            e.pack.clone(),
+            e.pack_version.clone(),
+            e.head.clone(),
+            r.model_sha256.clone(),
+            feedback.map_or("", |f| f.verdict.as_str()).to_string(),
+            feedback
+                .and_then(|f| f.corrected_label.clone())
+                .unwrap_or_default(),
+            feedback.and_then(|f| f.note.clone()).unwrap_or_default(),
+        ])?;
+    }
+    w.into_inner().map_err(|e| e.into_error().into())
 }
 
 /// The words of `text` as an FTS5 query that can only mean "all of these
@@ -1413,6 +1545,48 @@ pub(crate) mod tests {
         assert!(audit::verify(&entries).problems.is_empty());
         let bytes = files_of(&db);
         assert!(!bytes.windows(10).any(|w| w == b"Zebrafinch"));
+    }
+
+    #[test]
+    fn an_export_holds_the_selected_records_whole_and_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 19);
+        let a = s
+            .save(
+                "text, with \"quotes\"\nand a second line",
+                &sample("I20-I25"),
+            )
+            .unwrap();
+        s.save("not exported", &sample("x")).unwrap();
+        let c = s.save("third", &sample("J00-J99")).unwrap();
+        let csv_out = dir.path().join("export.csv");
+        assert_eq!(
+            s.export_records(&[a, c], ExportFormat::Csv, &csv_out)
+                .unwrap(),
+            2
+        );
+        let mut reader = csv::Reader::from_path(&csv_out).unwrap();
+        let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(&rows[0][2], "text, with \"quotes\"\nand a second line");
+        assert_eq!(&rows[1][3], "J00-J99");
+        let json_out = dir.path().join("export.json");
+        s.export_records(&[c], ExportFormat::Json, &json_out)
+            .unwrap();
+        let json: Vec<HistoryRecord> =
+            serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+        assert_eq!(json[0].text, "third");
+        assert!(matches!(
+            s.export_records(&[a, 999], ExportFormat::Csv, &dir.path().join("x.csv")),
+            Err(Error::RecordNotFound { id: 999 })
+        ));
+        assert!(!dir.path().join("x.csv").exists());
+        let entries = s.audit_entries().unwrap();
+        let exports: Vec<&audit::Entry> = entries.iter().filter(|e| e.action == "export").collect();
+        assert_eq!(exports.len(), 2);
+        assert_eq!(exports[0].record_ids, [a, c]);
+        assert_eq!(exports[0].detail.as_deref(), Some("format=csv rows=2"));
+        assert_eq!(s.matching_ids(&HistoryQuery::default()).unwrap().len(), 3);
     }
 
     #[test]
