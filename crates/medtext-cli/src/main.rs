@@ -96,6 +96,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Time the encrypted history at a realistic size (made-up records in a
+    /// scratch folder; your history is not touched).
+    BenchHistory {
+        #[arg(long, default_value_t = 100_000)]
+        records: usize,
+        /// Print JSON: {"records", "insert_single_per_s", "insert_batch_per_s",
+        /// "search_p50_ms", "search_p95_ms", "open_ms", "file_mb"}.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -424,6 +434,7 @@ fn main() -> ExitCode {
         Command::Audit(command) => audit_command(command),
         Command::Key(command) => key_command(command),
         Command::Backup { out } => backup(&out),
+        Command::BenchHistory { records, json } => bench_history(records, json),
         Command::Restore { backup } => restore(&backup),
         Command::Doctor => doctor(),
         Command::Eval(args) => eval(args),
@@ -648,6 +659,32 @@ fn print_evidence(text: &str, c: &Classification) {
 
 fn open_history() -> Result<HistoryStore, String> {
     HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)
+}
+
+fn bench_history(records: usize, json: bool) -> CliResult {
+    let scratch =
+        std::env::temp_dir().join(format!("medtext-bench-history-{}", std::process::id()));
+    paths::ensure_private_dir(&scratch).map_err(err)?;
+    let report = medtext_core::history_bench::run(&scratch, records);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let r = report.map_err(err)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).map_err(err)?);
+    } else {
+        println!("records              {}", r.records);
+        println!(
+            "save, one at a time  {:.0} records/s",
+            r.insert_single_per_s
+        );
+        println!("save, in batches     {:.0} records/s", r.insert_batch_per_s);
+        println!(
+            "search p50 / p95     {:.1} / {:.1} ms",
+            r.search_p50_ms, r.search_p95_ms
+        );
+        println!("open                 {:.1} ms", r.open_ms);
+        println!("file                 {:.1} MB", r.file_mb);
+    }
+    Ok(())
 }
 
 fn backup(out: &Path) -> CliResult {

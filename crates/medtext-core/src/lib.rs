@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod evidence;
 pub mod head;
+pub mod history_bench;
 pub mod keychain;
 pub mod metrics;
 pub mod pack;

@@ -46,8 +46,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE classifications ADD COLUMN corrected_label TEXT;
     ALTER TABLE classifications ADD COLUMN feedback_note TEXT;
     ALTER TABLE classifications ADD COLUMN feedback_at_ms INTEGER;
-    CREATE INDEX classifications_label ON classifications(top_label, created_at_ms);
-    CREATE INDEX classifications_pack ON classifications(pack, created_at_ms);
+    CREATE INDEX classifications_label ON classifications(top_label);
+    CREATE INDEX classifications_pack ON classifications(pack);
     CREATE VIRTUAL TABLE classifications_fts USING fts5(
         text, content='classifications', content_rowid='id',
         tokenize='unicode61 remove_diacritics 2');
@@ -185,8 +185,14 @@ pub enum FeedbackFilter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPage {
     pub entries: Vec<HistoryEntry>,
+    /// Matching records, counted up to [`COUNT_LIMIT`].
     pub total: usize,
+    /// More than `total` records match.
+    pub more_than_total: bool,
 }
+
+/// Most matches a search counts exactly.
+pub const COUNT_LIMIT: usize = 1_000;
 
 pub struct HistoryStore {
     conn: Connection,
@@ -364,22 +370,35 @@ impl HistoryStore {
     /// Saves a classification of `text` with its audit entry, in one
     /// transaction; returns the new record's id once both are on disk.
     pub fn save(&mut self, text: &str, c: &Classification) -> Result<i64> {
-        let encode = |what: &str, json: serde_json::Result<String>| {
-            json.map_err(|e| Error::Store {
-                path: self.path.clone(),
-                problem: format!("cannot encode {what}: {e}"),
+        Ok(self.save_many(&[(text, c)])?[0])
+    }
+
+    /// Saves many classifications (a batch) in one transaction, each with
+    /// its audit entry: all are on disk when this returns, or none is.
+    pub fn save_many(&mut self, items: &[(&str, &Classification)]) -> Result<Vec<i64>> {
+        let encoded = items
+            .iter()
+            .map(|(_, c)| {
+                let probabilities = serde_json::to_string(&c.probabilities)?;
+                let evidence = serde_json::to_string(&c.evidence)?;
+                Ok((probabilities, evidence))
             })
-        };
-        let probabilities = encode("probabilities", serde_json::to_string(&c.probabilities))?;
-        let evidence = encode("evidence", serde_json::to_string(&c.evidence))?;
+            .collect::<serde_json::Result<Vec<_>>>()
+            .map_err(|e| Error::Store {
+                path: self.path.clone(),
+                problem: format!("cannot encode a result: {e}"),
+            })?;
         let now = now_ms();
         self.in_transaction(|tx| {
-            tx.execute(
+            let mut ids = Vec::with_capacity(items.len());
+            let mut insert = tx.prepare_cached(
                 "INSERT INTO classifications
                  (created_at_ms, text, pack, pack_version, head, top_label, top_probability,
                   needs_review, probabilities, windows, evidence, model_sha256)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
+            )?;
+            for ((text, c), (probabilities, evidence)) in items.iter().zip(&encoded) {
+                insert.execute(params![
                     now,
                     text,
                     c.pack,
@@ -392,21 +411,22 @@ impl HistoryStore {
                     c.windows as i64,
                     evidence,
                     c.model_sha256,
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            audit::append(
-                tx,
-                Action::Classify,
-                Event {
-                    record_ids: &[id],
-                    model_sha256: Some(&c.model_sha256),
-                    text_sha256: Some(audit::text_sha256(text)),
-                    detail: None,
-                },
-                now,
-            )?;
-            Ok(id)
+                ])?;
+                let id = tx.last_insert_rowid();
+                audit::append(
+                    tx,
+                    Action::Classify,
+                    Event {
+                        record_ids: &[id],
+                        model_sha256: Some(&c.model_sha256),
+                        text_sha256: Some(audit::text_sha256(text)),
+                        detail: None,
+                    },
+                    now,
+                )?;
+                ids.push(id);
+            }
+            Ok(ids)
         })
     }
 
@@ -446,9 +466,9 @@ impl HistoryStore {
         self.conn
             .query_row(
                 &format!(
-                    "SELECT {ENTRY_COLUMNS}, text, evidence, model_sha256, corrected_label,
-                            feedback_note, feedback_at_ms
-                     FROM classifications WHERE id = ?1"
+                    "SELECT {ENTRY_COLUMNS}, c.text, c.evidence, c.model_sha256, c.corrected_label,
+                            c.feedback_note, c.feedback_at_ms
+                     FROM classifications c WHERE c.id = ?1"
                 ),
                 params![id],
                 record_from_row,
@@ -638,7 +658,8 @@ impl HistoryStore {
         })
     }
 
-    /// The records matching `query`, newest first, one page at a time.
+    /// The records matching `query`, newest first (by id: records are
+    /// numbered as they are saved), one page at a time.
     pub fn search(&self, query: &HistoryQuery) -> Result<HistoryPage> {
         let mut conditions: Vec<String> = Vec::new();
         let mut values: Vec<rusqlite::types::Value> = Vec::new();
@@ -646,28 +667,36 @@ impl HistoryStore {
             values.push(value);
             conditions.push(condition.replace('?', &format!("?{}", values.len())));
         };
-        if let Some(fts) = query.text.as_deref().and_then(fts_query) {
-            bind(
-                "id IN (SELECT rowid FROM classifications_fts WHERE classifications_fts MATCH ?)",
-                fts.into(),
-            );
-        }
+        // With words, the full-text index drives the query newest first and
+        // stops at the page: a word in every record costs no more than a
+        // rare one. CROSS JOIN keeps SQLite from looping over the other
+        // filters outside and probing the index once per record instead.
+        let (source, newest_first) = match query.text.as_deref().and_then(fts_query) {
+            Some(fts) => {
+                bind("classifications_fts MATCH ?", fts.into());
+                (
+                    "classifications_fts CROSS JOIN classifications c ON c.id = classifications_fts.rowid",
+                    "classifications_fts.rowid DESC",
+                )
+            }
+            None => ("classifications c", "c.id DESC"),
+        };
         if let Some(label) = &query.label {
-            bind("top_label = ?", label.clone().into());
+            bind("c.top_label = ?", label.clone().into());
         }
         if let Some(pack) = &query.pack {
-            bind("pack = ?", pack.clone().into());
+            bind("c.pack = ?", pack.clone().into());
         }
         if let Some(from) = query.from_ms {
-            bind("created_at_ms >= ?", from.into());
+            bind("c.created_at_ms >= ?", from.into());
         }
         if let Some(to) = query.to_ms {
-            bind("created_at_ms <= ?", to.into());
+            bind("c.created_at_ms <= ?", to.into());
         }
         match query.feedback {
-            Some(FeedbackFilter::Agree) => conditions.push("feedback = 'agree'".into()),
-            Some(FeedbackFilter::Corrected) => conditions.push("feedback = 'corrected'".into()),
-            Some(FeedbackFilter::None) => conditions.push("feedback IS NULL".into()),
+            Some(FeedbackFilter::Agree) => conditions.push("c.feedback = 'agree'".into()),
+            Some(FeedbackFilter::Corrected) => conditions.push("c.feedback = 'corrected'".into()),
+            Some(FeedbackFilter::None) => conditions.push("c.feedback IS NULL".into()),
             None => {}
         }
         let filter = if conditions.is_empty() {
@@ -675,10 +704,16 @@ impl HistoryStore {
         } else {
             format!("WHERE {}", conditions.join(" AND "))
         };
-        let total: i64 = self
+        // Counting every match of a common word is most of a search's cost,
+        // and nobody pages through more than this: beyond it the total says
+        // "at least".
+        let counted: i64 = self
             .conn
             .query_row(
-                &format!("SELECT count(*) FROM classifications {filter}"),
+                &format!(
+                    "SELECT count(*) FROM (SELECT 1 FROM {source} {filter} LIMIT {})",
+                    COUNT_LIMIT + 1
+                ),
                 rusqlite::params_from_iter(values.iter()),
                 |r| r.get(0),
             )
@@ -694,8 +729,8 @@ impl HistoryStore {
         let mut stmt = self
             .conn
             .prepare(&format!(
-                "SELECT {ENTRY_COLUMNS} FROM classifications {filter}
-                 ORDER BY created_at_ms DESC, id DESC LIMIT ?{} OFFSET ?{n}",
+                "SELECT {ENTRY_COLUMNS} FROM {source} {filter}
+                 ORDER BY {newest_first} LIMIT ?{} OFFSET ?{n}",
                 n - 1
             ))
             .map_err(|e| store_error(&self.path, e))?;
@@ -707,9 +742,11 @@ impl HistoryStore {
             .map_err(|e| store_error(&self.path, e))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| store_error(&self.path, e))?;
+        let counted = usize::try_from(counted).unwrap_or_default();
         Ok(HistoryPage {
             entries,
-            total: total.try_into().unwrap_or_default(),
+            total: counted.min(COUNT_LIMIT),
+            more_than_total: counted > COUNT_LIMIT,
         })
     }
 
@@ -839,8 +876,8 @@ impl HistoryStore {
 
 /// The columns [`entry_from_row`] reads, in its order. List views show the
 /// first 160 characters of the text; the full text stays in the row.
-const ENTRY_COLUMNS: &str = "id, created_at_ms, substr(text, 1, 160), pack, pack_version, head,
-    needs_review, probabilities, top_label, feedback";
+const ENTRY_COLUMNS: &str = "c.id, c.created_at_ms, substr(c.text, 1, 160), c.pack,
+    c.pack_version, c.head, c.needs_review, c.probabilities, c.top_label, c.feedback";
 
 fn entry_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryEntry> {
     let probabilities: Vec<LabelScore> = serde_json::from_str(&r.get::<_, String>(7)?)
