@@ -169,9 +169,7 @@ fn a_read_only_file_system_is_reported_and_the_files_are_left_as_they_are() {
         let mut store = HistoryStore::open(&db, &key()).unwrap();
         outcome = store.save("note", &classification()).map(|_| ());
     }
-    let err = outcome
-        .err()
-        .expect("a read-only file system cannot take a save");
+    let err = outcome.expect_err("a read-only file system cannot take a save");
     let message = err.to_string();
     assert!(
         message.contains("read-only") || message.contains("writable"),
