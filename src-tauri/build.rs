@@ -16,6 +16,7 @@ fn main() {
             "select_pack",
             "stage_training_file",
             "train_pack",
+            "take_recovery_key",
         ]));
     // A custom capabilities path is not watched by tauri-build itself.
     println!("cargo:rerun-if-changed=src-tauri/capabilities");

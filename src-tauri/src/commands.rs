@@ -301,3 +301,14 @@ pub async fn train_pack(
     .await
     .map_err(|_| "training stopped unexpectedly".to_string())?
 }
+
+/// The recovery key of a history created at this start, once: the UI shows
+/// it for IT to escrow. Later calls return nothing.
+#[tauri::command]
+pub fn take_recovery_key(state: State<'_, AppState>) -> Option<String> {
+    state
+        .new_recovery_key
+        .lock()
+        .ok()
+        .and_then(|mut key| key.take())
+}

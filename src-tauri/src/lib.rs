@@ -20,7 +20,8 @@ pub fn run() {
             commands::list_packs,
             commands::select_pack,
             commands::stage_training_file,
-            commands::train_pack
+            commands::train_pack,
+            commands::take_recovery_key
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

@@ -15,6 +15,9 @@ pub struct AppState {
     pub history: Result<Arc<Mutex<HistoryStore>>, String>,
     /// The file handed over for "train your own", until training takes it.
     pub training_file: Mutex<Option<StagedFile>>,
+    /// The recovery key of a history created at this start, until the UI
+    /// has shown it once (for IT to escrow).
+    pub new_recovery_key: Mutex<Option<String>>,
 }
 
 impl AppState {
@@ -31,14 +34,19 @@ impl AppState {
             medtext_core::pack::DEFAULT_PACK,
             None,
         ));
+        let mut new_recovery_key = None;
         let history = paths::data_dir()
             .and_then(|dir| HistoryStore::open_in(&dir))
-            .map(|store| Arc::new(Mutex::new(store)))
+            .map(|mut store| {
+                new_recovery_key = store.take_new_recovery_key().map(|k| k.to_text());
+                Arc::new(Mutex::new(store))
+            })
             .map_err(|e| e.to_string());
         Self {
             engine,
             history,
             training_file: Mutex::new(None),
+            new_recovery_key: Mutex::new(new_recovery_key),
         }
     }
 }

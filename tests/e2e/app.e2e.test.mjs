@@ -73,6 +73,15 @@ after(async () => {
 
 test("classify a clinical note in the real app, save it encrypted, see it after a restart", async () => {
   await openApp();
+  // A new history shows its recovery key once, for IT to escrow.
+  const recovery = await wd.waitFor("the recovery key", async () => {
+    const key = await wd.text("#recovery-key");
+    return key.length > 0 ? key : null;
+  });
+  assert.match(recovery, /^([0-9A-Z]{4}-){13}[0-9A-Z]{4}$/);
+  await snap("recovery-key");
+  await wd.click("#recovery-done");
+  await wd.waitFor("the dialog to close", async () => !(await wd.displayed("#recovery-dialog")));
   await wd.type("#note-input", NOTE);
   await wd.click("#classify-button");
   const label = await wd.waitFor("a label", async () => {
@@ -111,8 +120,9 @@ test("classify a clinical note in the real app, save it encrypted, see it after 
     assert.ok(!bytes.includes(Buffer.from("SQLite format 3")), `${f} is an unencrypted SQLite file`);
   }
 
-  // After a restart the app shows the saved result.
+  // After a restart the app shows the saved result, and no recovery key.
   await openApp();
+  assert.equal(await wd.displayed("#recovery-dialog"), false);
   const history = await wd.waitFor("history after restart", async () => {
     const items = await wd.texts("#history-list li");
     return items.length === 1 ? items : null;

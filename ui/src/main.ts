@@ -175,7 +175,20 @@ input.addEventListener("keydown", (e) => {
 button.addEventListener("click", () => void classify());
 packSelect.addEventListener("change", () => void selectPack());
 
+/** A history created at this start has a recovery key to show, once. */
+async function showRecoveryKey(): Promise<void> {
+  const key = await invoke<string | null>("take_recovery_key");
+  if (key === null) return;
+  const dialog = document.getElementById("recovery-dialog") as HTMLDialogElement;
+  (document.getElementById("recovery-key") as HTMLElement).textContent = key;
+  (document.getElementById("recovery-done") as HTMLButtonElement).addEventListener("click", () => dialog.close(), {
+    once: true,
+  });
+  dialog.showModal();
+}
+
 loadStatus()
+  .then(showRecoveryKey)
   .then(loadPacks)
   .then(refreshHistory)
   .catch((e: unknown) => {

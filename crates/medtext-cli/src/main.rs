@@ -210,8 +210,8 @@ enum KeyCommand {
     /// Print the recovery key (for IT to escrow): it opens the history if
     /// the keychain entry is lost. Whoever holds it can read the history.
     Recovery,
-    /// Re-encrypt the history with a new random key kept in the keychain;
-    /// prints the new recovery key as the last line (escrow it again).
+    /// Re-encrypt the history with a new random key kept in the keychain
+    /// (the recovery key stays the same).
     Rotate,
     /// Open the history with a recovery key read from standard input (never
     /// from the command line, which shells keep) and store its key in the
@@ -891,24 +891,25 @@ fn key_command(command: KeyCommand) -> CliResult {
     let data_dir = paths::data_dir().map_err(err)?;
     match command {
         KeyCommand::Recovery => {
-            // Opening proves the keychain's key is the database's.
+            // Opening proves the keychain's keys are this history's.
             let store = open_history()?;
-            let key = medtext_core::keychain::database_key(store.path()).map_err(err)?;
+            let key = medtext_core::keychain::recovery_key(store.path())
+                .map_err(err)?
+                .ok_or("this history has no recovery key in the keychain")?;
             eprintln!(
                 "recovery key of {} (keep it where IT keeps secrets):",
                 store.path().display()
             );
-            println!("{}", key.recovery_key());
+            println!("{}", key.to_text());
         }
         KeyCommand::Rotate => {
-            let key = open_history()?.rotate_key().map_err(err)?;
-            eprintln!("the history is re-encrypted with a new key; the old recovery key no longer opens it. New recovery key:");
-            println!("{}", key.recovery_key());
+            open_history()?.rotate_key().map_err(err)?;
+            eprintln!("the history is re-encrypted with a new key; the recovery key is unchanged");
         }
         KeyCommand::Recover => {
             let store = HistoryStore::recover(&data_dir, &read_secret_line()?).map_err(err)?;
             eprintln!(
-                "the history opens again ({} records); its key is back in the keychain",
+                "the history opens again ({} records); its keys are back in the keychain",
                 store.count().map_err(err)?
             );
         }

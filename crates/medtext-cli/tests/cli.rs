@@ -246,16 +246,14 @@ fn saved_results_are_listed_by_history() {
     assert!(out.status.success(), "{report}{}", stderr(&out));
     assert!(report.contains("ok    audit trail: 6 entries"), "{report}");
     assert!(!report.contains("FAIL"), "{report}");
-    // The key: rotate it, lose the keychain entry, recover with the new
-    // recovery key (read from standard input).
+    // The key: note the recovery key, rotate the database key, lose the
+    // keychain entry, recover with the recovery key (read from standard
+    // input): it survived the rotation.
+    let out = medtext(&["key", "recovery"], dir.path());
+    let recovery = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(recovery.len(), 69, "{recovery}");
     let out = medtext(&["key", "rotate"], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
-    let recovery = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    assert_eq!(recovery.len(), 69, "{recovery}");
     let db_path = dir.path().canonicalize().unwrap().join("history.db");
     medtext_core::keychain::delete_database_key(&db_path).unwrap();
     let out = medtext(&["history"], dir.path());
@@ -323,10 +321,8 @@ fn saved_results_are_listed_by_history() {
         1
     );
     // Leave no secrets behind in the test keychain.
-    medtext_core::keychain::delete_database_key(
-        &dir.path().canonicalize().unwrap().join("history.db"),
-    )
-    .unwrap();
+    medtext_core::keychain::delete_all_keys(&dir.path().canonicalize().unwrap().join("history.db"))
+        .unwrap();
 }
 
 #[test]

@@ -14,13 +14,11 @@ use crate::{Error, Result};
 /// Keychain service name under which MedText keeps its secrets.
 pub const KEYCHAIN_SERVICE: &str = "MedText";
 
-/// A 256-bit SQLCipher key. Its `Debug` output is redacted and its bytes are
-/// wiped when dropped.
-pub struct DatabaseKey([u8; 32]);
+/// 256 secret bits: `Debug` output redacted, wiped when dropped.
+struct Secret([u8; 32]);
 
-impl DatabaseKey {
-    /// A fresh key from the operating system's random source.
-    pub fn generate() -> Result<Self> {
+impl Secret {
+    fn generate() -> Result<Self> {
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).map_err(|e| Error::Keychain {
             problem: format!("the system random source failed: {e}"),
@@ -28,31 +26,89 @@ impl DatabaseKey {
         Ok(Self(bytes))
     }
 
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
-    fn from_hex(text: &str) -> Result<Self> {
+    fn from_hex(text: &str, what: &str) -> Result<Self> {
         let bytes = hex::decode(text.trim())
             .ok()
             .and_then(|v| <[u8; 32]>::try_from(v).ok());
         bytes.map(Self).ok_or_else(|| Error::Keychain {
-            problem: "the stored database key is malformed (expected 64 hex digits)".into(),
+            problem: format!("the stored {what} is malformed (expected 64 hex digits)"),
         })
+    }
+
+    fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            // SAFETY: `b` is a valid, aligned, exclusive reference. A volatile
+            // write keeps the wipe from being optimised away.
+            unsafe { std::ptr::write_volatile(b, 0) };
+        }
+    }
+}
+
+/// A 256-bit SQLCipher key: it never leaves the keychain and this process
+/// (never shown, never sent to the web UI).
+pub struct DatabaseKey(Secret);
+
+impl DatabaseKey {
+    /// A fresh key from the operating system's random source.
+    pub fn generate() -> Result<Self> {
+        Secret::generate().map(Self)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(Secret(bytes))
+    }
+
+    fn from_hex(text: &str) -> Result<Self> {
+        Secret::from_hex(text, "database key").map(Self)
     }
 
     /// The key as SQLCipher's raw-key literal body (64 hex digits).
     pub(crate) fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.0.to_hex()
     }
 
-    /// The key written for people: 52 Crockford base32 digits and 4 check
-    /// digits, in groups of four ("7K2M-…"). It opens the database when the
-    /// keychain entry is lost, so IT can escrow it; whoever holds it can
-    /// read the history.
-    pub fn recovery_key(&self) -> String {
-        let mut digits = base32(&self.0);
-        digits.push_str(&base32(&check_bytes(&self.0))[..4]);
+    pub(crate) fn bytes(&self) -> &[u8; 32] {
+        &self.0 .0
+    }
+}
+
+impl fmt::Debug for DatabaseKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DatabaseKey(<redacted>)")
+    }
+}
+
+/// The recovery key: a second random secret that unlocks a copy of the
+/// database key kept beside the database (see [`crate::recovery`]). Shown
+/// once when the history is created, for IT to escrow; it survives key
+/// rotation. Whoever holds it can read the history.
+pub struct RecoveryKey(Secret);
+
+impl RecoveryKey {
+    pub fn generate() -> Result<Self> {
+        Secret::generate().map(Self)
+    }
+
+    fn from_hex(text: &str) -> Result<Self> {
+        Secret::from_hex(text, "recovery key").map(Self)
+    }
+
+    pub(crate) fn to_hex(&self) -> String {
+        self.0.to_hex()
+    }
+
+    /// Written for people: 52 Crockford base32 digits and 4 check digits,
+    /// in groups of four ("7K2M-…").
+    pub fn to_text(&self) -> String {
+        let bytes = &self.0 .0;
+        let mut digits = base32(bytes);
+        digits.push_str(&base32(&check_bytes(bytes))[..4]);
         digits
             .as_bytes()
             .chunks(4)
@@ -61,9 +117,9 @@ impl DatabaseKey {
             .join("-")
     }
 
-    /// Reads a recovery key as [`DatabaseKey::recovery_key`] writes it;
-    /// spaces, dashes and case do not matter, and O/I/L read as 0/1/1.
-    pub fn from_recovery_key(text: &str) -> Result<Self> {
+    /// Reads a recovery key as [`RecoveryKey::to_text`] writes it; spaces,
+    /// dashes and case do not matter, and O/I/L read as 0/1/1.
+    pub fn parse(text: &str) -> Result<Self> {
         let bad = |problem: &str| Error::Keychain {
             problem: format!("that recovery key {problem}; check it against the escrowed copy"),
         };
@@ -96,8 +152,8 @@ impl DatabaseKey {
                 at += 1;
             }
         }
-        let key = Self(bytes);
-        let expected = base32(&check_bytes(&key.0));
+        let key = Self(Secret(bytes));
+        let expected = base32(&check_bytes(&key.0 .0));
         let check: String = digits[52..]
             .iter()
             .map(|&d| CROCKFORD[usize::from(d)] as char)
@@ -106,6 +162,12 @@ impl DatabaseKey {
             return Err(bad("does not check out (a character is mistyped)"));
         }
         Ok(key)
+    }
+}
+
+impl fmt::Debug for RecoveryKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RecoveryKey(<redacted>)")
     }
 }
 
@@ -133,22 +195,6 @@ fn check_bytes(key: &[u8; 32]) -> [u8; 3] {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(key);
     [digest[0], digest[1], digest[2]]
-}
-
-impl fmt::Debug for DatabaseKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DatabaseKey(<redacted>)")
-    }
-}
-
-impl Drop for DatabaseKey {
-    fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // SAFETY: `b` is a valid, aligned, exclusive reference. A volatile
-            // write keeps the wipe from being optimised away.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
-    }
 }
 
 /// The keychain account for the database at `db_path`: one key per database
@@ -193,10 +239,7 @@ pub fn store_pending_key(db_path: &Path, key: &DatabaseKey) -> Result<()> {
 }
 
 pub(crate) fn delete_pending_key(db_path: &Path) -> Result<()> {
-    match pending_entry(db_path)?.delete_credential() {
-        Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
-        Err(e) => Err(keychain_error(e)),
-    }
+    delete(pending_entry(db_path)?)
 }
 
 /// Stores `key` as the key of the database at `db_path`, replacing any.
@@ -217,6 +260,36 @@ fn store_verified(entry: &keyring::Entry, key: &DatabaseKey) -> Result<()> {
     Ok(())
 }
 
+/// The recovery key of the database at `db_path`, kept in the keychain so
+/// it can be shown again on demand and survives key rotation.
+pub fn recovery_key(db_path: &Path) -> Result<Option<RecoveryKey>> {
+    match recovery_entry(db_path)?.get_password() {
+        Ok(hex) => RecoveryKey::from_hex(&hex).map(Some),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(keychain_error(e)),
+    }
+}
+
+pub(crate) fn store_recovery_key(db_path: &Path, key: &RecoveryKey) -> Result<()> {
+    let entry = recovery_entry(db_path)?;
+    entry.set_password(&key.to_hex()).map_err(keychain_error)?;
+    if entry.get_password().map_err(keychain_error)? != key.to_hex() {
+        return Err(Error::Keychain {
+            problem: "the recovery key read back from the keychain differs from the one stored"
+                .into(),
+        });
+    }
+    Ok(())
+}
+
+fn recovery_entry(db_path: &Path) -> Result<keyring::Entry> {
+    keyring::Entry::new(
+        KEYCHAIN_SERVICE,
+        &format!("history-recovery-key:{}", db_path.display()),
+    )
+    .map_err(keychain_error)
+}
+
 fn pending_entry(db_path: &Path) -> Result<keyring::Entry> {
     keyring::Entry::new(
         KEYCHAIN_SERVICE,
@@ -225,10 +298,22 @@ fn pending_entry(db_path: &Path) -> Result<keyring::Entry> {
     .map_err(keychain_error)
 }
 
-/// Removes the stored key for `db_path` (used when a database is deliberately
-/// discarded, and by tests).
+/// Removes the stored database key for `db_path` (used when a database is
+/// deliberately discarded, and by tests).
 pub fn delete_database_key(db_path: &Path) -> Result<()> {
-    match entry(db_path)?.delete_credential() {
+    delete(entry(db_path)?)
+}
+
+/// Removes every keychain entry of `db_path`: its key, recovery key and
+/// any pending key.
+pub fn delete_all_keys(db_path: &Path) -> Result<()> {
+    delete(entry(db_path)?)?;
+    delete(recovery_entry(db_path)?)?;
+    delete(pending_entry(db_path)?)
+}
+
+fn delete(entry: keyring::Entry) -> Result<()> {
+    match entry.delete_credential() {
         Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
         Err(e) => Err(keychain_error(e)),
     }
@@ -253,7 +338,12 @@ mod tests {
         let key = DatabaseKey::from_bytes([0xab; 32]);
         let shown = format!("{key:?}");
         assert!(!shown.to_lowercase().contains("abab"), "{shown}");
-        assert_eq!(DatabaseKey::from_hex(&key.to_hex()).unwrap().0, key.0);
+        assert_eq!(
+            DatabaseKey::from_hex(&key.to_hex()).unwrap().bytes(),
+            key.bytes()
+        );
+        let recovery = RecoveryKey(Secret([0xab; 32]));
+        assert!(!format!("{recovery:?}").to_lowercase().contains("abab"));
     }
 
     #[test]
@@ -265,32 +355,29 @@ mod tests {
     #[test]
     fn a_recovery_key_reads_back_and_catches_typos() {
         for _ in 0..50 {
-            let key = DatabaseKey::generate().unwrap();
-            let written = key.recovery_key();
+            let key = RecoveryKey::generate().unwrap();
+            let written = key.to_text();
             assert_eq!(written.len(), 56 + 13);
-            assert_eq!(DatabaseKey::from_recovery_key(&written).unwrap().0, key.0);
+            assert_eq!(RecoveryKey::parse(&written).unwrap().to_hex(), key.to_hex());
             // Case, spaces and look-alike letters do not matter.
             let relaxed = written.to_lowercase().replace('-', " ").replace('0', "o");
-            assert_eq!(DatabaseKey::from_recovery_key(&relaxed).unwrap().0, key.0);
+            assert_eq!(RecoveryKey::parse(&relaxed).unwrap().to_hex(), key.to_hex());
             // One digit changed is caught by the check digits.
             let mut chars: Vec<char> = written.chars().collect();
             chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
             let typo: String = chars.into_iter().collect();
-            let err = DatabaseKey::from_recovery_key(&typo)
-                .err()
-                .unwrap()
-                .to_string();
+            let err = RecoveryKey::parse(&typo).err().unwrap().to_string();
             assert!(err.contains("does not check out"), "{err}");
         }
-        assert!(DatabaseKey::from_recovery_key("ABCD-EFGH").is_err());
-        assert!(DatabaseKey::from_recovery_key(&"U".repeat(56)).is_err());
+        assert!(RecoveryKey::parse("ABCD-EFGH").is_err());
+        assert!(RecoveryKey::parse(&"U".repeat(56)).is_err());
     }
 
     #[test]
     fn generated_keys_differ() {
         assert_ne!(
-            DatabaseKey::generate().unwrap().0,
-            DatabaseKey::generate().unwrap().0
+            DatabaseKey::generate().unwrap().to_hex(),
+            DatabaseKey::generate().unwrap().to_hex()
         );
     }
 }

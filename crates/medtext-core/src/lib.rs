@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod pack;
 pub mod paths;
 pub mod pool;
+pub mod recovery;
 pub mod runtime;
 pub mod store;
 pub mod text;

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::{self, Action, Event};
 use crate::evidence::WordEvidence;
-use crate::keychain::{self, DatabaseKey};
+use crate::keychain::{self, DatabaseKey, RecoveryKey};
+use crate::recovery;
 use crate::{paths, Classification, Error, LabelScore, Result};
 
 /// File name of the history database inside the data directory.
@@ -197,6 +198,8 @@ pub const COUNT_LIMIT: usize = 1_000;
 pub struct HistoryStore {
     conn: Connection,
     path: PathBuf,
+    /// See [`HistoryStore::take_new_recovery_key`].
+    new_recovery_key: Option<RecoveryKey>,
 }
 
 impl HistoryStore {
@@ -207,7 +210,7 @@ impl HistoryStore {
     pub fn open_in(data_dir: &Path) -> Result<Self> {
         let path = database_path(data_dir)?;
         let key = keychain::database_key(&path)?;
-        match Self::open(&path, &key) {
+        let (mut store, key) = match Self::open(&path, &key) {
             Err(Error::WrongKeyOrNotADatabase { .. })
                 if keychain::pending_key(&path)?.is_some() =>
             {
@@ -216,17 +219,48 @@ impl HistoryStore {
                 let store = Self::open(&path, &pending)?;
                 keychain::store_database_key(&path, &pending)?;
                 keychain::delete_pending_key(&path)?;
-                Ok(store)
+                (store, pending)
             }
-            other => other,
-        }
+            other => (other?, key),
+        };
+        store.ensure_recovery(&key)?;
+        Ok(store)
     }
 
-    /// Opens the history in `data_dir` with a recovery key (from
-    /// [`DatabaseKey::recovery_key`]) when the keychain entry is lost or
-    /// wrong, and stores the key in the keychain again. Nothing is stored
-    /// unless the key opens the database.
-    pub fn recover(data_dir: &Path, recovery_key: &str) -> Result<Self> {
+    /// Makes sure the history has a recovery key in the keychain and a
+    /// recovery file holding `key` (rewritten after a rotation, finished or
+    /// interrupted). A recovery key made now (first run) is kept for
+    /// [`HistoryStore::take_new_recovery_key`] to show once.
+    fn ensure_recovery(&mut self, key: &DatabaseKey) -> Result<()> {
+        match keychain::recovery_key(&self.path)? {
+            Some(recovery) => {
+                let holds_key = recovery::read(&self.path, &recovery)
+                    .is_ok_and(|stored| stored.to_hex() == key.to_hex());
+                if !holds_key {
+                    recovery::write(&self.path, &recovery, key)?;
+                }
+            }
+            None => {
+                let recovery = RecoveryKey::generate()?;
+                recovery::write(&self.path, &recovery, key)?;
+                keychain::store_recovery_key(&self.path, &recovery)?;
+                self.new_recovery_key = Some(recovery);
+            }
+        }
+        Ok(())
+    }
+
+    /// The recovery key made when this history was set up, once: the app
+    /// shows it at first run for IT to escrow.
+    pub fn take_new_recovery_key(&mut self) -> Option<RecoveryKey> {
+        self.new_recovery_key.take()
+    }
+
+    /// Opens the history in `data_dir` with its recovery key when the
+    /// keychain entry is lost or wrong, and puts the database key and the
+    /// recovery key back in the keychain. Nothing is stored unless the keys
+    /// open the database.
+    pub fn recover(data_dir: &Path, recovery_text: &str) -> Result<Self> {
         let path = database_path(data_dir)?;
         if !path.exists() {
             return Err(Error::Store {
@@ -234,24 +268,26 @@ impl HistoryStore {
                 problem: "there is no history database to recover".into(),
             });
         }
-        let key = DatabaseKey::from_recovery_key(recovery_key)?;
+        let recovery_key = RecoveryKey::parse(recovery_text)?;
+        let key = recovery::read(&path, &recovery_key)?;
         let store = Self::open(&path, &key)?;
         keychain::store_database_key(&path, &key)?;
+        keychain::store_recovery_key(&path, &recovery_key)?;
         Ok(store)
     }
 
-    /// Re-encrypts the database with a new random key (`PRAGMA rekey`) and
-    /// keeps the new key in the keychain; returns it so its recovery key can
-    /// be shown and escrowed again. Crash-safe: the new key is stored under
+    /// Re-encrypts the database with a new random key (`PRAGMA rekey`),
+    /// keeps the new key in the keychain and in the recovery file (the
+    /// recovery key stays the same). Crash-safe: the new key is stored under
     /// a pending keychain entry before the database uses it, and
     /// [`HistoryStore::open_in`] finishes an interrupted rotation.
-    pub fn rotate_key(&mut self) -> Result<DatabaseKey> {
+    pub fn rotate_key(&mut self) -> Result<()> {
         let key = DatabaseKey::generate()?;
         keychain::store_pending_key(&self.path, &key)?;
         self.rekey(&key)?;
         keychain::store_database_key(&self.path, &key)?;
         keychain::delete_pending_key(&self.path)?;
-        Ok(key)
+        self.ensure_recovery(&key)
     }
 
     /// Re-encrypts every page with `key` and records it in the audit trail.
@@ -331,6 +367,7 @@ impl HistoryStore {
         let mut store = Self {
             conn,
             path: path.to_path_buf(),
+            new_recovery_key: None,
         };
         store.migrate()?;
         Ok(store)

@@ -86,8 +86,14 @@ fn history_survives_reopening_through_the_keychain() {
     delete_database_key(&canonical.join(DATABASE_FILE)).unwrap();
 }
 
-/// A data directory with a history holding one record; returns (dir, canonical dir, db path).
-fn history_with_a_record() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+/// A data directory with a history holding one record; returns (dir,
+/// canonical dir, db path, the recovery key shown at first run).
+fn history_with_a_record() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    String,
+) {
     let dir = tempfile::tempdir().unwrap();
     let canonical = dir.path().canonicalize().unwrap();
     let db = canonical.join(DATABASE_FILE);
@@ -111,78 +117,96 @@ fn history_with_a_record() -> (tempfile::TempDir, std::path::PathBuf, std::path:
         evidence: Vec::new(),
         tokens: 3,
     };
-    HistoryStore::open_in(&canonical)
-        .expect("a Secret Service must be running")
-        .save("a note", &classification)
-        .unwrap();
-    (dir, canonical, db)
+    let mut store = HistoryStore::open_in(&canonical).expect("a Secret Service must be running");
+    store.save("a note", &classification).unwrap();
+    let recovery = store
+        .take_new_recovery_key()
+        .expect("shown at first run")
+        .to_text();
+    assert!(store.take_new_recovery_key().is_none(), "shown once");
+    drop(store);
+    assert!(HistoryStore::open_in(&canonical)
+        .unwrap()
+        .take_new_recovery_key()
+        .is_none());
+    (dir, canonical, db, recovery)
 }
 
 #[test]
-fn a_rotated_key_is_kept_in_the_keychain_and_its_recovery_key_opens_the_history() {
-    let (_dir, canonical, db) = history_with_a_record();
-    let new_key = HistoryStore::open_in(&canonical)
+fn the_recovery_key_opens_the_history_when_the_keychain_entry_is_lost_even_after_rotation() {
+    let (_dir, canonical, db, recovery) = history_with_a_record();
+    HistoryStore::open_in(&canonical)
         .unwrap()
         .rotate_key()
         .unwrap();
-    // The keychain now holds the new key, and nothing is left pending.
     assert_eq!(
         HistoryStore::open_in(&canonical).unwrap().count().unwrap(),
         1
     );
     assert!(keychain::pending_key(&db).unwrap().is_none());
-    // The keychain entry is lost: the history fails closed, then the
-    // recovery key of the new key opens it and restores the entry.
+    // The keychain entry is lost: the history fails closed.
     delete_database_key(&db).unwrap();
     assert!(matches!(
         HistoryStore::open_in(&canonical),
         Err(Error::KeyMissing { .. })
     ));
-    let wrong = medtext_core::keychain::DatabaseKey::generate()
+    // A wrong recovery key opens nothing and stores nothing.
+    let wrong = keychain::RecoveryKey::generate().unwrap().to_text();
+    let err = HistoryStore::recover(&canonical, &wrong)
+        .err()
         .unwrap()
-        .recovery_key();
-    assert!(matches!(
-        HistoryStore::recover(&canonical, &wrong),
-        Err(Error::WrongKeyOrNotADatabase { .. })
-    ));
+        .to_string();
+    assert!(err.contains("does not open"), "{err}");
     assert!(
         matches!(database_key(&db), Err(Error::KeyMissing { .. })),
-        "a wrong key was stored"
+        "a key was stored"
     );
-    let recovered = HistoryStore::recover(&canonical, &new_key.recovery_key()).unwrap();
+    // The escrowed recovery key, from before the rotation, still works.
+    let recovered = HistoryStore::recover(&canonical, &recovery).unwrap();
     assert_eq!(recovered.count().unwrap(), 1);
     drop(recovered);
     assert_eq!(
         HistoryStore::open_in(&canonical).unwrap().count().unwrap(),
         1
     );
-    delete_database_key(&db).unwrap();
+    assert_eq!(
+        keychain::recovery_key(&db).unwrap().unwrap().to_text(),
+        recovery
+    );
+    keychain::delete_all_keys(&db).unwrap();
 }
 
 #[test]
 fn a_rotation_interrupted_after_the_rekey_is_finished_on_the_next_open() {
-    let (_dir, canonical, db) = history_with_a_record();
+    let (_dir, canonical, db, recovery) = history_with_a_record();
     // The steps of rotate_key up to a crash just after the database took
     // the new key, before the main keychain entry was replaced.
-    let new_key = medtext_core::keychain::DatabaseKey::generate().unwrap();
+    let new_key = keychain::DatabaseKey::generate().unwrap();
     keychain::store_pending_key(&db, &new_key).unwrap();
     HistoryStore::open_in(&canonical)
         .unwrap()
         .rekey(&new_key)
         .unwrap();
-    // The main entry still holds the old key; opening finishes the rotation.
+    // The main entry still holds the old key; opening finishes the rotation,
+    // recovery file included.
     let store = HistoryStore::open_in(&canonical).unwrap();
     assert_eq!(store.count().unwrap(), 1);
     drop(store);
     assert!(keychain::pending_key(&db).unwrap().is_none());
-    let main = database_key(&db).unwrap();
-    assert_eq!(main.recovery_key(), new_key.recovery_key());
     delete_database_key(&db).unwrap();
+    assert_eq!(
+        HistoryStore::recover(&canonical, &recovery)
+            .unwrap()
+            .count()
+            .unwrap(),
+        1
+    );
+    keychain::delete_all_keys(&db).unwrap();
 }
 
 #[test]
 fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphrase() {
-    let (_dir, canonical, db) = history_with_a_record();
+    let (_dir, canonical, db, _) = history_with_a_record();
     let backup = canonical.join("backup.mtb");
     let passphrase = "a long enough passphrase";
     HistoryStore::open_in(&canonical)
@@ -227,5 +251,5 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
     // The replaced history is still there, under the same key.
     let key = database_key(&db).unwrap();
     assert_eq!(HistoryStore::open(&kept, &key).unwrap().count().unwrap(), 0);
-    delete_database_key(&db).unwrap();
+    keychain::delete_all_keys(&db).unwrap();
 }
