@@ -30,6 +30,8 @@ pub struct ClassifyResponse {
 pub struct AppStatus {
     pub model: Result<ModelInfo, String>,
     pub history: Result<(), String>,
+    /// The start-up integrity check: `None` while it runs.
+    pub history_integrity: Option<Result<(), String>>,
     pub max_text_chars: usize,
 }
 
@@ -96,6 +98,7 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
     AppStatus {
         model: model_info(&state),
         history: state.history.as_ref().map(|_| ()).map_err(Clone::clone),
+        history_integrity: state.integrity.lock().ok().and_then(|r| r.clone()),
         max_text_chars: medtext_core::text::MAX_TEXT_CHARS,
     }
 }

@@ -18,6 +18,8 @@ pub struct AppState {
     /// The recovery key of a history created at this start, until the UI
     /// has shown it once (for IT to escrow).
     pub new_recovery_key: Mutex<Option<String>>,
+    /// The start-up integrity check of the history: `None` while it runs.
+    pub integrity: Arc<Mutex<Option<Result<(), String>>>>,
 }
 
 impl AppState {
@@ -37,16 +39,48 @@ impl AppState {
         let mut new_recovery_key = None;
         let history = paths::data_dir()
             .and_then(|dir| HistoryStore::open_in(&dir))
-            .map(|mut store| {
+            .and_then(|mut store| {
                 new_recovery_key = store.take_new_recovery_key().map(|k| k.to_text());
-                Arc::new(Mutex::new(store))
+                // Records past the retention period go at every start.
+                store.apply_retention()?;
+                Ok(Arc::new(Mutex::new(store)))
             })
             .map_err(|e| e.to_string());
+        let integrity = Arc::new(Mutex::new(None));
+        if let Ok(store) = &history {
+            check_integrity_in_background(Arc::clone(store), Arc::clone(&integrity));
+        }
         Self {
             engine,
             history,
             training_file: Mutex::new(None),
             new_recovery_key: Mutex::new(new_recovery_key),
+            integrity,
         }
     }
+}
+
+/// Runs both integrity checks (every page's authentication code, then the
+/// structure) off the start-up path: on a large history they read the whole
+/// file, and the window should not wait for that.
+fn check_integrity_in_background(
+    store: Arc<Mutex<HistoryStore>>,
+    outcome: Arc<Mutex<Option<Result<(), String>>>>,
+) {
+    std::thread::spawn(move || {
+        let result = match store.lock() {
+            Ok(store) => match store.integrity_problems() {
+                Ok(problems) if problems.is_empty() => Ok(()),
+                Ok(problems) => Err(format!(
+                    "the history failed its integrity check ({}); restore it from a backup",
+                    problems.join("; ")
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(_) => Err("the history store is unavailable after an earlier failure".into()),
+        };
+        if let Ok(mut slot) = outcome.lock() {
+            *slot = Some(result);
+        }
+    });
 }

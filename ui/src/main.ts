@@ -88,8 +88,7 @@ async function loadPacks(): Promise<void> {
   if (list.broken.length > 0) showError(`Some model packs cannot be used: ${list.broken.join("; ")}`);
 }
 
-async function selectPack(): Promise<void> {
-  const [pack, head] = JSON.parse(packSelect.value) as [string, string];
+async function selectPack(pack: string, head: string): Promise<void> {
   packSelect.disabled = true;
   try {
     showModel(await invoke<ModelInfo>("select_pack", { pack, head }));
@@ -145,8 +144,8 @@ async function train(): Promise<void> {
     trainBar.value = 1;
     trainStatus.textContent = `Model “${name}” is installed. Check its figures before you use it.`;
     trainedPack = name;
-    renderTrainResult(outcome);
     await loadPacks();
+    renderTrainResult(outcome);
   } catch (e) {
     trainBar.hidden = true;
     trainStatus.textContent = "";
@@ -161,9 +160,7 @@ trainForm.addEventListener("submit", (e) => {
   void train();
 });
 (document.getElementById("train-use") as HTMLButtonElement).addEventListener("click", () => {
-  if (trainedPack === null) return;
-  packSelect.value = JSON.stringify([trainedPack, "category"]);
-  void selectPack();
+  if (trainedPack !== null) void selectPack(trainedPack, "category");
 });
 
 input.addEventListener("input", () => {
@@ -173,7 +170,22 @@ input.addEventListener("keydown", (e) => {
   if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) void classify();
 });
 button.addEventListener("click", () => void classify());
-packSelect.addEventListener("change", () => void selectPack());
+packSelect.addEventListener("change", () => {
+  const [pack, head] = JSON.parse(packSelect.value) as [string, string];
+  void selectPack(pack, head);
+});
+
+/** Waits for the start-up integrity check of the history; says if it failed. */
+async function watchIntegrity(): Promise<void> {
+  for (let i = 0; i < 120; i++) {
+    const s = await invoke<AppStatus>("app_status");
+    if (s.history_integrity !== null) {
+      if ("Err" in s.history_integrity) showError(s.history_integrity.Err);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
 
 /** A history created at this start has a recovery key to show, once. */
 async function showRecoveryKey(): Promise<void> {
@@ -191,6 +203,7 @@ loadStatus()
   .then(showRecoveryKey)
   .then(loadPacks)
   .then(refreshHistory)
+  .then(watchIntegrity)
   .catch((e: unknown) => {
     status.textContent = "Not ready";
     showError(errorText(e));

@@ -69,6 +69,8 @@ export type Outcome<T> = { Ok: T } | { Err: string };
 export interface AppStatus {
   model: Outcome<ModelInfo>;
   history: Outcome<null>;
+  /** The start-up integrity check of the history; null while it runs. */
+  history_integrity: Outcome<null> | null;
   max_text_chars: number;
 }
 

@@ -178,10 +178,21 @@ enum HistoryAction {
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
-    /// Delete the records older than the retention period.
+    /// Delete the records older than N days, or than the retention period
+    /// set with `medtext history retention`.
     Purge {
         #[arg(long)]
-        older_than_days: u32,
+        older_than_days: Option<u32>,
+    },
+    /// Show or set how long records are kept; the app deletes older
+    /// records at every start. The change is audited.
+    Retention {
+        /// Keep records this many days.
+        #[arg(long, conflicts_with = "keep_forever")]
+        days: Option<u32>,
+        /// Keep records until they are deleted.
+        #[arg(long)]
+        keep_forever: bool,
     },
     /// Write records to a CSV or JSON file for research. The file is NOT
     /// encrypted; the export is audited.
@@ -818,15 +829,35 @@ fn history_action(store: &mut HistoryStore, action: HistoryAction) -> CliResult 
             .map_err(err)?;
             eprintln!("deleted {deleted} records");
         }
-        HistoryAction::Purge { older_than_days } => {
+        HistoryAction::Purge {
+            older_than_days: Some(days),
+        } => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_err(err)?
                 .as_millis() as i64;
             let deleted = store
-                .purge_older_than(now - i64::from(older_than_days) * DAY_MS)
+                .purge_older_than(now - i64::from(days) * DAY_MS)
                 .map_err(err)?;
-            eprintln!("deleted {deleted} records older than {older_than_days} days");
+            eprintln!("deleted {deleted} records older than {days} days");
+        }
+        HistoryAction::Purge {
+            older_than_days: None,
+        } => {
+            if store.retention_days().map_err(err)?.is_none() {
+                return Err("no retention period is set: give --older-than-days or set one with `medtext history retention --days N`".into());
+            }
+            let deleted = store.apply_retention().map_err(err)?;
+            eprintln!("deleted {deleted} records older than the retention period");
+        }
+        HistoryAction::Retention { days, keep_forever } => {
+            if days.is_some() || keep_forever {
+                store.set_retention_days(days).map_err(err)?;
+            }
+            match store.retention_days().map_err(err)? {
+                Some(d) => println!("records are kept {d} days"),
+                None => println!("records are kept until they are deleted"),
+            }
         }
         HistoryAction::Export {
             ids,

@@ -68,6 +68,8 @@ const MIGRATIONS: &[&str] = &[
     END;",
     // The audit table is its own constant so the audit tests use exactly it.
     AUDIT_TABLE,
+    // 4: settings kept with the history (retention)
+    "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 /// See [`crate::audit`].
@@ -360,7 +362,8 @@ impl HistoryStore {
             "PRAGMA secure_delete = ON;
              PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;",
+             PRAGMA foreign_keys = ON;
+             PRAGMA temp_store = MEMORY;",
         )
         .map_err(|e| store_error(path, e))?;
         restrict_to_owner(path)?;
@@ -785,6 +788,62 @@ impl HistoryStore {
             total: counted.min(COUNT_LIMIT),
             more_than_total: counted > COUNT_LIMIT,
         })
+    }
+
+    /// How long records are kept: `None` keeps them until deleted.
+    pub fn retention_days(&self) -> Result<Option<u32>> {
+        let value: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT value FROM settings WHERE name = 'retention_days'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| store_error(&self.path, e))?;
+        Ok(value.and_then(|v| v.parse().ok()))
+    }
+
+    /// Sets how long records are kept (`None`: until deleted); audited.
+    pub fn set_retention_days(&mut self, days: Option<u32>) -> Result<()> {
+        if days == Some(0) {
+            return Err(Error::Store {
+                path: self.path.clone(),
+                problem: "a retention period must be at least one day".into(),
+            });
+        }
+        let detail = format!(
+            "retention_days={}",
+            days.map_or("off".to_string(), |d| d.to_string())
+        );
+        self.in_transaction(|tx| {
+            match days {
+                Some(d) => tx.execute(
+                    "INSERT INTO settings (name, value) VALUES ('retention_days', ?1)
+                     ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    [d.to_string()],
+                )?,
+                None => tx.execute("DELETE FROM settings WHERE name = 'retention_days'", [])?,
+            };
+            audit::append(
+                tx,
+                Action::SettingsChange,
+                Event {
+                    detail: Some(detail),
+                    ..Event::default()
+                },
+                now_ms(),
+            )
+        })
+    }
+
+    /// Deletes the records older than the retention period, if one is set;
+    /// returns how many. The app runs this at every start.
+    pub fn apply_retention(&mut self) -> Result<usize> {
+        match self.retention_days()? {
+            Some(days) => self.purge_older_than(now_ms() - i64::from(days) * 24 * 60 * 60 * 1000),
+            None => Ok(0),
+        }
     }
 
     /// The audit trail, oldest first.
@@ -1661,6 +1720,43 @@ pub(crate) mod tests {
         assert_eq!(exports[0].record_ids, [a, c]);
         assert_eq!(exports[0].detail.as_deref(), Some("format=csv rows=2"));
         assert_eq!(s.matching_ids(&HistoryQuery::default()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn retention_is_a_setting_that_purges_old_records_and_is_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 20);
+        let old = s.save("old note", &sample("x")).unwrap();
+        let new = s.save("new note", &sample("x")).unwrap();
+        s.conn
+            .execute(
+                "UPDATE classifications SET created_at_ms = created_at_ms - 40 * 86400000 WHERE id = ?1",
+                [old],
+            )
+            .unwrap();
+        assert_eq!(s.retention_days().unwrap(), None);
+        assert_eq!(s.apply_retention().unwrap(), 0);
+        assert!(s.set_retention_days(Some(0)).is_err());
+        s.set_retention_days(Some(30)).unwrap();
+        assert_eq!(s.retention_days().unwrap(), Some(30));
+        assert_eq!(s.apply_retention().unwrap(), 1);
+        assert_eq!(s.matching_ids(&HistoryQuery::default()).unwrap(), [new]);
+        s.set_retention_days(None).unwrap();
+        assert_eq!(s.retention_days().unwrap(), None);
+        let details: Vec<Option<String>> = s
+            .audit_entries()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "settings-change")
+            .map(|e| e.detail)
+            .collect();
+        assert_eq!(
+            details,
+            [
+                Some("retention_days=30".into()),
+                Some("retention_days=off".into())
+            ]
+        );
     }
 
     #[test]
