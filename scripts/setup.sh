@@ -14,7 +14,8 @@ PKGS=(build-essential pkg-config curl file unzip python3 libssl-dev libdbus-1-de
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || PKGS+=(python3-pip)
 if (( WANT_TEST )); then
-  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring)
+  # libglib2.0-bin: gdbus, with which the end-to-end test removes a keychain entry.
+  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin)
 fi
 
 missing=()

@@ -17,6 +17,7 @@ fn main() {
             "stage_training_file",
             "train_pack",
             "take_recovery_key",
+            "recover_history",
         ]));
     // A custom capabilities path is not watched by tauri-build itself.
     println!("cargo:rerun-if-changed=src-tauri/capabilities");

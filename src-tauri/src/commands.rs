@@ -51,7 +51,7 @@ pub async fn classify(
     state: State<'_, AppState>,
 ) -> Result<ClassifyResponse, String> {
     let worker = state.engine.worker().map_err(|e| e.to_string())?;
-    let history = state.history.clone();
+    let history = state.history();
     tauri::async_runtime::spawn_blocking(move || {
         let classification = worker
             .classify_with_evidence(text.clone())
@@ -81,7 +81,7 @@ pub async fn classify(
 /// The most recent saved classifications, newest first.
 #[tauri::command]
 pub async fn recent_history(state: State<'_, AppState>) -> Result<Vec<HistoryEntry>, String> {
-    let history = state.history.clone()?;
+    let history = state.history()?;
     tauri::async_runtime::spawn_blocking(move || {
         let store = history
             .lock()
@@ -97,7 +97,7 @@ pub async fn recent_history(state: State<'_, AppState>) -> Result<Vec<HistoryEnt
 pub fn app_status(state: State<'_, AppState>) -> AppStatus {
     AppStatus {
         model: model_info(&state),
-        history: state.history.as_ref().map(|_| ()).map_err(Clone::clone),
+        history: state.history().map(|_| ()),
         history_integrity: state.integrity.lock().ok().and_then(|r| r.clone()),
         max_text_chars: medtext_core::text::MAX_TEXT_CHARS,
     }
@@ -314,4 +314,14 @@ pub fn take_recovery_key(state: State<'_, AppState>) -> Option<String> {
         .lock()
         .ok()
         .and_then(|mut key| key.take())
+}
+
+/// Opens the history with the recovery key the user typed, when its key
+/// is missing from the keychain; both keys go back into the keychain.
+#[tauri::command]
+pub async fn recover_history(
+    recovery_key: String,
+    state: State<'_, AppState>,
+) -> Result<(), String> {
+    state.recover_history(&recovery_key)
 }

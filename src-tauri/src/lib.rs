@@ -21,7 +21,8 @@ pub fn run() {
             commands::select_pack,
             commands::stage_training_file,
             commands::train_pack,
-            commands::take_recovery_key
+            commands::take_recovery_key,
+            commands::recover_history
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

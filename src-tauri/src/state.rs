@@ -4,7 +4,7 @@
 //! the app refusing to open.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use medtext_core::engine::Engine;
 use medtext_core::training::StagedFile;
@@ -12,7 +12,8 @@ use medtext_core::{paths, HistoryStore};
 
 pub struct AppState {
     pub engine: Arc<Engine>,
-    pub history: Result<Arc<Mutex<HistoryStore>>, String>,
+    /// The open history, or why it did not open (until a recovery opens it).
+    history: RwLock<Result<Arc<Mutex<HistoryStore>>, String>>,
     /// The file handed over for "train your own", until training takes it.
     pub training_file: Mutex<Option<StagedFile>>,
     /// The recovery key of a history created at this start, until the UI
@@ -52,11 +53,35 @@ impl AppState {
         }
         Self {
             engine,
-            history,
+            history: RwLock::new(history),
             training_file: Mutex::new(None),
             new_recovery_key: Mutex::new(new_recovery_key),
             integrity,
         }
+    }
+}
+
+impl AppState {
+    /// The open history, or why it is not open.
+    pub fn history(&self) -> Result<Arc<Mutex<HistoryStore>>, String> {
+        self.history
+            .read()
+            .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?
+            .clone()
+    }
+
+    /// Opens the history with its recovery key (after the keychain entry was
+    /// lost) and uses it from now on.
+    pub fn recover_history(&self, recovery_key: &str) -> Result<(), String> {
+        let store = paths::data_dir()
+            .and_then(|dir| HistoryStore::recover(&dir, recovery_key))
+            .map_err(|e| e.to_string())?;
+        let store = Arc::new(Mutex::new(store));
+        check_integrity_in_background(Arc::clone(&store), Arc::clone(&self.integrity));
+        *self.history.write().map_err(|_| {
+            "the history store is unavailable after an earlier failure".to_string()
+        })? = Ok(store);
+        Ok(())
     }
 }
 

@@ -4,7 +4,16 @@
 // the session bus and an unlocked gnome-keyring.
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -30,6 +39,8 @@ const NOTE =
   "ST elevation in the anterior leads and raised troponin; taken for coronary angiography and stenting.";
 
 let driver;
+/** The recovery key the first test saw, for the recovery test. */
+let recoveryKey = null;
 const wd = new WebDriver("http://127.0.0.1:4444");
 
 async function driverUp() {
@@ -79,6 +90,7 @@ test("classify a clinical note in the real app, save it encrypted, see it after 
     return key.length > 0 ? key : null;
   });
   assert.match(recovery, /^([0-9A-Z]{4}-){13}[0-9A-Z]{4}$/);
+  recoveryKey = recovery;
   await snap("recovery-key");
   await wd.click("#recovery-done");
   await wd.waitFor("the dialog to close", async () => !(await wd.displayed("#recovery-dialog")));
@@ -140,6 +152,38 @@ test("empty text gets a clear message and nothing is saved", async () => {
   assert.equal(await wd.displayed("#result"), false);
   await wd.quit();
   assert.equal(cliHistory().length, 1, "the empty text was not saved");
+});
+
+/** Removes the database key from the Secret Service, as a lost keychain entry. */
+function forgetDatabaseKey() {
+  const account = `history-database-key:${join(realpathSync(dataDir), "history.db")}`;
+  const gdbus = (...args) => execFileSync("gdbus", ["call", "--session", "--dest", "org.freedesktop.secrets", ...args], { encoding: "utf8" });
+  const found = gdbus(
+    "--object-path",
+    "/org/freedesktop/secrets",
+    "--method",
+    "org.freedesktop.Secret.Service.SearchItems",
+    `{'service': 'MedText', 'username': '${account}'}`,
+  );
+  const items = [...found.matchAll(/'(\/org\/freedesktop\/secrets\/collection\/[^']+)'/g)].map((m) => m[1]);
+  assert.equal(items.length, 1, `one keychain entry for the history: ${found}`);
+  gdbus("--object-path", items[0], "--method", "org.freedesktop.Secret.Item.Delete");
+}
+
+test("a lost keychain entry: the app says so, and the recovery key opens the history again", async () => {
+  assert.ok(recoveryKey, "the first test saw the recovery key");
+  forgetDatabaseKey();
+  await openApp();
+  await wd.waitFor("the recovery form", async () => wd.displayed("#recover-form"));
+  assert.match(await wd.text("#error"), /key is missing/);
+  await wd.type("#recover-key", recoveryKey);
+  await wd.click("#recover-button");
+  await wd.waitFor("the history back", async () => (await wd.texts("#history-list li")).length === 1);
+  assert.equal(await wd.displayed("#recover-form"), false);
+  await snap("recovered");
+  await wd.quit();
+  // The key is back in the keychain: the CLI opens the history too.
+  assert.equal(cliHistory().length, 1);
 });
 
 test("train a model from a labelled file in the app, see its figures, then use it", async () => {

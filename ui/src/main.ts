@@ -79,8 +79,27 @@ async function loadStatus(): Promise<void> {
     showError(s.model.Err);
     button.disabled = true;
   }
-  if ("Err" in s.history) showError(`History unavailable: ${s.history.Err}`);
+  if ("Err" in s.history) {
+    showError(`History unavailable: ${s.history.Err}`);
+    // A key that is missing or does not fit can be replaced by the recovery key.
+    if (/key/i.test(s.history.Err)) (document.getElementById("recover-form") as HTMLFormElement).hidden = false;
+  }
 }
+
+const recoverForm = document.getElementById("recover-form") as HTMLFormElement;
+recoverForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const field = document.getElementById("recover-key") as HTMLInputElement;
+  void invoke("recover_history", { recoveryKey: field.value })
+    .then(async () => {
+      field.value = "";
+      recoverForm.hidden = true;
+      showError(null);
+      await refreshHistory();
+      await watchIntegrity();
+    })
+    .catch((err: unknown) => showError(errorText(err)));
+});
 
 async function loadPacks(): Promise<void> {
   const list = await invoke<PackList>("list_packs");

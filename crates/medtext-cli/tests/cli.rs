@@ -258,15 +258,18 @@ fn saved_results_are_listed_by_history() {
     medtext_core::keychain::delete_database_key(&db_path).unwrap();
     let out = medtext(&["history"], dir.path());
     assert!(stderr(&out).contains("key is missing"), "{}", stderr(&out));
-    let mut recover = Command::new(env!("CARGO_BIN_EXE_medtext"))
-        .args(["key", "recover"])
-        .env("MEDTEXT_DATA_DIR", dir.path())
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    writeln!(recover.stdin.take().unwrap(), "{recovery}").unwrap();
-    let out = recover.wait_with_output().unwrap();
+    let with_stdin = |args: &[&str], input: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_medtext"))
+            .args(args)
+            .env("MEDTEXT_DATA_DIR", dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{input}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = with_stdin(&["key", "recover"], &recovery);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = medtext(&["key", "recovery"], dir.path());
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), recovery);
@@ -287,17 +290,6 @@ fn saved_results_are_listed_by_history() {
     assert!(std::fs::read_to_string(&csv_path)
         .unwrap()
         .contains("Colon adenocarcinoma."));
-    let with_stdin = |args: &[&str], input: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_medtext"))
-            .args(args)
-            .env("MEDTEXT_DATA_DIR", dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{input}").unwrap();
-        child.wait_with_output().unwrap()
-    };
     let backup = dir.path().join("history.backup");
     let out = with_stdin(&["backup", "--out", backup.to_str().unwrap()], "short");
     assert!(

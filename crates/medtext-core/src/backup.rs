@@ -271,12 +271,30 @@ mod tests {
             HistoryStore::open_raw(&out, &wrong.sql_literal()),
             Err(Error::WrongKeyOrNotADatabase { .. })
         ));
+        // Every file the history, its search index, a rotation and a backup
+        // leave in the folder is free of the text (nothing spills to
+        // temporary files: temp_store is memory).
+        live.search(&crate::store::HistoryQuery {
+            text: Some("zebrafinch".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        live.rekey(&DatabaseKey::from_bytes([8; 32])).unwrap();
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !bytes.windows(10).any(|w| w == b"Zebrafinch"),
+                "{} holds the text",
+                path.display()
+            );
+        }
         let actions: Vec<String> = live
             .audit_entries()
             .unwrap()
             .into_iter()
             .map(|e| e.action)
             .collect();
-        assert_eq!(actions.last().map(String::as_str), Some("backup"));
+        assert!(actions.ends_with(&["backup".to_string(), "key-rotation".to_string()]));
     }
 }

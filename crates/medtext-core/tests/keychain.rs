@@ -48,33 +48,7 @@ fn a_missing_key_for_an_existing_database_fails_closed() {
 fn history_survives_reopening_through_the_keychain() {
     let dir = tempfile::tempdir().unwrap();
     let canonical = dir.path().canonicalize().unwrap();
-    let classification = medtext_core::Classification {
-        pack: "p".into(),
-        pack_version: "1".into(),
-        head: "h".into(),
-        model_sha256: "m".repeat(64),
-        top: medtext_core::LabelScore {
-            id: "I20-I25".into(),
-            display: "Ischaemic heart diseases".into(),
-            probability: 0.9,
-        },
-        probabilities: vec![
-            medtext_core::LabelScore {
-                id: "I20-I25".into(),
-                display: "Ischaemic heart diseases".into(),
-                probability: 0.9,
-            },
-            medtext_core::LabelScore {
-                id: "J09-J18".into(),
-                display: "Influenza and pneumonia".into(),
-                probability: 0.1,
-            },
-        ],
-        needs_review: false,
-        windows: 1,
-        evidence: Vec::new(),
-        tokens: 9,
-    };
+    let classification = classification();
     HistoryStore::open_in(&canonical)
         .unwrap()
         .save("NSTEMI, troponin up", &classification)
@@ -84,6 +58,27 @@ fn history_survives_reopening_through_the_keychain() {
     assert!(keychain::account_for(&canonical.join(DATABASE_FILE))
         .contains(&*canonical.to_string_lossy()));
     delete_database_key(&canonical.join(DATABASE_FILE)).unwrap();
+}
+
+/// A two-label result to save.
+fn classification() -> medtext_core::Classification {
+    let label = |id: &str, probability| medtext_core::LabelScore {
+        id: id.into(),
+        display: id.into(),
+        probability,
+    };
+    medtext_core::Classification {
+        pack: "p".into(),
+        pack_version: "1".into(),
+        head: "h".into(),
+        model_sha256: "m".repeat(64),
+        top: label("I20-I25", 0.9),
+        probabilities: vec![label("I20-I25", 0.9), label("J09-J18", 0.1)],
+        needs_review: false,
+        windows: 1,
+        evidence: Vec::new(),
+        tokens: 9,
+    }
 }
 
 /// A data directory with a history holding one record; returns (dir,
@@ -97,26 +92,7 @@ fn history_with_a_record() -> (
     let dir = tempfile::tempdir().unwrap();
     let canonical = dir.path().canonicalize().unwrap();
     let db = canonical.join(DATABASE_FILE);
-    let classification = medtext_core::Classification {
-        pack: "p".into(),
-        pack_version: "1".into(),
-        head: "h".into(),
-        model_sha256: "m".repeat(64),
-        top: medtext_core::LabelScore {
-            id: "a".into(),
-            display: "A".into(),
-            probability: 1.0,
-        },
-        probabilities: vec![medtext_core::LabelScore {
-            id: "a".into(),
-            display: "A".into(),
-            probability: 1.0,
-        }],
-        needs_review: false,
-        windows: 1,
-        evidence: Vec::new(),
-        tokens: 3,
-    };
+    let classification = classification();
     let mut store = HistoryStore::open_in(&canonical).expect("a Secret Service must be running");
     store.save("a note", &classification).unwrap();
     let recovery = store
