@@ -15,7 +15,8 @@ command -v npm >/dev/null || PKGS+=(nodejs npm)
 command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || PKGS+=(python3-pip)
 if (( WANT_TEST )); then
   # libglib2.0-bin: gdbus, with which the end-to-end test removes a keychain entry.
-  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin)
+  # strace: the test that no socket is opened beyond loopback and Unix sockets.
+  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin strace)
 fi
 
 missing=()

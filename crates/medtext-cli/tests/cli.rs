@@ -560,3 +560,70 @@ fn a_reader_that_stops_early_ends_the_output_without_a_panic() {
         assert_eq!(out.status.signal(), Some(SIGPIPE));
     }
 }
+
+/// `medtext classify` run under `wrapper` (a command and its arguments
+/// before ours), or `None` when this machine cannot run the wrapper (it
+/// needs root, as CI has).
+fn classify_under(wrapper: &[&str], data_dir: &std::path::Path) -> Option<Output> {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let out = Command::new(wrapper[0])
+        .args(&wrapper[1..])
+        .args([
+            env!("CARGO_BIN_EXE_medtext"),
+            "classify",
+            "--json",
+            "--evidence",
+            "crushing chest pain radiating to the left arm, troponin raised",
+        ])
+        .env("MEDTEXT_MODELS_DIR", models)
+        .env("MEDTEXT_DATA_DIR", data_dir)
+        .output()
+        .ok()?;
+    let refused = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success()
+        && (refused.contains("Operation not permitted") || refused.contains("ptrace"))
+    {
+        eprintln!("SKIPPED: cannot run {} here: {refused}", wrapper[0]);
+        return None;
+    }
+    Some(out)
+}
+
+#[test]
+fn classifies_in_a_network_namespace_with_no_network_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(out) = classify_under(&["unshare", "--net", "--"], dir.path()) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["top"]["id"].is_string(), "{v}");
+}
+
+#[test]
+fn opens_no_socket_but_unix_and_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let Some(out) = classify_under(
+        &[
+            "strace",
+            "-f",
+            "-qq",
+            "-e",
+            "trace=socket,connect,sendto,bind",
+            "-o",
+            trace.to_str().unwrap(),
+        ],
+        dir.path(),
+    ) else {
+        return;
+    };
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = std::fs::read_to_string(&trace).unwrap();
+    let outside: Vec<&str> = calls
+        .lines()
+        .filter(|l| l.contains("AF_INET") || l.contains("AF_INET6") || l.contains("AF_PACKET"))
+        .filter(|l| !(l.contains("127.0.0.1") || l.contains("::1")))
+        .collect();
+    assert!(outside.is_empty(), "network sockets: {outside:#?}");
+}
