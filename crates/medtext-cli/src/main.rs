@@ -607,8 +607,7 @@ fn classify(args: ClassifyArgs) -> CliResult {
     }
     .map_err(err)?;
     let saved_id = if args.save {
-        let mut store = HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)?;
-        Some(store.save(&input, &result).map_err(err)?)
+        Some(open_history()?.save(&input, &result).map_err(err)?)
     } else {
         None
     };
@@ -669,7 +668,14 @@ fn print_evidence(text: &str, c: &Classification) {
 }
 
 fn open_history() -> Result<HistoryStore, String> {
-    HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)
+    let mut store = HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)?;
+    if let Some(key) = store.take_new_recovery_key() {
+        eprintln!(
+            "A recovery key was made for this history. If the keychain entry is ever lost it opens the history again; give it to IT to keep safe (`medtext key recovery` shows it again):\n{}",
+            key.to_text()
+        );
+    }
+    Ok(store)
 }
 
 fn bench_history(records: usize, json: bool) -> CliResult {
