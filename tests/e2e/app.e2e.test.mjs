@@ -224,3 +224,40 @@ test("train a model from a labelled file in the app, see its figures, then use i
     rmSync(file, { force: true });
   }
 });
+
+test("the real app opens no socket but Unix and loopback while it classifies", async () => {
+  // The app (and every process it starts: the webview's) under strace.
+  const trace = join(dataDir, "..", `medtext-e2e-strace-${process.pid}.txt`);
+  const wrapper = join(dataDir, "..", `medtext-e2e-strace-${process.pid}.sh`);
+  writeFileSync(
+    wrapper,
+    `#!/bin/sh\nexec strace -f -qq -e trace=socket,connect,sendto,bind -o '${trace}' '${APP}' "$@"\n`,
+    { mode: 0o755 },
+  );
+  try {
+    await wd.start(wrapper);
+    await wd.waitFor("the model to load", async () => (await wd.text("#status")).includes("offline"), 60_000);
+    await wd.clear("#note-input");
+    await wd.type("#note-input", NOTE);
+    await wd.click("#classify-button");
+    await wd.waitFor("a label", async () => (await wd.text("#result-label")).length > 0);
+    await wd.quit();
+    const calls = readFileSync(trace, "utf8");
+    assert.ok(calls.includes("AF_UNIX"), "the trace saw the app's sockets");
+    // WebKitWebDriver drives the webview over a loopback TCP socket: inet
+    // sockets may exist, but every address they reach must be loopback.
+    const lines = calls.split("\n");
+    const reached = lines.filter((l) => /^\d+\s+(connect|bind|sendto)\(.*sa_family=AF_(INET6?|PACKET)/.test(l));
+    assert.ok(reached.length > 0, "the trace saw the driver's loopback connection");
+    const outside = reached.filter((l) => !/inet_addr\("127\.0\.0\.1"\)|inet_pton\(AF_INET6, "::1"/.test(l));
+    assert.deepEqual(outside, [], "addresses beyond loopback");
+    assert.deepEqual(
+      lines.filter((l) => /AF_PACKET/.test(l)),
+      [],
+      "raw packet sockets",
+    );
+  } finally {
+    rmSync(trace, { force: true });
+    rmSync(wrapper, { force: true });
+  }
+});
