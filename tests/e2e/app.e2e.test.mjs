@@ -257,6 +257,20 @@ test("the real app opens no socket but Unix and loopback while it classifies", a
       "raw packet sockets",
     );
   } finally {
+    // The driver ends strace, and its tracees would live on, holding the
+    // test runner's output open: end every process the trace saw.
+    if (existsSync(trace)) {
+      const pids = new Set(readFileSync(trace, "utf8").split("\n").map((l) => Number(l.split(" ")[0])));
+      for (const pid of pids) {
+        if (Number.isInteger(pid) && pid > 1) {
+          try {
+            process.kill(pid, "SIGKILL");
+          } catch {
+            // already gone
+          }
+        }
+      }
+    }
     rmSync(trace, { force: true });
     rmSync(wrapper, { force: true });
   }
