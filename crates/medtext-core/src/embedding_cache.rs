@@ -81,24 +81,13 @@ impl EmbeddingCache {
                 out.extend_from_slice(&v.to_le_bytes());
             }
         }
-        let mut file = private_file(&tmp)?;
+        let mut file = crate::paths::create_private_file(&tmp)?;
         file.write_all(&out).map_err(|e| Error::io(&tmp, e))?;
         file.sync_all().map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| Error::io(&self.path, e))?;
         self.added = 0;
         Ok(())
     }
-}
-
-fn private_file(path: &Path) -> Result<std::fs::File> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path).map_err(|e| Error::io(path, e))
 }
 
 /// The entries of a cache file, or `None` if it is missing or damaged.

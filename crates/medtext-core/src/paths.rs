@@ -37,6 +37,32 @@ pub fn models_dir(candidates: &[PathBuf]) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("models"))
 }
 
+/// Opens `path` for writing, readable by the owner only, replacing what is
+/// there.
+pub fn create_private_file(path: &std::path::Path) -> Result<std::fs::File> {
+    private_options()
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+/// [`create_private_file`], failing if `path` already exists.
+pub fn create_new_private_file(path: &std::path::Path) -> Result<std::fs::File> {
+    private_options()
+        .create_new(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
+fn private_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
 /// Creates `dir` (and parents) readable by the owner only.
 pub fn ensure_private_dir(dir: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

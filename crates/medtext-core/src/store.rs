@@ -544,9 +544,7 @@ impl HistoryStore {
                 problem: format!("cannot encode the export: {e}"),
             })?,
         };
-        let partial = out.with_extension("partial");
-        std::fs::write(&partial, bytes).map_err(|e| Error::io(&partial, e))?;
-        std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
+        write_whole(out, &bytes)?;
         let exported: Vec<i64> = records.iter().map(|r| r.entry.id).collect();
         let detail = format!("format={} rows={}", format.as_str(), exported.len());
         self.in_transaction(|tx| {
@@ -863,11 +861,7 @@ impl HistoryStore {
         // The connection may not create files (it opened an existing
         // database without SQLITE_OPEN_CREATE), and an empty file opens as
         // an empty database: create it, owner-only, first.
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        options.open(path).map_err(|e| Error::io(path, e))?;
+        paths::create_new_private_file(path)?;
         let target = path.to_string_lossy();
         self.conn
             .execute(
@@ -917,9 +911,7 @@ impl HistoryStore {
             lines.push_str(&line);
             lines.push('\n');
         }
-        let partial = out.with_extension("partial");
-        std::fs::write(&partial, lines).map_err(|e| Error::io(&partial, e))?;
-        std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
+        write_whole(out, lines.as_bytes())?;
         self.audit_only(
             Action::Export,
             format!("audit-log entries={}", entries.len()),
@@ -1116,6 +1108,14 @@ fn store_error(path: &Path, e: rusqlite::Error) -> Error {
         path: path.to_path_buf(),
         problem,
     }
+}
+
+/// Writes `bytes` beside `out` and renames the file into place, so `out` is
+/// complete or absent.
+fn write_whole(out: &Path, bytes: &[u8]) -> Result<()> {
+    let partial = out.with_extension("partial");
+    std::fs::write(&partial, bytes).map_err(|e| Error::io(&partial, e))?;
+    std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))
 }
 
 /// `data_dir/history.db`, the directory created owner-only and resolved (the

@@ -371,13 +371,7 @@ impl StagedFile {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(format!("training-{}.{extension}", hex::encode(random)));
         let staged = Self { path };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options
-            .open(&staged.path)
-            .map_err(|e| Error::io(&staged.path, e))?;
+        let mut file = crate::paths::create_new_private_file(&staged.path)?;
         std::io::Write::write_all(&mut file, bytes).map_err(|e| Error::io(&staged.path, e))?;
         Ok(staged)
     }
