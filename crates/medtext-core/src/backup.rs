@@ -105,6 +105,7 @@ impl HistoryStore {
     /// not exist yet), keyed from `passphrase`; checks that it opens and
     /// holds every record before reporting it done, and audits it.
     pub fn backup(&mut self, out: &Path, passphrase: &str) -> Result<BackupReport> {
+        self.policy().check_backup()?;
         if out.exists() {
             return Err(Error::Backup {
                 problem: format!("{} already exists; choose a new file name", out.display()),
@@ -140,6 +141,7 @@ impl HistoryStore {
 /// replaced; the history it replaces is kept beside it as
 /// `history.db.before-restore-<time>`, still encrypted with its key.
 pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<BackupReport> {
+    crate::policy::Policy::load()?.check_backup()?;
     let key = BackupKey::for_file(backup, passphrase)?;
     let source = HistoryStore::open_raw(backup, &key.sql_literal()).map_err(|e| match e {
         Error::WrongKeyOrNotADatabase { .. } => Error::Backup {

@@ -325,6 +325,7 @@ impl Classifier {
     /// Loads the encoder and every head of `pack` (so a pack with one bad
     /// head is refused whole), answering with `head` (the first when `None`).
     pub fn from_pack(pack: Pack, head: Option<&str>) -> Result<Self> {
+        let started = std::time::Instant::now();
         let selected_name = pack.head(head)?.name.clone();
         let spec = &pack.manifest.encoder;
         let embedder = Embedder::load(
@@ -370,6 +371,14 @@ impl Classifier {
             .iter()
             .position(|h| h.spec.name == selected_name)
             .unwrap_or(0);
+        tracing::info!(
+            event = "pack_load",
+            pack = %pack.manifest.name,
+            version = %pack.manifest.version,
+            head = %selected_name,
+            model_sha256 = heads.get(selected).map_or("", |h| h.model_sha256.as_str()),
+            ms = started.elapsed().as_secs_f64() * 1000.0
+        );
         Ok(Self {
             pack,
             embedder,
@@ -416,6 +425,7 @@ impl Classifier {
                 .narrow(1, top, 1)?
                 .sum_all()?)
         };
+        let started = std::time::Instant::now();
         let window_scores = tokenized
             .windows
             .iter()
@@ -425,6 +435,11 @@ impl Classifier {
             })
             .collect::<Result<Vec<_>>>()?;
         classification.evidence = words_from_window_scores(&tokenized, &window_scores);
+        tracing::info!(
+            event = "evidence",
+            windows = tokenized.windows.len(),
+            ms = started.elapsed().as_secs_f64() * 1000.0
+        );
         Ok(classification)
     }
 
@@ -464,6 +479,7 @@ impl Classifier {
         texts: &[Option<&Tokenized>],
         heads: &[usize],
     ) -> Result<Vec<Option<Vec<Classification>>>> {
+        let started = std::time::Instant::now();
         // sums[slot][text][label], a slot per head asked for.
         let mut sums: Vec<Vec<Vec<f32>>> = heads
             .iter()
@@ -480,6 +496,19 @@ impl Classifier {
                 }
                 Ok(())
             })?;
+        // Sizes and timings only: never text or labels (see crate::logging).
+        tracing::info!(
+            event = "classify",
+            texts = texts.len(),
+            windows = texts
+                .iter()
+                .flatten()
+                .map(|t| t.windows.len())
+                .sum::<usize>(),
+            tokens = texts.iter().flatten().map(|t| t.tokens).sum::<usize>(),
+            heads = heads.len(),
+            ms = started.elapsed().as_secs_f64() * 1000.0
+        );
         let mut per_text: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(heads.len()); texts.len()];
         for slot in sums {
             for (text, row) in per_text.iter_mut().zip(slot) {

@@ -77,9 +77,62 @@ pub enum Error {
 
     #[error("no data directory could be determined for this user: set MEDTEXT_DATA_DIR")]
     NoDataDir,
+
+    #[error("machine policy {path}, line {line}: {problem}. MedText does not start until IT fixes or removes this file")]
+    Policy {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
+
+    #[error(
+        "{what} is not allowed on this machine: the MedText policy set by IT ({path}) decides it"
+    )]
+    ManagedByPolicy { what: String, path: PathBuf },
+
+    #[error("pack signature {path}: {problem}")]
+    Signature { path: PathBuf, problem: String },
 }
 
 impl Error {
+    /// A stable, text-free name for the kind of error: what logs record
+    /// instead of the message, which may name a file.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::EmptyText => "empty_text",
+            Error::TextTooLong { .. } => "text_too_long",
+            Error::InvalidUtf8 { .. } => "invalid_utf8",
+            Error::Pack { .. } => "pack",
+            Error::PackNotFound { .. } => "pack_not_found",
+            Error::Tokenizer { .. } => "tokenizer",
+            Error::ModelInput(_) => "model_input",
+            Error::Busy { .. } => "busy",
+            Error::Engine(_) => "engine",
+            Error::Inference(_) => "inference",
+            Error::WrongKeyOrNotADatabase { .. } => "wrong_key",
+            Error::KeyMissing { .. } => "key_missing",
+            Error::Keychain { .. } => "keychain",
+            Error::Store { .. } => "store",
+            Error::Damaged { .. } => "damaged",
+            Error::Backup { .. } => "backup",
+            Error::RecordNotFound { .. } => "record_not_found",
+            Error::Io { .. } => "io",
+            Error::Dataset { .. } => "dataset",
+            Error::Training { .. } => "training",
+            Error::NoDataDir => "no_data_dir",
+            Error::Policy { .. } => "policy",
+            Error::ManagedByPolicy { .. } => "managed_by_policy",
+            Error::Signature { .. } => "signature",
+        }
+    }
+
+    /// Logs this error by its kind (never its message) as part of
+    /// `operation`, and hands it on.
+    pub fn logged(self, operation: &'static str) -> Self {
+        tracing::warn!(event = "error", operation, kind = self.kind());
+        self
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -21,6 +21,28 @@ pub fn data_dir() -> Result<PathBuf> {
         .ok_or(Error::NoDataDir)
 }
 
+/// Where logs go: `<MEDTEXT_DATA_DIR>/logs` when that is set (a test or a
+/// portable install keeps everything in one place), else the platform's log
+/// location: `~/.local/state/MedText/logs` on Linux,
+/// `~/Library/Logs/MedText` on macOS, `%LOCALAPPDATA%\MedText\logs` on
+/// Windows.
+pub fn log_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os(DATA_DIR_ENV).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir).join("logs"));
+    }
+    let platform = if cfg!(target_os = "macos") {
+        dirs::home_dir().map(|h| h.join("Library/Logs/MedText"))
+    } else if cfg!(windows) {
+        dirs::data_local_dir().map(|d| d.join("MedText").join("logs"))
+    } else {
+        dirs::state_dir().map(|d| d.join("MedText").join("logs"))
+    };
+    match platform {
+        Some(dir) => Ok(dir),
+        None => data_dir().map(|d| d.join("logs")),
+    }
+}
+
 /// The models directory: `MEDTEXT_MODELS_DIR` if set, else the first of
 /// `candidates` that exists (the app passes its bundled resources folder, the
 /// CLI the folder beside its executable), else the last candidate so that the
@@ -53,6 +75,13 @@ pub fn create_new_private_file(path: &std::path::Path) -> Result<std::fs::File> 
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io(path, e))
+}
+
+/// Opens `path` for appending, creating it readable by the owner only.
+pub fn open_private_append(path: &std::path::Path) -> Result<std::fs::File> {
+    let mut options = private_options();
+    options.create(true).append(true);
+    options.open(path).map_err(|e| Error::io(path, e))
 }
 
 fn private_options() -> std::fs::OpenOptions {

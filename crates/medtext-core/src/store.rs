@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::{self, Action, Event};
 use crate::evidence::WordEvidence;
 use crate::keychain::{self, DatabaseKey, RecoveryKey};
+use crate::policy::Policy;
 use crate::recovery;
 use crate::{paths, Classification, Error, LabelScore, Result};
 
@@ -202,6 +203,10 @@ pub struct HistoryStore {
     path: PathBuf,
     /// See [`HistoryStore::take_new_recovery_key`].
     new_recovery_key: Option<RecoveryKey>,
+    /// The machine policy: fixes retention, allows or forbids exports and
+    /// backups. Loaded by [`HistoryStore::open_in`] and
+    /// [`HistoryStore::recover`] so no caller can forget it.
+    policy: Policy,
 }
 
 impl HistoryStore {
@@ -225,6 +230,7 @@ impl HistoryStore {
             }
             other => (other?, key),
         };
+        store.policy = Policy::load()?;
         store.ensure_recovery(&key)?;
         Ok(store)
     }
@@ -272,7 +278,8 @@ impl HistoryStore {
         }
         let recovery_key = RecoveryKey::parse(recovery_text)?;
         let key = recovery::read(&path, &recovery_key)?;
-        let store = Self::open(&path, &key)?;
+        let mut store = Self::open(&path, &key)?;
+        store.policy = Policy::load()?;
         keychain::store_database_key(&path, &key)?;
         keychain::store_recovery_key(&path, &recovery_key)?;
         Ok(store)
@@ -371,6 +378,7 @@ impl HistoryStore {
             conn,
             path: path.to_path_buf(),
             new_recovery_key: None,
+            policy: Policy::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -528,6 +536,7 @@ impl HistoryStore {
         format: ExportFormat,
         out: &Path,
     ) -> Result<usize> {
+        self.policy.check_export()?;
         let records = ids
             .iter()
             .map(|&id| self.load_record(id))
@@ -788,8 +797,23 @@ impl HistoryStore {
         })
     }
 
-    /// How long records are kept: `None` keeps them until deleted.
+    /// The machine policy this history follows.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Makes this history follow `policy` (the one [`HistoryStore::open_in`]
+    /// loaded, or another in tests).
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// How long records are kept: `None` keeps them until deleted. The
+    /// machine policy's period, when it sets one, wins over the user's.
     pub fn retention_days(&self) -> Result<Option<u32>> {
+        if let Some(days) = self.policy.retention_days {
+            return Ok(Some(days));
+        }
         let value: Option<String> = self
             .conn
             .query_row(
@@ -804,6 +828,8 @@ impl HistoryStore {
 
     /// Sets how long records are kept (`None`: until deleted); audited.
     pub fn set_retention_days(&mut self, days: Option<u32>) -> Result<()> {
+        self.policy
+            .check_unmanaged(self.policy.retention_days.is_some(), "the retention period")?;
         if days == Some(0) {
             return Err(Error::Store {
                 path: self.path.clone(),
@@ -1757,6 +1783,47 @@ pub(crate) mod tests {
                 Some("retention_days=off".into())
             ]
         );
+    }
+
+    #[test]
+    fn the_machine_policy_fixes_retention_and_can_forbid_export_and_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 21);
+        let old = s.save("old note", &sample("x")).unwrap();
+        s.conn
+            .execute(
+                "UPDATE classifications SET created_at_ms = created_at_ms - 10 * 86400000 WHERE id = ?1",
+                [old],
+            )
+            .unwrap();
+        s.set_retention_days(Some(365)).unwrap();
+        s.set_policy(
+            Policy::parse(
+                "[history]\nretention_days = 7\nallow_export = false\nallow_backup = false\n",
+                Path::new("/etc/medtext/policy.toml"),
+            )
+            .unwrap(),
+        );
+        assert_eq!(s.retention_days().unwrap(), Some(7));
+        let refused = s.set_retention_days(Some(400)).unwrap_err();
+        assert!(
+            matches!(refused, Error::ManagedByPolicy { .. }),
+            "{refused}"
+        );
+        assert_eq!(s.apply_retention().unwrap(), 1);
+
+        let id = s.save("new note", &sample("x")).unwrap();
+        let out = dir.path().join("out.csv");
+        let export = s
+            .export_records(&[id], ExportFormat::Csv, &out)
+            .unwrap_err();
+        assert!(matches!(export, Error::ManagedByPolicy { .. }), "{export}");
+        assert!(!out.exists());
+        let backup = s
+            .backup(&dir.path().join("b.mtbak"), "a long passphrase")
+            .unwrap_err();
+        assert!(matches!(backup, Error::ManagedByPolicy { .. }), "{backup}");
+        assert!(!dir.path().join("b.mtbak").exists());
     }
 
     #[test]

@@ -11,15 +11,18 @@ pub const MAX_TEXT_CHARS: usize = 100_000;
 
 /// Checks that `text` has something to classify and is within the limit.
 pub fn validate(text: &str) -> Result<()> {
+    validate_within(text, MAX_TEXT_CHARS)
+}
+
+/// [`validate`] with a lower `limit` (the machine policy's).
+pub fn validate_within(text: &str, limit: usize) -> Result<()> {
     if text.trim().is_empty() {
         return Err(Error::EmptyText);
     }
+    let limit = limit.min(MAX_TEXT_CHARS);
     let chars = text.chars().count();
-    if chars > MAX_TEXT_CHARS {
-        return Err(Error::TextTooLong {
-            chars,
-            limit: MAX_TEXT_CHARS,
-        });
+    if chars > limit {
+        return Err(Error::TextTooLong { chars, limit });
     }
     Ok(())
 }

@@ -1,0 +1,462 @@
+//! The machine policy: settings IT fixes for every user of a workstation.
+//!
+//! A TOML file at a fixed, admin-only place ([`machine_policy_path`]):
+//!
+//! ```toml
+//! [lock]
+//! idle_minutes = 5            # lock the app after this long without input
+//! unlock = "passphrase"       # what unlocking asks for
+//!
+//! [history]
+//! retention_days = 90         # records older than this are deleted
+//! allow_export = false        # unencrypted CSV/JSON exports
+//! allow_backup = true         # encrypted backups
+//!
+//! [input]
+//! max_text_chars = 20000      # longest text classified (at most 100000)
+//!
+//! [packs]
+//! allowed_signers = ["ed25519:…"]   # only packs signed by these install
+//!
+//! [logs]
+//! keep_days = 14
+//! max_file_mb = 10
+//! ```
+//!
+//! Every key is optional; a key that is present is *managed*: the user sees
+//! it and cannot change it. A file that does not parse, has an unknown key or
+//! an out-of-range value stops MedText with the line named, because silently
+//! ignoring a policy would leave a machine less protected than IT believes.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use crate::logging::LogSettings;
+use crate::signing::SignerKey;
+use crate::text::MAX_TEXT_CHARS;
+use crate::{Error, Result};
+
+/// Names another policy file, in debug builds only: tests need one, and a
+/// released MedText must not let a user point it at a file of their own.
+pub const POLICY_FILE_ENV: &str = "MEDTEXT_POLICY_FILE";
+
+/// What unlocking the app after an idle lock asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnlockMethod {
+    /// The app passphrase the user set (kept as an Argon2id hash).
+    Passphrase,
+}
+
+/// The policy in force. `None` everywhere means "not managed".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The file it came from, if any.
+    pub source: Option<PathBuf>,
+    pub idle_lock_minutes: Option<u32>,
+    pub unlock: Option<UnlockMethod>,
+    pub retention_days: Option<u32>,
+    pub allow_export: Option<bool>,
+    pub allow_backup: Option<bool>,
+    pub max_text_chars: Option<usize>,
+    pub allowed_pack_signers: Option<Vec<SignerKey>>,
+    pub log_keep_days: Option<u32>,
+    pub log_max_file_mb: Option<u32>,
+}
+
+/// One managed setting, for the settings screen and `medtext doctor`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManagedSetting {
+    pub key: &'static str,
+    pub value: String,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    lock: LockSection,
+    #[serde(default)]
+    history: HistorySection,
+    #[serde(default)]
+    input: InputSection,
+    #[serde(default)]
+    packs: PacksSection,
+    #[serde(default)]
+    logs: LogsSection,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LockSection {
+    idle_minutes: Option<Spanned<u32>>,
+    unlock: Option<UnlockMethod>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistorySection {
+    retention_days: Option<Spanned<u32>>,
+    allow_export: Option<bool>,
+    allow_backup: Option<bool>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InputSection {
+    max_text_chars: Option<Spanned<usize>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PacksSection {
+    allowed_signers: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogsSection {
+    keep_days: Option<Spanned<u32>>,
+    max_file_mb: Option<Spanned<u32>>,
+}
+
+/// Where IT puts the policy on this OS.
+pub fn machine_policy_path() -> PathBuf {
+    if cfg!(debug_assertions) {
+        if let Some(path) = std::env::var_os(POLICY_FILE_ENV).filter(|v| !v.is_empty()) {
+            return PathBuf::from(path);
+        }
+    }
+    if cfg!(windows) {
+        let base = std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
+        PathBuf::from(base).join("MedText").join("policy.toml")
+    } else if cfg!(target_os = "macos") {
+        PathBuf::from("/Library/Application Support/MedText/policy.toml")
+    } else {
+        PathBuf::from("/etc/medtext/policy.toml")
+    }
+}
+
+impl Policy {
+    /// The machine policy, or the empty policy when there is no file.
+    pub fn load() -> Result<Self> {
+        let path = machine_policy_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                check_not_user_writable(&path)?;
+                let text = String::from_utf8(bytes).map_err(|e| Error::Policy {
+                    path: path.clone(),
+                    line: line_of(
+                        &String::from_utf8_lossy(e.as_bytes()),
+                        e.utf8_error().valid_up_to(),
+                    ),
+                    problem: "the file is not UTF-8 text".into(),
+                })?;
+                Self::parse(&text, &path)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// Parses and checks policy `text` read from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let at = |offset: usize, problem: String| Error::Policy {
+            path: path.to_path_buf(),
+            line: line_of(text, offset),
+            problem,
+        };
+        let file: PolicyFile = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            at(offset, e.message().trim().to_string())
+        })?;
+        let ranged = |value: &Option<Spanned<u32>>, min: u32, max: u32, what: &str| match value {
+            Some(v) if !(min..=max).contains(v.get_ref()) => Err(at(
+                v.span().start,
+                format!("{what} must be between {min} and {max}"),
+            )),
+            Some(v) => Ok(Some(*v.get_ref())),
+            None => Ok(None),
+        };
+        let max_text_chars = match &file.input.max_text_chars {
+            Some(v) if !(1..=MAX_TEXT_CHARS).contains(v.get_ref()) => {
+                return Err(at(
+                    v.span().start,
+                    format!("input.max_text_chars must be between 1 and {MAX_TEXT_CHARS}"),
+                ))
+            }
+            Some(v) => Some(*v.get_ref()),
+            None => None,
+        };
+        let allowed_pack_signers = match &file.packs.allowed_signers {
+            Some(list) if list.is_empty() => {
+                return Err(at(
+                    0,
+                    "packs.allowed_signers is empty: list at least one key, or remove it to allow unsigned packs".into(),
+                ))
+            }
+            Some(list) => Some(
+                list.iter()
+                    .map(|key| {
+                        SignerKey::parse(key.get_ref()).map_err(|problem| {
+                            at(key.span().start, format!("packs.allowed_signers: {problem}"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            source: Some(path.to_path_buf()),
+            idle_lock_minutes: ranged(&file.lock.idle_minutes, 1, 1440, "lock.idle_minutes")?,
+            unlock: file.lock.unlock,
+            retention_days: ranged(
+                &file.history.retention_days,
+                1,
+                36_500,
+                "history.retention_days",
+            )?,
+            allow_export: file.history.allow_export,
+            allow_backup: file.history.allow_backup,
+            max_text_chars,
+            allowed_pack_signers,
+            log_keep_days: ranged(&file.logs.keep_days, 1, 3650, "logs.keep_days")?,
+            log_max_file_mb: ranged(&file.logs.max_file_mb, 1, 1024, "logs.max_file_mb")?,
+        })
+    }
+
+    /// The longest text this machine classifies.
+    pub fn max_text_chars(&self) -> usize {
+        self.max_text_chars.unwrap_or(MAX_TEXT_CHARS)
+    }
+
+    /// Checks `text` against the machine's limit (and the core's own checks).
+    pub fn check_text(&self, text: &str) -> Result<()> {
+        crate::text::validate_within(text, self.max_text_chars())
+    }
+
+    /// Refuses unencrypted exports when IT turned them off.
+    pub fn check_export(&self) -> Result<()> {
+        self.check_allowed(
+            self.allow_export,
+            "exporting the history as an unencrypted file",
+        )
+    }
+
+    /// Refuses backups when IT turned them off.
+    pub fn check_backup(&self) -> Result<()> {
+        self.check_allowed(self.allow_backup, "making or restoring a backup")
+    }
+
+    /// Refuses to change a setting IT fixed.
+    pub fn check_unmanaged(&self, managed: bool, what: &str) -> Result<()> {
+        self.check_allowed(Some(!managed), &format!("changing {what}"))
+    }
+
+    fn check_allowed(&self, allowed: Option<bool>, what: &str) -> Result<()> {
+        match allowed {
+            Some(false) => Err(Error::ManagedByPolicy {
+                what: what.to_string(),
+                path: self.source.clone().unwrap_or_else(machine_policy_path),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn log_settings(&self) -> LogSettings {
+        let default = LogSettings::default();
+        LogSettings {
+            keep_days: self.log_keep_days.unwrap_or(default.keep_days),
+            max_file_bytes: self
+                .log_max_file_mb
+                .map(|mb| u64::from(mb) << 20)
+                .unwrap_or(default.max_file_bytes),
+        }
+    }
+
+    /// Every managed setting with its value, in the file's order.
+    pub fn managed(&self) -> Vec<ManagedSetting> {
+        let mut out = Vec::new();
+        let mut add = |key: &'static str, value: Option<String>| {
+            if let Some(value) = value {
+                out.push(ManagedSetting { key, value });
+            }
+        };
+        add(
+            "lock.idle_minutes",
+            self.idle_lock_minutes.map(|v| v.to_string()),
+        );
+        add("lock.unlock", self.unlock.map(|_| "passphrase".to_string()));
+        add(
+            "history.retention_days",
+            self.retention_days.map(|v| v.to_string()),
+        );
+        add(
+            "history.allow_export",
+            self.allow_export.map(|v| v.to_string()),
+        );
+        add(
+            "history.allow_backup",
+            self.allow_backup.map(|v| v.to_string()),
+        );
+        add(
+            "input.max_text_chars",
+            self.max_text_chars.map(|v| v.to_string()),
+        );
+        add(
+            "packs.allowed_signers",
+            self.allowed_pack_signers.as_ref().map(|keys| {
+                keys.iter()
+                    .map(SignerKey::to_text)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }),
+        );
+        add("logs.keep_days", self.log_keep_days.map(|v| v.to_string()));
+        add(
+            "logs.max_file_mb",
+            self.log_max_file_mb.map(|v| v.to_string()),
+        );
+        out
+    }
+}
+
+/// A policy anyone can edit is no policy: refuse one that users other than
+/// its owner may write.
+fn check_not_user_writable(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| Error::io(path, e))?
+            .permissions()
+            .mode();
+        if mode & 0o022 != 0 {
+            return Err(Error::Policy {
+                path: path.to_path_buf(),
+                line: 1,
+                problem: format!(
+                    "the file can be changed by other users (mode {:o}); make it writable by its owner only",
+                    mode & 0o777
+                ),
+            });
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy> {
+        Policy::parse(text, Path::new("/etc/medtext/policy.toml"))
+    }
+
+    fn line_and_problem(text: &str) -> (usize, String) {
+        match parse(text) {
+            Err(Error::Policy { line, problem, .. }) => (line, problem),
+            other => panic!("expected a policy error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_manages_nothing() {
+        let policy = parse("# nothing yet\n").unwrap();
+        assert!(policy.managed().is_empty());
+        assert_eq!(policy.max_text_chars(), MAX_TEXT_CHARS);
+        assert!(policy.check_export().is_ok());
+        assert_eq!(policy.log_settings(), LogSettings::default());
+    }
+
+    #[test]
+    fn every_setting_is_read_and_listed_as_managed() {
+        let key =
+            crate::signing::generate_key(&tempfile::tempdir().unwrap().path().join("k")).unwrap();
+        let text = format!(
+            "[lock]\nidle_minutes = 5\nunlock = \"passphrase\"\n[history]\nretention_days = 90\n\
+             allow_export = false\nallow_backup = true\n[input]\nmax_text_chars = 2000\n\
+             [packs]\nallowed_signers = [\"{}\"]\n[logs]\nkeep_days = 7\nmax_file_mb = 2\n",
+            key.to_text()
+        );
+        let policy = parse(&text).unwrap();
+        assert_eq!(policy.idle_lock_minutes, Some(5));
+        assert_eq!(policy.unlock, Some(UnlockMethod::Passphrase));
+        assert_eq!(policy.retention_days, Some(90));
+        assert_eq!(policy.allowed_pack_signers, Some(vec![key]));
+        assert_eq!(policy.max_text_chars(), 2000);
+        assert_eq!(
+            policy.log_settings(),
+            LogSettings {
+                keep_days: 7,
+                max_file_bytes: 2 << 20
+            }
+        );
+        assert_eq!(policy.managed().len(), 9);
+        let export = policy.check_export().unwrap_err().to_string();
+        assert!(
+            export.contains("not allowed") && export.contains("policy.toml"),
+            "{export}"
+        );
+        assert!(policy.check_backup().is_ok());
+        assert!(policy.check_text(&"a".repeat(2001)).is_err());
+        assert!(policy.check_text(&"a".repeat(2000)).is_ok());
+    }
+
+    #[test]
+    fn mistakes_are_reported_on_their_line() {
+        let (line, problem) = line_and_problem("[lock]\nidle_minutes = 5\nidle_minuts = 3\n");
+        assert_eq!(line, 3);
+        assert!(problem.contains("idle_minuts"), "{problem}");
+
+        let (line, problem) = line_and_problem("[history]\n\nretention_days = 0\n");
+        assert_eq!(line, 3);
+        assert!(problem.contains("between 1 and"), "{problem}");
+
+        let (line, _) = line_and_problem("[lock]\nidle_minutes = \"five\"\n");
+        assert_eq!(line, 2);
+
+        let (line, problem) = line_and_problem(
+            "[input]\nmax_text_chars = 100\n[packs]\nallowed_signers = [\"ed25519:00\"]\n",
+        );
+        assert_eq!(line, 4);
+        assert!(problem.contains("64 hex"), "{problem}");
+
+        let (line, _) = line_and_problem("[lock\nidle_minutes = 5\n");
+        assert_eq!(line, 1);
+
+        let (line, problem) = line_and_problem("[lock]\nunlock = \"fingerprint\"\n");
+        assert_eq!(line, 2);
+        assert!(
+            problem.contains("fingerprint") || problem.contains("variant"),
+            "{problem}"
+        );
+
+        let (_, problem) = line_and_problem("[input]\nmax_text_chars = 100001\n");
+        assert!(problem.contains("100000"), "{problem}");
+    }
+
+    #[test]
+    fn a_policy_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(check_not_user_writable(&path).is_err());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(check_not_user_writable(&path).is_ok());
+    }
+}
