@@ -3,6 +3,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::OnceLock;
 
 use clap::{Args, Parser, Subcommand};
 use medtext_core::archive;
@@ -12,8 +13,10 @@ use medtext_core::pack::{Pack, DEFAULT_PACK};
 use medtext_core::store::{ExportFormat, Feedback, FeedbackFilter, HistoryQuery, Verdict};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainRequest};
+use medtext_core::policy::Policy;
 use medtext_core::{
-    dataset, metrics, paths, runtime, text, Classification, Classifier, HistoryStore,
+    dataset, logging, metrics, network, paths, runtime, signing, text, Classification, Classifier,
+    HistoryStore,
 };
 
 #[derive(Parser)]
@@ -265,6 +268,20 @@ enum PackCommand {
         #[arg(long)]
         with_encoder: bool,
     },
+    /// Make a key for signing pack archives. The secret goes to --out
+    /// (owner-only; keep it off the workstations); the public key printed on
+    /// the last line goes into the machine policy's `packs.allowed_signers`.
+    Keygen {
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Sign a pack archive: writes ARCHIVE.sig beside it.
+    Sign {
+        archive: PathBuf,
+        /// The secret key file `medtext pack keygen` wrote.
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// List the installed packs with their heads and labels.
     List {
         /// Print JSON.
@@ -435,10 +452,38 @@ fn end_quietly_on_a_closed_pipe() {
     }
 }
 
+/// The machine policy, loaded once at start (see `medtext_core::policy`).
+static POLICY: OnceLock<Policy> = OnceLock::new();
+
+fn policy() -> &'static Policy {
+    POLICY.get_or_init(Policy::default)
+}
+
 fn main() -> ExitCode {
     end_quietly_on_a_closed_pipe();
     let cli = Cli::parse();
+    // A broken machine policy stops every command: running without it would
+    // leave the machine less protected than IT believes.
+    let machine_policy = match Policy::load() {
+        Ok(p) => p,
+        Err(e) => {
+            logging::install_crash_guards();
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let log_settings = machine_policy.log_settings();
+    let policy = POLICY.get_or_init(|| machine_policy);
+    if let Err(e) = paths::log_dir().and_then(|dir| logging::init("cli", &dir, log_settings)) {
+        // The command still runs; only its log is missing.
+        eprintln!("warning: MedText cannot write its log ({e})");
+    }
+    if !policy.managed().is_empty() {
+        tracing::info!(event = "policy", managed = policy.managed().len());
+    }
     runtime::configure(cli.threads);
+    let command = command_name(&cli.command);
+    let started = std::time::Instant::now();
     let result = match cli.command {
         Command::Classify(args) => classify(args),
         Command::History(args) => history(args),
@@ -473,6 +518,12 @@ fn main() -> ExitCode {
             json,
         ),
     };
+    tracing::info!(
+        event = "command",
+        command,
+        ok = result.is_ok(),
+        ms = started.elapsed().as_secs_f64() * 1000.0
+    );
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
@@ -482,10 +533,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// The subcommand's name, for the log (never its arguments: they may be
+/// the text itself or a patient's file name).
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Classify(_) => "classify",
+        Command::History(_) => "history",
+        Command::Audit(_) => "audit",
+        Command::Backup { .. } => "backup",
+        Command::Restore { .. } => "restore",
+        Command::Key(_) => "key",
+        Command::Doctor => "doctor",
+        Command::Eval(_) => "eval",
+        Command::Train(_) => "train",
+        Command::Import { .. } => "import",
+        Command::Pack(_) => "pack",
+        Command::Bench { .. } => "bench",
+        Command::BenchHistory { .. } => "bench-history",
+    }
+}
+
 type CliResult = Result<(), String>;
 
-fn err(e: impl std::fmt::Display) -> String {
+/// Turns an error into the message shown to the user, logging only its
+/// kind: the message may name a file, and a file name can name a patient.
+fn err<E: ErrorKind>(e: E) -> String {
+    tracing::warn!(event = "error", kind = e.kind());
     e.to_string()
+}
+
+trait ErrorKind: std::fmt::Display {
+    fn kind(&self) -> &'static str;
+}
+
+impl ErrorKind for medtext_core::Error {
+    fn kind(&self) -> &'static str {
+        medtext_core::Error::kind(self)
+    }
+}
+
+impl ErrorKind for std::io::Error {
+    fn kind(&self) -> &'static str {
+        "io"
+    }
+}
+
+impl ErrorKind for std::time::SystemTimeError {
+    fn kind(&self) -> &'static str {
+        "clock"
+    }
+}
+
+impl ErrorKind for serde_json::Error {
+    fn kind(&self) -> &'static str {
+        "json"
+    }
 }
 
 /// Where packs are looked for when MEDTEXT_MODELS_DIR is not set: beside the
@@ -507,7 +609,13 @@ fn pack_command(command: PackCommand) -> CliResult {
     let models = models_dir();
     match command {
         PackCommand::Import { archive } => {
+            let signer =
+                signing::verify_archive(&archive, policy().allowed_pack_signers.as_deref())
+                    .map_err(err)?;
             let pack = archive::import_archive(&archive, &models).map_err(err)?;
+            if let Some(signer) = signer {
+                println!("signature verified: signed by {}", signer.to_text());
+            }
             println!(
                 "installed {} {} in {}",
                 pack.manifest.name,
@@ -523,6 +631,18 @@ fn pack_command(command: PackCommand) -> CliResult {
             let pack = Pack::find(&models, &pack).map_err(err)?;
             archive::write_archive(&pack, &out, with_encoder).map_err(err)?;
             println!("wrote {}", out.display());
+        }
+        PackCommand::Keygen { out } => {
+            let key = signing::generate_key(&out).map_err(err)?;
+            eprintln!(
+                "wrote the secret key to {}; put the public key below in the policy's packs.allowed_signers",
+                out.display()
+            );
+            println!("{}", key.to_text());
+        }
+        PackCommand::Sign { archive, key } => {
+            let sig = signing::sign_archive(&archive, &key).map_err(err)?;
+            println!("wrote {}", sig.display());
         }
         PackCommand::List { json } => {
             let packs = medtext_core::pack::installed(&models);
@@ -586,7 +706,7 @@ fn read_input(args: &ClassifyArgs) -> Result<String, String> {
 fn classify(args: ClassifyArgs) -> CliResult {
     let input = read_input(&args)?;
     // Reject bad input before the model loads, so the message comes at once.
-    text::validate(&input).map_err(err)?;
+    policy().check_text(&input).map_err(err)?;
     let classifier = load_classifier(&args.pack)?;
     if args.all_heads {
         let results = classifier.classify_every_head(&input).map_err(err)?;
@@ -1062,6 +1182,58 @@ fn doctor() -> CliResult {
             }),
         );
     }
+    report(
+        "machine policy",
+        Ok(match &policy().source {
+            Some(path) => {
+                let managed: Vec<String> = policy()
+                    .managed()
+                    .iter()
+                    .map(|m| format!("{} = {}", m.key, m.value))
+                    .collect();
+                format!(
+                    "{} read; managed: {}",
+                    path.display(),
+                    if managed.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        managed.join("; ")
+                    }
+                )
+            }
+            None => format!(
+                "none at {}; every setting is the user's",
+                medtext_core::policy::machine_policy_path().display()
+            ),
+        }),
+    );
+    report(
+        "logs",
+        paths::log_dir()
+            .map(|dir| {
+                let s = policy().log_settings();
+                format!(
+                    "{} (JSON lines without patient text, kept {} days, rotated at {} MB)",
+                    dir.display(),
+                    s.keep_days,
+                    s.max_file_bytes >> 20
+                )
+            })
+            .map_err(err),
+    );
+    report(
+        "network",
+        network::check_own_sockets().and_then(|r| {
+            if r.beyond_loopback.is_empty() {
+                Ok(format!(
+                    "{} after loading the model and opening the history. MedText has no network client (checked at build time by tests/network_zero.rs)",
+                    r.statement()
+                ))
+            } else {
+                Err(r.statement())
+            }
+        }),
+    );
     if failed == 0 {
         Ok(())
     } else {

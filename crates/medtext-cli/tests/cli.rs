@@ -627,3 +627,86 @@ fn opens_no_socket_but_unix_and_loopback() {
         .collect();
     assert!(outside.is_empty(), "network sockets: {outside:#?}");
 }
+
+/// Every file under `dir` whose bytes contain `marker`.
+fn files_containing(dir: &std::path::Path, marker: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(marker.len())
+                .any(|w| w == marker)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn no_log_or_temporary_file_holds_the_text_or_a_file_name() {
+    // The marker is in the text, in file names and in texts that fail.
+    const MARKER: &str = "Zqxmarker4471";
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let run = |args: &[&str]| {
+        let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        Command::new(env!("CARGO_BIN_EXE_medtext"))
+            .args(args)
+            .env("MEDTEXT_MODELS_DIR", models)
+            .env("MEDTEXT_DATA_DIR", &data)
+            .env("TMPDIR", &tmp)
+            .output()
+            .unwrap()
+    };
+    let note = format!("Patient {MARKER} with crushing chest pain, troponin rising, NSTEMI.");
+    let ok = run(&["classify", "--save", "--json", "--evidence", &note]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let found = run(&["history", "--search", MARKER, "--json"]);
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert!(String::from_utf8_lossy(&found.stdout).contains(MARKER));
+
+    // Errors: a note over the limit, invalid UTF-8, a missing file and an
+    // unreadable training file, each carrying the marker.
+    let long = format!("{MARKER} {}", "x ".repeat(60_000));
+    assert!(!run(&["classify", &long]).status.success());
+    let bad_utf8 = tmp.join(format!("{MARKER}-note.txt"));
+    std::fs::write(&bad_utf8, [MARKER.as_bytes(), b" \xff\xfe"].concat()).unwrap();
+    assert!(!run(&["classify", "--file", bad_utf8.to_str().unwrap()])
+        .status
+        .success());
+    let missing = tmp.join(format!("{MARKER}-missing.txt"));
+    assert!(!run(&["classify", "--file", missing.to_str().unwrap()])
+        .status
+        .success());
+    let unlabelled = tmp.join(format!("{MARKER}-eval.csv"));
+    std::fs::write(&unlabelled, format!("text,diagnosis\n{MARKER} a,x\n")).unwrap();
+    assert!(!run(&["eval", "--input", unlabelled.to_str().unwrap(), "--json"])
+        .status
+        .success());
+    std::fs::remove_file(&bad_utf8).unwrap();
+    std::fs::remove_file(&unlabelled).unwrap();
+
+    let logs = data.join("logs");
+    let log_text = std::fs::read_to_string(logs.join("cli.log")).unwrap();
+    // The log is really there and records the events (so the scan means something).
+    for event in ["\"classify\"", "\"evidence\"", "\"pack_load\"", "\"error\""] {
+        assert!(log_text.contains(event), "no {event} event in:\n{log_text}");
+    }
+    for line in log_text.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("every log line is JSON");
+    }
+    assert_eq!(files_containing(&logs, MARKER.as_bytes()), Vec::<PathBuf>::new());
+    assert_eq!(files_containing(&tmp, MARKER.as_bytes()), Vec::<PathBuf>::new());
+    assert_eq!(files_containing(&data, MARKER.as_bytes()), Vec::<PathBuf>::new());
+    // And nothing in the logs names the labels of that note.
+    assert!(!log_text.contains("cardiovascular"), "{log_text}");
+}
