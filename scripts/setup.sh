@@ -16,7 +16,8 @@ command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || PKGS+=
 if (( WANT_TEST )); then
   # libglib2.0-bin: gdbus, with which the end-to-end test removes a keychain entry.
   # strace: the test that no socket is opened beyond loopback and Unix sockets.
-  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin strace)
+  # iproute2: loopback inside the network namespace the end-to-end tests run in.
+  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin strace iproute2)
 fi
 
 missing=()

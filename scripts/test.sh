@@ -48,6 +48,5 @@ HOME="$SCRATCH/home" dbus-run-session -- bash -c '
   set -euo pipefail
   echo -n medtext-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null
   cargo test --workspace --features "$APP_FEATURES"
-  xvfb-run --auto-servernum --server-args="-screen 0 1280x900x24" \
-    node --test --test-concurrency=1 tests/e2e/
+  scripts/e2e.sh
 '

@@ -18,6 +18,12 @@ fn main() {
             "train_pack",
             "take_recovery_key",
             "recover_history",
+            "lock_status",
+            "activity",
+            "lock_now",
+            "unlock",
+            "set_unlock_passphrase",
+            "set_idle_lock_minutes",
         ]));
     // A custom capabilities path is not watched by tauri-build itself.
     println!("cargo:rerun-if-changed=src-tauri/capabilities");

@@ -3,14 +3,17 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tauri::ipc::Channel;
 use tauri::State;
 
+use medtext_core::policy::ManagedSetting;
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainOutcome, TrainRequest};
-use medtext_core::{dataset, Classification, HistoryEntry};
+use medtext_core::{dataset, network, Classification, HistoryEntry};
+use zeroize::Zeroizing;
 
 use crate::state::AppState;
 
@@ -33,6 +36,34 @@ pub struct AppStatus {
     /// The start-up integrity check: `None` while it runs.
     pub history_integrity: Option<Result<(), String>>,
     pub max_text_chars: usize,
+    /// The machine policy: where it was read and what it fixes, or why MedText
+    /// refuses to run.
+    pub policy: Result<PolicyStatus, String>,
+    pub lock: LockStatus,
+    /// The running app's own check that none of its sockets (nor its
+    /// webview's) reaches beyond this machine, as one sentence.
+    pub network: Result<String, String>,
+    pub log_file: Result<PathBuf, String>,
+}
+
+#[derive(Serialize)]
+pub struct PolicyStatus {
+    pub source: Option<PathBuf>,
+    pub managed: Vec<ManagedSetting>,
+}
+
+#[derive(Serialize)]
+pub struct LockStatus {
+    pub locked: bool,
+    pub idle_minutes: Option<u32>,
+    /// The idle time is fixed by the machine policy.
+    pub idle_managed: bool,
+    pub has_passphrase: bool,
+}
+
+/// Logs a core error by its kind and gives the user its message.
+fn fail(error: medtext_core::Error) -> String {
+    error.logged("app").to_string()
 }
 
 #[derive(Serialize)]
@@ -50,19 +81,20 @@ pub async fn classify(
     text: String,
     state: State<'_, AppState>,
 ) -> Result<ClassifyResponse, String> {
-    let worker = state.engine.worker().map_err(|e| e.to_string())?;
+    let text = Zeroizing::new(text);
+    // The limits are enforced here, whatever the UI checked.
+    state.guard()?.check_text(&text).map_err(fail)?;
+    let worker = state.engine.worker().map_err(fail)?;
     let history = state.history();
     tauri::async_runtime::spawn_blocking(move || {
         let classification = worker
-            .classify_with_evidence(text.clone())
-            .map_err(|e| e.to_string())?;
+            .classify_with_evidence(String::clone(&text))
+            .map_err(fail)?;
         let saved = history.and_then(|h| {
             let mut store = h.lock().map_err(|_| {
                 "the history store is unavailable after an earlier failure".to_string()
             })?;
-            store
-                .save(&text, &classification)
-                .map_err(|e| e.to_string())
+            store.save(&text, &classification).map_err(fail)
         });
         let (saved_id, save_error) = match saved {
             Ok(id) => (Some(id), None),
@@ -81,12 +113,13 @@ pub async fn classify(
 /// The most recent saved classifications, newest first.
 #[tauri::command]
 pub async fn recent_history(state: State<'_, AppState>) -> Result<Vec<HistoryEntry>, String> {
+    state.guard()?;
     let history = state.history()?;
     tauri::async_runtime::spawn_blocking(move || {
         let store = history
             .lock()
             .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
-        store.recent(RECENT_LIMIT).map_err(|e| e.to_string())
+        store.recent(RECENT_LIMIT).map_err(fail)
     })
     .await
     .map_err(|_| "reading the history stopped unexpectedly".to_string())?
@@ -95,16 +128,148 @@ pub async fn recent_history(state: State<'_, AppState>) -> Result<Vec<HistoryEnt
 /// What is loaded, for the status line.
 #[tauri::command]
 pub fn app_status(state: State<'_, AppState>) -> AppStatus {
+    let policy = state.policy.as_ref().map(|p| PolicyStatus {
+        source: p.source.clone(),
+        managed: p.managed(),
+    });
     AppStatus {
         model: model_info(&state),
         history: state.history().map(|_| ()),
         history_integrity: state.integrity.lock().ok().and_then(|r| r.clone()),
-        max_text_chars: medtext_core::text::MAX_TEXT_CHARS,
+        max_text_chars: state
+            .policy
+            .as_ref()
+            .map_or(medtext_core::text::MAX_TEXT_CHARS, |p| p.max_text_chars()),
+        policy: policy.map_err(Clone::clone),
+        lock: lock_state(&state),
+        network: network::check_own_sockets().and_then(|report| {
+            if report.beyond_loopback.is_empty() {
+                Ok(report.statement())
+            } else {
+                Err(report.statement())
+            }
+        }),
+        log_file: state.log_file.clone(),
     }
 }
 
+/// Whether the app is locked, and how the lock is set up. Polled by the UI:
+/// it is how the screen learns that the idle time ran out.
+#[tauri::command]
+pub fn lock_status(state: State<'_, AppState>) -> LockStatus {
+    lock_state(&state)
+}
+
+fn lock_state(state: &AppState) -> LockStatus {
+    let (locked, idle_minutes) = match state.lock.lock() {
+        Ok(mut lock) => (lock.is_locked(Instant::now()), lock.idle_minutes()),
+        Err(_) => (true, None),
+    };
+    let history = state.history().ok();
+    let has_passphrase = history
+        .as_ref()
+        .and_then(|h| h.lock().ok()?.unlock_passphrase_hash().ok().flatten())
+        .is_some();
+    LockStatus {
+        locked,
+        idle_minutes,
+        idle_managed: state
+            .policy
+            .as_ref()
+            .is_ok_and(|p| p.idle_lock_minutes.is_some()),
+        has_passphrase,
+    }
+}
+
+/// The user is at the keyboard (the UI reports input now and then): the
+/// idle time starts again, unless the app is already locked.
+#[tauri::command]
+pub fn activity(state: State<'_, AppState>) {
+    if let Ok(mut lock) = state.lock.lock() {
+        lock.touch(Instant::now());
+    }
+}
+
+/// Locks the app now (the Lock button).
+#[tauri::command]
+pub fn lock_now(state: State<'_, AppState>) {
+    if let Ok(mut lock) = state.lock.lock() {
+        lock.lock();
+    }
+    tracing::info!(event = "lock", reason = "user");
+}
+
+/// Unlocks with the unlock passphrase.
+#[tauri::command]
+pub async fn unlock(passphrase: String, state: State<'_, AppState>) -> Result<(), String> {
+    let passphrase = Zeroizing::new(passphrase);
+    let hash = state
+        .history()?
+        .lock()
+        .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?
+        .unlock_passphrase_hash()
+        .map_err(fail)?
+        .ok_or("no unlock passphrase is set: set one first")?;
+    let mut lock = state
+        .lock
+        .lock()
+        .map_err(|_| "the lock is unavailable after an earlier failure".to_string())?;
+    lock.unlock(&passphrase, &hash, Instant::now())
+        .map_err(fail)?;
+    tracing::info!(event = "unlock");
+    Ok(())
+}
+
+/// Sets the unlock passphrase: the first time freely, after that only with
+/// the current one.
+#[tauri::command]
+pub async fn set_unlock_passphrase(
+    current: Option<String>,
+    passphrase: String,
+    state: State<'_, AppState>,
+) -> Result<(), String> {
+    let (current, passphrase) = (current.map(Zeroizing::new), Zeroizing::new(passphrase));
+    // No lock check: a first passphrase is what a locked app without one
+    // needs, and changing one needs the current one.
+    state.policy.as_ref().map_err(Clone::clone)?;
+    let history = state.history()?;
+    let mut store = history
+        .lock()
+        .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
+    if let Some(hash) = store.unlock_passphrase_hash().map_err(fail)? {
+        let current = current.ok_or("give the current unlock passphrase to change it")?;
+        medtext_core::lock::verify_passphrase(&current, &hash).map_err(fail)?;
+    }
+    store.set_unlock_passphrase(&passphrase).map_err(fail)
+}
+
+/// Sets the idle lock time in minutes (`None`: off), unless IT fixed it.
+/// An unlock passphrase must exist first, or nobody could unlock.
+#[tauri::command]
+pub async fn set_idle_lock_minutes(
+    minutes: Option<u32>,
+    state: State<'_, AppState>,
+) -> Result<LockStatus, String> {
+    state.guard()?;
+    {
+        let history = state.history()?;
+        let mut store = history
+            .lock()
+            .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
+        if minutes.is_some() && store.unlock_passphrase_hash().map_err(fail)?.is_none() {
+            return Err("set an unlock passphrase before turning the idle lock on".into());
+        }
+        store.set_idle_lock_minutes(minutes).map_err(fail)?;
+        let effective = store.idle_lock_minutes().map_err(fail)?;
+        if let Ok(mut lock) = state.lock.lock() {
+            lock.set_idle_minutes(effective);
+        }
+    }
+    Ok(lock_state(&state))
+}
+
 fn model_info(state: &AppState) -> Result<ModelInfo, String> {
-    let worker = state.engine.worker().map_err(|e| e.to_string())?;
+    let worker = state.engine.worker().map_err(fail)?;
     let c = worker.classifier();
     let m = &c.pack().manifest;
     Ok(ModelInfo {
@@ -189,7 +354,7 @@ pub async fn select_pack(
         engine
             .switch(&pack, head.as_deref())
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(fail)
     })
     .await
     .map_err(|_| "loading the model pack stopped unexpectedly".to_string())??;
@@ -204,6 +369,7 @@ pub async fn stage_training_file(
     request: tauri::ipc::Request<'_>,
     state: State<'_, AppState>,
 ) -> Result<(), String> {
+    state.guard()?;
     let tauri::ipc::InvokeBody::Raw(bytes) = request.body() else {
         return Err("the training file must be sent as raw bytes".into());
     };
@@ -213,10 +379,10 @@ pub async fn stage_training_file(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("csv");
     let dir = medtext_core::paths::data_dir()
-        .map_err(|e| e.to_string())?
+        .map_err(fail)?
         .join("training");
     let staged = medtext_core::training::StagedFile::write(&dir, &format!("upload.{kind}"), bytes)
-        .map_err(|e| e.to_string())?;
+        .map_err(fail)?;
     *state
         .training_file
         .lock()
@@ -250,6 +416,7 @@ pub async fn train_pack(
     on_progress: Channel<Progress>,
     state: State<'_, AppState>,
 ) -> Result<TrainOutcome, String> {
+    state.guard()?;
     let staged = state
         .training_file
         .lock()
@@ -263,7 +430,7 @@ pub async fn train_pack(
             label: &options.label_column,
             group: None,
         };
-        let examples = dataset::read_labelled(staged.path(), columns).map_err(|e| e.to_string())?;
+        let examples = dataset::read_labelled(staged.path(), columns).map_err(fail)?;
         let cache_dir = medtext_core::paths::data_dir()
             .map(|d| d.join("cache"))
             .ok();
@@ -298,8 +465,7 @@ pub async fn train_pack(
         let mut report = |p: Progress| {
             let _ = on_progress.send(p);
         };
-        training::train_new_pack(&models_dir, &options.name, request, &mut report)
-            .map_err(|e| e.to_string())
+        training::train_new_pack(&models_dir, &options.name, request, &mut report).map_err(fail)
     })
     .await
     .map_err(|_| "training stopped unexpectedly".to_string())?
@@ -309,6 +475,7 @@ pub async fn train_pack(
 /// it for IT to escrow. Later calls return nothing.
 #[tauri::command]
 pub fn take_recovery_key(state: State<'_, AppState>) -> Option<String> {
+    state.guard().ok()?;
     state
         .new_recovery_key
         .lock()

@@ -22,7 +22,13 @@ pub fn run() {
             commands::stage_training_file,
             commands::train_pack,
             commands::take_recovery_key,
-            commands::recover_history
+            commands::recover_history,
+            commands::lock_status,
+            commands::activity,
+            commands::lock_now,
+            commands::unlock,
+            commands::set_unlock_passphrase,
+            commands::set_idle_lock_minutes
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

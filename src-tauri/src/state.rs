@@ -5,12 +5,22 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use medtext_core::engine::Engine;
+use medtext_core::lock::IdleLock;
+use medtext_core::policy::Policy;
 use medtext_core::training::StagedFile;
-use medtext_core::{paths, HistoryStore};
+use medtext_core::{logging, paths, HistoryStore};
 
 pub struct AppState {
+    /// The machine policy, or why it is unusable: then every command
+    /// refuses with that message (the app does not run without its policy).
+    pub policy: Result<Policy, String>,
+    /// Where this run logs, or why it cannot.
+    pub log_file: Result<PathBuf, String>,
+    /// Locks the app after the idle time; see [`AppState::guard`].
+    pub lock: Mutex<IdleLock>,
     pub engine: Arc<Engine>,
     /// The open history, or why it did not open (until a recovery opens it).
     history: RwLock<Result<Arc<Mutex<HistoryStore>>, String>>,
@@ -25,6 +35,18 @@ pub struct AppState {
 
 impl AppState {
     pub fn load(resource_dir: Option<PathBuf>) -> Self {
+        let policy = Policy::load().map_err(|e| {
+            logging::install_crash_guards();
+            eprintln!("MedText cannot start: {e}");
+            e.to_string()
+        });
+        let log_settings = policy
+            .as_ref()
+            .map(Policy::log_settings)
+            .unwrap_or_default();
+        let log_file = paths::log_dir()
+            .and_then(|dir| logging::init("app", &dir, log_settings))
+            .map_err(|e| e.to_string());
         let mut candidates: Vec<PathBuf> =
             resource_dir.into_iter().map(|d| d.join("models")).collect();
         // A development build runs from the source tree: use its models/.
@@ -38,7 +60,10 @@ impl AppState {
             None,
         ));
         let mut new_recovery_key = None;
-        let history = paths::data_dir()
+        let history = policy
+            .clone()
+            .map_err(|_| medtext_core::Error::Engine("the machine policy is unusable".into()))
+            .and_then(|_| paths::data_dir())
             .and_then(|dir| HistoryStore::open_in(&dir))
             .and_then(|mut store| {
                 new_recovery_key = store.take_new_recovery_key().map(|k| k.to_text());
@@ -46,12 +71,23 @@ impl AppState {
                 store.apply_retention()?;
                 Ok(Arc::new(Mutex::new(store)))
             })
-            .map_err(|e| e.to_string());
+            .map_err(|e| e.logged("open_history").to_string());
         let integrity = Arc::new(Mutex::new(None));
         if let Ok(store) = &history {
             check_integrity_in_background(Arc::clone(store), Arc::clone(&integrity));
         }
+        let idle_minutes = match &history {
+            Ok(store) => store
+                .lock()
+                .ok()
+                .and_then(|s| s.idle_lock_minutes().ok())
+                .flatten(),
+            Err(_) => policy.as_ref().ok().and_then(|p| p.idle_lock_minutes),
+        };
         Self {
+            policy,
+            log_file,
+            lock: Mutex::new(IdleLock::new(idle_minutes, Instant::now())),
             engine,
             history: RwLock::new(history),
             training_file: Mutex::new(None),
@@ -62,6 +98,18 @@ impl AppState {
 }
 
 impl AppState {
+    /// What every command that shows or takes patient text asks first: the
+    /// policy is usable and the app is not locked (which also counts as use).
+    pub fn guard(&self) -> Result<&Policy, String> {
+        let policy = self.policy.as_ref().map_err(Clone::clone)?;
+        self.lock
+            .lock()
+            .map_err(|_| "the lock is unavailable after an earlier failure".to_string())?
+            .check(Instant::now())
+            .map_err(|e| e.to_string())?;
+        Ok(policy)
+    }
+
     /// The open history, or why it is not open.
     pub fn history(&self) -> Result<Arc<Mutex<HistoryStore>>, String> {
         self.history

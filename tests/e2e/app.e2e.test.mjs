@@ -34,6 +34,11 @@ for (const entry of ["encoders", "medical-abstracts", "icd10cm"]) {
   symlinkSync(join(import.meta.dirname, "../../models", entry), join(models, entry));
 }
 process.env.MEDTEXT_MODELS_DIR = models;
+// The machine policy the app reads (a debug build honours this variable;
+// a release build reads only /etc/medtext/policy.toml). Absent unless a test
+// writes it.
+const policyFile = join(mkdtempSync(join(tmpdir(), "medtext-e2e-policy-")), "policy.toml");
+process.env.MEDTEXT_POLICY_FILE = policyFile;
 const NOTE =
   "Quillbrook: 68 year old man with crushing substernal chest pain radiating to the left arm, " +
   "ST elevation in the anterior leads and raised troponin; taken for coronary angiography and stenting.";
@@ -126,7 +131,7 @@ test("classify a clinical note in the real app, save it encrypted, see it after 
   assert.ok(NOTE.startsWith(rows[0].preview));
 
   // No plaintext on disk.
-  for (const f of readdirSync(dataDir)) {
+  for (const f of readdirSync(dataDir, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name)) {
     const bytes = readFileSync(join(dataDir, f));
     assert.ok(!bytes.includes(Buffer.from("Quillbrook")), `${f} holds plaintext`);
     assert.ok(!bytes.includes(Buffer.from("SQLite format 3")), `${f} is an unencrypted SQLite file`);
@@ -281,4 +286,171 @@ test("the real app opens no socket but Unix and loopback while it classifies", a
     rmSync(trace, { force: true });
     rmSync(wrapper, { force: true });
   }
+});
+
+test("HTML and script in a note are shown as text and never run", async () => {
+  await openApp();
+  const payloads = [
+    `<img src=x onerror="window.__xss = 'img'"> pt with chest pain and troponin rise`,
+    `<script>window.__xss = 'script'</script> colon adenocarcinoma <svg onload="window.__xss = 'svg'">`,
+  ];
+  for (const payload of payloads) {
+    await wd.clear("#note-input");
+    await wd.type("#note-input", payload);
+    await wd.click("#classify-button");
+    await wd.waitFor("the evidence of this note", async () => (await wd.text("#result-evidence")) === payload);
+  }
+  let items = [];
+  await wd.waitFor("both in the history", async () => {
+    items = await wd.execute(`return [...document.querySelectorAll("#history-list .preview")].map((p) => p.textContent);`);
+    return items.some((i) => i.startsWith("<img src=x")) && items.some((i) => i.startsWith("<script>"));
+  }).catch((e) => {
+    throw new Error(`${e.message}: ${JSON.stringify(items)}`);
+  });
+  const found = await wd.execute(`return {
+    xss: window.__xss ?? null,
+    injected: document.querySelectorAll("#result img, #result script, #result svg, #history-list img, #history-list script, #history-list svg").length,
+  };`);
+  assert.deepEqual(found, { xss: null, injected: 0 });
+  // Stored as typed, searched as text: the CLI finds the exact string.
+  const rows = JSON.parse(
+    execFileSync(CLI, ["history", "--json", "--search", "onerror"], { env: process.env, encoding: "utf8" }),
+  );
+  assert.equal(rows.length, 1);
+  assert.ok(payloads[0].startsWith(rows[0].preview), rows[0].preview);
+  await wd.quit();
+});
+
+test("the lock clears every patient text, refuses commands, and opens only with the passphrase", async () => {
+  await openApp();
+  await wd.click("#security-panel summary");
+  assert.equal(await wd.execute(`return document.getElementById("lock-button").disabled;`), true, "no lock without a passphrase");
+  // Turning the idle lock on needs a passphrase first.
+  const refused = await wd.invoke("set_idle_lock_minutes", { minutes: 5 });
+  assert.match(refused.err ?? "", /set an unlock passphrase/);
+  await wd.type("#new-passphrase", "night shift 42");
+  await wd.click("#passphrase-button");
+  await wd.waitFor("the passphrase set", async () => (await wd.text("#security-status")).includes("passphrase set"));
+  await wd.click('#idle-select option[value="5"]');
+  await wd.waitFor("the idle lock on", async () => (await wd.text("#security-status")).includes("5 minutes"));
+
+  await wd.clear("#note-input");
+  await wd.type("#note-input", NOTE);
+  await wd.click("#classify-button");
+  await wd.waitFor("a label", async () => (await wd.text("#result-label")).length > 0);
+  await wd.click("#lock-button");
+  await wd.waitFor("the lock screen", async () => wd.displayed("#lock-dialog"));
+  const page = await wd.execute(`return {
+    note: document.getElementById("note-input").value,
+    html: document.body.innerHTML,
+    history: document.querySelectorAll("#history-list li").length,
+  };`);
+  assert.equal(page.note, "");
+  assert.equal(page.history, 0);
+  assert.ok(!page.html.includes("Quillbrook") && !page.html.includes("substernal"), "patient text left in the page");
+  await snap("locked");
+  // The Rust side refuses too, whatever the page does.
+  assert.match((await wd.invoke("recent_history")).err ?? "", /locked/);
+  assert.match((await wd.invoke("classify", { text: NOTE })).err ?? "", /locked/);
+
+  await wd.type("#unlock-passphrase", "day shift 42");
+  await wd.click("#unlock-button");
+  await wd.waitFor("the refusal", async () => (await wd.text("#unlock-error")).includes("not the unlock passphrase"));
+  assert.equal(await wd.displayed("#lock-dialog"), true);
+  await wd.type("#unlock-passphrase", "night shift 42");
+  await wd.click("#unlock-button");
+  await wd.waitFor("the lock screen gone", async () => !(await wd.displayed("#lock-dialog")));
+  await wd.waitFor("the history back", async () => (await wd.texts("#history-list li")).length > 0);
+  // Leave the idle lock off for the tests that follow.
+  assert.equal((await wd.invoke("set_idle_lock_minutes", { minutes: null })).err, undefined);
+  await wd.quit();
+});
+
+test("a malformed machine policy stops the app with the line named", async () => {
+  writeFileSync(policyFile, "[lock]\nidle_minutes = 5\nidle_minuts = 3\n", { mode: 0o644 });
+  try {
+    await wd.start(APP);
+    await wd.waitFor("the policy message", async () => wd.displayed("#policy-dialog"), 60_000);
+    const message = await wd.text("#policy-error");
+    assert.match(message, /line 3/);
+    assert.match(message, /idle_minuts/);
+    // Nothing works behind it.
+    assert.match((await wd.invoke("classify", { text: NOTE })).err ?? "", /line 3/);
+    await snap("policy-refused");
+    await wd.quit();
+  } finally {
+    rmSync(policyFile, { force: true });
+  }
+});
+
+test("settings fixed by the machine policy are shown and enforced by the Rust side", async () => {
+  writeFileSync(
+    policyFile,
+    "[input]\nmax_text_chars = 500\n[lock]\nidle_minutes = 30\n[history]\nallow_export = false\n",
+    { mode: 0o644 },
+  );
+  try {
+    await openApp();
+    await wd.click("#security-panel summary");
+    await wd.waitFor("the managed list", async () => (await wd.texts("#managed-list li")).length === 3);
+    const managed = await wd.texts("#managed-list li");
+    assert.ok(managed.includes("Longest text (characters): 500"), JSON.stringify(managed));
+    assert.equal(await wd.execute(`return document.getElementById("idle-select").disabled;`), true);
+    assert.match(await wd.text("#network-statement"), /none reaches beyond this machine/);
+    await snap("managed");
+    // The limit holds even for a page that skips its own check.
+    const long = await wd.invoke("classify", { text: "chest pain ".repeat(60) });
+    assert.match(long.err ?? "", /limit of 500/);
+    assert.match((await wd.invoke("set_idle_lock_minutes", { minutes: null })).err ?? "", /not allowed|policy/);
+    await wd.quit();
+    // The CLI follows the same policy.
+    let refusal = "";
+    try {
+      execFileSync(CLI, ["history", "export", "--all", "--out", join(dataDir, "..", "x.csv")], {
+        env: process.env,
+        encoding: "utf8",
+        stdio: "pipe",
+      });
+    } catch (e) {
+      refusal = String(e.stderr);
+    }
+    assert.match(refusal, /not allowed on this machine/);
+  } finally {
+    rmSync(policyFile, { force: true });
+  }
+});
+
+test("no log, cache or temporary file of the app holds patient text", async () => {
+  // Everything the app and its webview wrote: the data folder (history,
+  // logs, caches) and the scratch HOME (WebKit's caches and storage).
+  const roots = [dataDir, process.env.HOME].filter(Boolean);
+  const leaks = [];
+  const scan = (dir) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const path = join(dir, entry.name);
+      if (entry.isDirectory()) scan(path);
+      else if (entry.isFile() && readFileSync(path).includes(Buffer.from("Quillbrook"))) leaks.push(path);
+    }
+  };
+  for (const root of roots) scan(root);
+  assert.deepEqual(leaks, []);
+  const log = readFileSync(join(dataDir, "logs", "app.log"), "utf8");
+  assert.match(log, /"event":"classify"/, "the app logged its classifications (by size and time)");
+  assert.match(log, /"event":"lock"/);
+});
+
+test("the whole suite ran with no network but loopback", (t) => {
+  // scripts/test.sh runs these tests (driver, webview and app) inside a new
+  // network namespace when the machine allows it: every classification
+  // above then worked with no network interface but loopback.
+  if (process.env.MEDTEXT_E2E_OFFLINE !== "1") {
+    t.skip("SKIPPED: this machine does not allow a network namespace (unshare -n)");
+    return;
+  }
+  const interfaces = readFileSync("/proc/net/dev", "utf8")
+    .split("\n")
+    .slice(2)
+    .map((l) => l.split(":")[0].trim())
+    .filter(Boolean);
+  assert.deepEqual(interfaces, ["lo"]);
 });

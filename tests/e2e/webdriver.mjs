@@ -81,6 +81,24 @@ export class WebDriver {
     return this.request("GET", this.s(`/element/${id}/displayed`));
   }
 
+  /** Runs `script` (a function body) in the page and returns its value. */
+  async execute(script, args = []) {
+    return this.request("POST", this.s("/execute/sync"), { script, args });
+  }
+
+  /**
+   * Calls the app's Rust command `command` from inside the page, as the UI
+   * would, and returns `{ ok }` or `{ err }`.
+   */
+  async invoke(command, args = {}) {
+    return this.request("POST", this.s("/execute/async"), {
+      script: `const done = arguments[arguments.length - 1];
+        window.__TAURI_INTERNALS__.invoke(arguments[0], arguments[1])
+          .then((ok) => done({ ok: ok ?? null }), (err) => done({ err: String(err) }));`,
+      args: [command, args],
+    });
+  }
+
   /** A PNG of the window, as bytes. */
   async screenshot() {
     return Buffer.from(await this.request("GET", this.s("/screenshot")), "base64");

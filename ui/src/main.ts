@@ -9,8 +9,10 @@ import {
   showError,
   trainingProgress,
 } from "./render";
+import { clearPatientText, managedLines, throttle } from "./lock";
 import type {
   AppStatus,
+  LockStatus,
   ClassifyResponse,
   HistoryEntry,
   ModelInfo,
@@ -35,9 +37,170 @@ async function refreshHistory(): Promise<void> {
   try {
     renderHistory(await invoke<HistoryEntry[]>("recent_history"));
   } catch (e) {
-    showError(`History unavailable: ${errorText(e)}`);
+    if (!(await lockedOut(e))) showError(`History unavailable: ${errorText(e)}`);
   }
 }
+
+// ---- Idle lock ------------------------------------------------------------
+// The Rust side decides; the page polls it, reports activity, and on lock
+// clears every patient text before asking for the passphrase.
+
+const lockDialog = document.getElementById("lock-dialog") as HTMLDialogElement;
+const lockButton = document.getElementById("lock-button") as HTMLButtonElement;
+const unlockField = document.getElementById("unlock-passphrase") as HTMLInputElement;
+const unlockError = document.getElementById("unlock-error") as HTMLElement;
+/** "setup": no passphrase yet, but IT requires the lock: choose one first. */
+let lockMode: "unlock" | "setup" | null = null;
+
+function showLockDialog(mode: "unlock" | "setup", idleMinutes: number | null): void {
+  // Setting up happens before any patient text is shown (and must not close
+  // the first-run recovery key dialog).
+  if (mode === "unlock") clearPatientText();
+  lockMode = mode;
+  (document.getElementById("lock-title") as HTMLElement).textContent =
+    mode === "unlock" ? "MedText is locked" : "Choose an unlock passphrase";
+  (document.getElementById("lock-explanation") as HTMLElement).textContent =
+    mode === "unlock"
+      ? "Patient text was removed from the screen. Enter your unlock passphrase to go on."
+      : `MedText locks after ${idleMinutes ?? "some"} minutes without use. Choose the passphrase (at least 8 characters) that unlocks it.`;
+  (document.getElementById("unlock-button") as HTMLButtonElement).textContent =
+    mode === "unlock" ? "Unlock" : "Set passphrase";
+  unlockField.autocomplete = mode === "unlock" ? "current-password" : "new-password";
+  unlockField.minLength = mode === "unlock" ? 0 : 8;
+  unlockError.hidden = true;
+  if (!lockDialog.open) lockDialog.showModal();
+  unlockField.focus();
+}
+
+/** Shows the lock screen if the Rust side says the app is locked. */
+async function checkLock(): Promise<LockStatus> {
+  const lock = await invoke<LockStatus>("lock_status");
+  lockButton.disabled = !lock.has_passphrase;
+  if (lock.locked && lockMode === null) showLockDialog("unlock", lock.idle_minutes);
+  else if (!lock.has_passphrase && lock.idle_minutes !== null && lockMode === null)
+    showLockDialog("setup", lock.idle_minutes);
+  return lock;
+}
+
+/** True (and the lock screen shown) when `e` is the locked refusal. */
+async function lockedOut(e: unknown): Promise<boolean> {
+  if (typeof e !== "string" || !e.startsWith("MedText is locked")) return false;
+  await checkLock();
+  return true;
+}
+
+// The dialog may not be dismissed with Escape.
+lockDialog.addEventListener("cancel", (e) => e.preventDefault());
+(document.getElementById("unlock-form") as HTMLFormElement).addEventListener("submit", (e) => {
+  e.preventDefault();
+  const passphrase = unlockField.value;
+  const steps =
+    lockMode === "setup"
+      ? invoke("set_unlock_passphrase", { current: null, passphrase }).then(() =>
+          invoke("unlock", { passphrase }).catch(() => undefined),
+        )
+      : invoke("unlock", { passphrase });
+  void steps
+    .then(async () => {
+      unlockField.value = "";
+      lockMode = null;
+      lockDialog.close();
+      await refreshHistory();
+      await loadSecurity();
+    })
+    .catch((err: unknown) => {
+      unlockField.value = "";
+      unlockError.textContent = errorText(err);
+      unlockError.hidden = false;
+    });
+});
+
+async function lockNow(): Promise<void> {
+  await invoke("lock_now");
+  await checkLock();
+}
+lockButton.addEventListener("click", () => void lockNow());
+document.addEventListener("keydown", (e) => {
+  if (e.key === "l" && (e.ctrlKey || e.metaKey) && !lockButton.disabled) {
+    e.preventDefault();
+    void lockNow();
+  }
+});
+const reportActivity = throttle(() => void invoke("activity"), 20_000);
+for (const kind of ["keydown", "pointerdown", "input", "wheel"]) {
+  document.addEventListener(kind, () => {
+    if (lockMode === null) reportActivity();
+  });
+}
+setInterval(() => void checkLock().catch(() => undefined), 10_000);
+
+const idleSelect = document.getElementById("idle-select") as HTMLSelectElement;
+const securityStatus = document.getElementById("security-status") as HTMLElement;
+
+/** Fills the "Privacy and security" panel from the app's status. */
+async function loadSecurity(): Promise<void> {
+  const s = await invoke<AppStatus>("app_status");
+  (document.getElementById("network-statement") as HTMLElement).textContent =
+    "Ok" in s.network
+      ? `Nothing leaves this computer. Checked now: ${s.network.Ok}.`
+      : `Network check: ${s.network.Err}`;
+  if ("Ok" in s.policy) {
+    const lines = managedLines(s.policy.Ok);
+    (document.getElementById("policy-source") as HTMLElement).textContent =
+      lines.length > 0
+        ? `Set by your IT department (${s.policy.Ok.source ?? "machine policy"}):`
+        : "No setting is fixed by your IT department.";
+    (document.getElementById("managed-list") as HTMLElement).replaceChildren(
+      ...lines.map((line) => {
+        const li = document.createElement("li");
+        li.textContent = line;
+        return li;
+      }),
+    );
+  }
+  idleSelect.value = s.lock.idle_minutes === null ? "" : String(s.lock.idle_minutes);
+  if (idleSelect.value === "" && s.lock.idle_minutes !== null) {
+    // A value IT chose that is not in the list.
+    idleSelect.add(new Option(`${s.lock.idle_minutes} minutes without use`, String(s.lock.idle_minutes)));
+    idleSelect.value = String(s.lock.idle_minutes);
+  }
+  idleSelect.disabled = s.lock.idle_managed;
+  idleSelect.title = s.lock.idle_managed ? "Set by your IT department" : "";
+  (document.getElementById("current-passphrase-label") as HTMLElement).hidden = !s.lock.has_passphrase;
+  lockButton.disabled = !s.lock.has_passphrase;
+  (document.getElementById("log-file") as HTMLElement).textContent =
+    "Ok" in s.log_file ? `Log (no patient text): ${s.log_file.Ok}` : `No log: ${s.log_file.Err}`;
+}
+
+idleSelect.addEventListener("change", () => {
+  const minutes = idleSelect.value === "" ? null : Number(idleSelect.value);
+  void invoke<LockStatus>("set_idle_lock_minutes", { minutes })
+    .then(() => {
+      securityStatus.textContent = minutes === null ? "Idle lock off." : `Locks after ${minutes} minutes without use.`;
+    })
+    .catch(async (err: unknown) => {
+      securityStatus.textContent = errorText(err);
+      await loadSecurity();
+    });
+});
+(document.getElementById("passphrase-form") as HTMLFormElement).addEventListener("submit", (e) => {
+  e.preventDefault();
+  const currentField = document.getElementById("current-passphrase") as HTMLInputElement;
+  const newField = document.getElementById("new-passphrase") as HTMLInputElement;
+  const current = currentField.value === "" ? null : currentField.value;
+  void invoke("set_unlock_passphrase", { current, passphrase: newField.value })
+    .then(async () => {
+      securityStatus.textContent = "Unlock passphrase set.";
+      await loadSecurity();
+    })
+    .catch((err: unknown) => {
+      securityStatus.textContent = errorText(err);
+    })
+    .finally(() => {
+      currentField.value = "";
+      newField.value = "";
+    });
+});
 
 async function classify(): Promise<void> {
   const text = input.value;
@@ -56,7 +219,7 @@ async function classify(): Promise<void> {
     if (r.save_error) showError(`Result shown but not saved: ${r.save_error}`);
     await refreshHistory();
   } catch (e) {
-    showError(errorText(e));
+    if (!(await lockedOut(e))) showError(errorText(e));
   } finally {
     button.disabled = false;
     button.textContent = "Classify";
@@ -69,8 +232,19 @@ function showModel(m: ModelInfo): void {
   button.disabled = false;
 }
 
+/** Thrown to stop start-up when the machine policy is unusable. */
+class PolicyRefused extends Error {}
+
 async function loadStatus(): Promise<void> {
   const s = await invoke<AppStatus>("app_status");
+  if ("Err" in s.policy) {
+    (document.getElementById("policy-error") as HTMLElement).textContent = s.policy.Err;
+    const dialog = document.getElementById("policy-dialog") as HTMLDialogElement;
+    dialog.addEventListener("cancel", (e) => e.preventDefault());
+    dialog.showModal();
+    status.textContent = "Stopped by the machine policy";
+    throw new PolicyRefused();
+  }
   maxChars = s.max_text_chars;
   if ("Ok" in s.model) {
     showModel(s.model.Ok);
@@ -220,10 +394,13 @@ async function showRecoveryKey(): Promise<void> {
 
 loadStatus()
   .then(showRecoveryKey)
+  .then(checkLock)
+  .then(loadSecurity)
   .then(loadPacks)
   .then(refreshHistory)
   .then(watchIntegrity)
   .catch((e: unknown) => {
+    if (e instanceof PolicyRefused) return;
     status.textContent = "Not ready";
     showError(errorText(e));
   });

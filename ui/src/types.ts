@@ -72,6 +72,24 @@ export interface AppStatus {
   /** The start-up integrity check of the history; null while it runs. */
   history_integrity: Outcome<null> | null;
   max_text_chars: number;
+  /** The machine policy IT deployed, or why MedText refuses to run. */
+  policy: Outcome<PolicyStatus>;
+  lock: LockStatus;
+  /** The app's own check of its sockets, as one sentence. */
+  network: Outcome<string>;
+  log_file: Outcome<string>;
+}
+
+export interface PolicyStatus {
+  source: string | null;
+  managed: { key: string; value: string }[];
+}
+
+export interface LockStatus {
+  locked: boolean;
+  idle_minutes: number | null;
+  idle_managed: boolean;
+  has_passphrase: boolean;
 }
 
 /** `Progress` from medtext_core::training, sent on the training channel. */

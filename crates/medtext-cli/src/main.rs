@@ -10,10 +10,10 @@ use medtext_core::archive;
 use medtext_core::audit;
 use medtext_core::bench::{self, BenchPlan};
 use medtext_core::pack::{Pack, DEFAULT_PACK};
+use medtext_core::policy::Policy;
 use medtext_core::store::{ExportFormat, Feedback, FeedbackFilter, HistoryQuery, Verdict};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainRequest};
-use medtext_core::policy::Policy;
 use medtext_core::{
     dataset, logging, metrics, network, paths, runtime, signing, text, Classification, Classifier,
     HistoryStore,

@@ -689,9 +689,11 @@ fn no_log_or_temporary_file_holds_the_text_or_a_file_name() {
         .success());
     let unlabelled = tmp.join(format!("{MARKER}-eval.csv"));
     std::fs::write(&unlabelled, format!("text,diagnosis\n{MARKER} a,x\n")).unwrap();
-    assert!(!run(&["eval", "--input", unlabelled.to_str().unwrap(), "--json"])
-        .status
-        .success());
+    assert!(
+        !run(&["eval", "--input", unlabelled.to_str().unwrap(), "--json"])
+            .status
+            .success()
+    );
     std::fs::remove_file(&bad_utf8).unwrap();
     std::fs::remove_file(&unlabelled).unwrap();
 
@@ -704,9 +706,18 @@ fn no_log_or_temporary_file_holds_the_text_or_a_file_name() {
     for line in log_text.lines() {
         serde_json::from_str::<serde_json::Value>(line).expect("every log line is JSON");
     }
-    assert_eq!(files_containing(&logs, MARKER.as_bytes()), Vec::<PathBuf>::new());
-    assert_eq!(files_containing(&tmp, MARKER.as_bytes()), Vec::<PathBuf>::new());
-    assert_eq!(files_containing(&data, MARKER.as_bytes()), Vec::<PathBuf>::new());
+    assert_eq!(
+        files_containing(&logs, MARKER.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(
+        files_containing(&tmp, MARKER.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(
+        files_containing(&data, MARKER.as_bytes()),
+        Vec::<PathBuf>::new()
+    );
     // And nothing in the logs names the labels of that note.
     assert!(!log_text.contains("cardiovascular"), "{log_text}");
 }

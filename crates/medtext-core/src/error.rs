@@ -92,6 +92,12 @@ pub enum Error {
 
     #[error("pack signature {path}: {problem}")]
     Signature { path: PathBuf, problem: String },
+
+    #[error("MedText is locked after a period without use: unlock it to go on")]
+    Locked,
+
+    #[error("unlock: {problem}")]
+    Unlock { problem: String },
 }
 
 impl Error {
@@ -123,6 +129,8 @@ impl Error {
             Error::Policy { .. } => "policy",
             Error::ManagedByPolicy { .. } => "managed_by_policy",
             Error::Signature { .. } => "signature",
+            Error::Locked => "locked",
+            Error::Unlock { .. } => "unlock",
         }
     }
 

@@ -19,6 +19,7 @@ pub mod evidence;
 pub mod head;
 pub mod history_bench;
 pub mod keychain;
+pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod network;

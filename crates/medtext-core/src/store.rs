@@ -814,16 +814,7 @@ impl HistoryStore {
         if let Some(days) = self.policy.retention_days {
             return Ok(Some(days));
         }
-        let value: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT value FROM settings WHERE name = 'retention_days'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| store_error(&self.path, e))?;
-        Ok(value.and_then(|v| v.parse().ok()))
+        Ok(self.setting("retention_days")?.and_then(|v| v.parse().ok()))
     }
 
     /// Sets how long records are kept (`None`: until deleted); audited.
@@ -836,18 +827,72 @@ impl HistoryStore {
                 problem: "a retention period must be at least one day".into(),
             });
         }
-        let detail = format!(
-            "retention_days={}",
-            days.map_or("off".to_string(), |d| d.to_string())
-        );
+        self.put_setting("retention_days", days.map(|d| d.to_string()), true)
+    }
+
+    /// Minutes without use before the app locks: the machine policy's, else
+    /// the user's (`None`: no idle lock).
+    pub fn idle_lock_minutes(&self) -> Result<Option<u32>> {
+        if let Some(minutes) = self.policy.idle_lock_minutes {
+            return Ok(Some(minutes));
+        }
+        Ok(self
+            .setting("idle_lock_minutes")?
+            .and_then(|v| v.parse().ok()))
+    }
+
+    /// Sets the idle lock time (`None`: off); audited.
+    pub fn set_idle_lock_minutes(&mut self, minutes: Option<u32>) -> Result<()> {
+        self.policy.check_unmanaged(
+            self.policy.idle_lock_minutes.is_some(),
+            "the idle lock time",
+        )?;
+        if minutes.is_some_and(|m| !(1..=1440).contains(&m)) {
+            return Err(Error::Store {
+                path: self.path.clone(),
+                problem: "the idle lock time must be between 1 and 1440 minutes".into(),
+            });
+        }
+        self.put_setting("idle_lock_minutes", minutes.map(|m| m.to_string()), true)
+    }
+
+    /// The Argon2id hash of the unlock passphrase, if one was set.
+    pub fn unlock_passphrase_hash(&self) -> Result<Option<String>> {
+        self.setting("unlock_passphrase")
+    }
+
+    /// Sets the unlock passphrase (kept as its Argon2id hash); audited
+    /// without the hash.
+    pub fn set_unlock_passphrase(&mut self, passphrase: &str) -> Result<()> {
+        let hash = crate::lock::hash_passphrase(passphrase)?;
+        self.put_setting("unlock_passphrase", Some(hash), false)
+    }
+
+    fn setting(&self, name: &str) -> Result<Option<String>> {
+        self.conn
+            .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| store_error(&self.path, e))
+    }
+
+    /// Writes (or with `None` removes) a setting and audits the change, with
+    /// its value when `audit_value`.
+    fn put_setting(&mut self, name: &str, value: Option<String>, audit_value: bool) -> Result<()> {
+        let detail = match (&value, audit_value) {
+            (Some(v), true) => format!("{name}={v}"),
+            (None, _) => format!("{name}=off"),
+            (Some(_), false) => format!("{name} changed"),
+        };
         self.in_transaction(|tx| {
-            match days {
-                Some(d) => tx.execute(
-                    "INSERT INTO settings (name, value) VALUES ('retention_days', ?1)
+            match &value {
+                Some(v) => tx.execute(
+                    "INSERT INTO settings (name, value) VALUES (?1, ?2)
                      ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    [d.to_string()],
+                    [name, v.as_str()],
                 )?,
-                None => tx.execute("DELETE FROM settings WHERE name = 'retention_days'", [])?,
+                None => tx.execute("DELETE FROM settings WHERE name = ?1", [name])?,
             };
             audit::append(
                 tx,
@@ -1824,6 +1869,37 @@ pub(crate) mod tests {
             .unwrap_err();
         assert!(matches!(backup, Error::ManagedByPolicy { .. }), "{backup}");
         assert!(!dir.path().join("b.mtbak").exists());
+    }
+
+    #[test]
+    fn lock_settings_are_kept_with_the_passphrase_only_as_a_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 22);
+        assert_eq!(s.idle_lock_minutes().unwrap(), None);
+        s.set_idle_lock_minutes(Some(10)).unwrap();
+        assert_eq!(s.idle_lock_minutes().unwrap(), Some(10));
+        assert!(s.set_idle_lock_minutes(Some(0)).is_err());
+        s.set_unlock_passphrase("night shift 42").unwrap();
+        let hash = s.unlock_passphrase_hash().unwrap().unwrap();
+        crate::lock::verify_passphrase("night shift 42", &hash).unwrap();
+        let details: Vec<String> = s
+            .audit_entries()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.detail)
+            .collect();
+        assert_eq!(
+            details,
+            ["idle_lock_minutes=10", "unlock_passphrase changed"]
+        );
+        s.set_policy(
+            Policy::parse("[lock]\nidle_minutes = 3\n", Path::new("policy.toml")).unwrap(),
+        );
+        assert_eq!(s.idle_lock_minutes().unwrap(), Some(3));
+        assert!(matches!(
+            s.set_idle_lock_minutes(None),
+            Err(Error::ManagedByPolicy { .. })
+        ));
     }
 
     #[test]

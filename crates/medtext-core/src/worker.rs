@@ -13,6 +13,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use zeroize::Zeroize;
+
 use crate::{Classification, Classifier, Error, Result};
 
 /// Requests a worker holds by default before it refuses more.
@@ -142,16 +144,20 @@ fn run_round(classifier: &Classifier, round: Vec<Job>) {
                 waiting.push((texts.len()..texts.len() + mine.len(), reply));
                 texts.extend(mine);
             }
-            Job::Evidence { text, reply } => {
+            Job::Evidence { mut text, reply } => {
                 // A requester that gave up is no reason to stop.
                 let _ = reply.send(classifier.classify_with_evidence(&text));
+                text.zeroize();
             }
         }
     }
     if waiting.is_empty() {
         return;
     }
-    match classifier.classify_batch(&texts) {
+    let outcome = classifier.classify_batch(&texts);
+    // The texts are not needed past this point: clear them from memory.
+    texts.zeroize();
+    match outcome {
         Ok(results) => {
             let mut results = results.into_iter();
             for (range, reply) in waiting {

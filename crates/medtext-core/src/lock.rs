@@ -1,0 +1,159 @@
+//! The idle lock: after a period without use the app hides every patient
+//! text and asks for the unlock passphrase before showing anything again.
+//!
+//! The decision lives here, not in the web UI: the shell asks
+//! [`IdleLock::check`] before every command that returns patient text, so a
+//! UI that failed to notice the time still gets nothing back. The passphrase
+//! is kept only as an Argon2id hash (in the encrypted history's settings).
+
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+use crate::{Error, Result};
+
+/// Shortest unlock passphrase accepted.
+pub const MIN_PASSPHRASE_CHARS: usize = 8;
+
+/// Whether the app is locked, and when it was last used.
+#[derive(Debug)]
+pub struct IdleLock {
+    idle_after: Option<Duration>,
+    last_activity: Instant,
+    locked: bool,
+}
+
+impl IdleLock {
+    /// A lock that engages after `idle_minutes` without activity (`None`:
+    /// only when asked to).
+    pub fn new(idle_minutes: Option<u32>, now: Instant) -> Self {
+        Self {
+            idle_after: idle_minutes.map(|m| Duration::from_secs(u64::from(m) * 60)),
+            last_activity: now,
+            locked: false,
+        }
+    }
+
+    pub fn set_idle_minutes(&mut self, idle_minutes: Option<u32>) {
+        self.idle_after = idle_minutes.map(|m| Duration::from_secs(u64::from(m) * 60));
+    }
+
+    pub fn idle_minutes(&self) -> Option<u32> {
+        self.idle_after
+            .map(|d| u32::try_from(d.as_secs() / 60).unwrap_or(u32::MAX))
+    }
+
+    /// Records use of the app (a key press, a click) unless it is locked.
+    pub fn touch(&mut self, now: Instant) {
+        if !self.is_locked(now) {
+            self.last_activity = now;
+        }
+    }
+
+    /// Locks now (the user's "Lock" button).
+    pub fn lock(&mut self) {
+        self.locked = true;
+    }
+
+    /// Whether the app is locked at `now`: asked to, or idle too long.
+    pub fn is_locked(&mut self, now: Instant) -> bool {
+        if let Some(idle_after) = self.idle_after {
+            if now.saturating_duration_since(self.last_activity) >= idle_after {
+                self.locked = true;
+            }
+        }
+        self.locked
+    }
+
+    /// Fails with [`Error::Locked`] while locked, else counts as activity.
+    pub fn check(&mut self, now: Instant) -> Result<()> {
+        if self.is_locked(now) {
+            return Err(Error::Locked);
+        }
+        self.last_activity = now;
+        Ok(())
+    }
+
+    /// Unlocks if `passphrase` matches `stored_hash` (from
+    /// [`hash_passphrase`]).
+    pub fn unlock(&mut self, passphrase: &str, stored_hash: &str, now: Instant) -> Result<()> {
+        verify_passphrase(passphrase, stored_hash)?;
+        self.locked = false;
+        self.last_activity = now;
+        Ok(())
+    }
+}
+
+/// The Argon2id hash of a new unlock passphrase, as a PHC string.
+pub fn hash_passphrase(passphrase: &str) -> Result<String> {
+    if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
+        return Err(Error::Unlock {
+            problem: format!(
+                "the unlock passphrase needs at least {MIN_PASSPHRASE_CHARS} characters"
+            ),
+        });
+    }
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| Error::Unlock {
+        problem: format!("no randomness from the OS: {e}"),
+    })?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Unlock {
+        problem: e.to_string(),
+    })?;
+    Argon2::default()
+        .hash_password(passphrase.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Unlock {
+            problem: e.to_string(),
+        })
+}
+
+/// Checks `passphrase` against a hash from [`hash_passphrase`].
+pub fn verify_passphrase(passphrase: &str, stored_hash: &str) -> Result<()> {
+    let hash = PasswordHash::new(stored_hash).map_err(|_| Error::Unlock {
+        problem: "the stored unlock passphrase is damaged; unlock with the recovery key in the command line tool".into(),
+    })?;
+    Argon2::default()
+        .verify_password(passphrase.as_bytes(), &hash)
+        .map_err(|_| Error::Unlock {
+            problem: "that is not the unlock passphrase".into(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_engages_after_the_idle_time_and_activity_postpones_it() {
+        let start = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut lock = IdleLock::new(Some(5), start);
+        assert!(lock.check(start + 4 * minute).is_ok());
+        // Activity at minute 4 moves the deadline to minute 9.
+        assert!(!lock.is_locked(start + 8 * minute));
+        assert!(matches!(lock.check(start + 9 * minute), Err(Error::Locked)));
+        // Once locked, activity does not unlock it.
+        lock.touch(start + 9 * minute);
+        assert!(lock.is_locked(start + 9 * minute));
+    }
+
+    #[test]
+    fn only_the_right_passphrase_unlocks() {
+        let start = Instant::now();
+        let hash = hash_passphrase("correct horse").unwrap();
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(!hash.contains("correct horse"));
+        let mut lock = IdleLock::new(None, start);
+        assert!(!lock.is_locked(start + Duration::from_secs(86_400)));
+        lock.lock();
+        let wrong = lock.unlock("wrong horse", &hash, start).unwrap_err();
+        assert!(wrong.to_string().contains("not the unlock passphrase"));
+        assert!(lock.is_locked(start));
+        lock.unlock("correct horse", &hash, start).unwrap();
+        assert!(!lock.is_locked(start));
+        assert!(hash_passphrase("short").is_err());
+        assert!(verify_passphrase("x", "not a hash").is_err());
+    }
+}

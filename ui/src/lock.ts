@@ -1,0 +1,65 @@
+// The screen side of the idle lock. The Rust side decides when the app is
+// locked and refuses patient data while it is; this module makes sure no
+// patient text stays on screen (or in the page's DOM) once it is.
+
+import type { PolicyStatus } from "./types";
+
+/**
+ * Removes every patient text from the page: the note being written, the
+ * result and its evidence, the history list, training figures, a shown
+ * recovery key and any message. Element ids are the page's (index.html).
+ */
+export function clearPatientText(doc: Document = document): void {
+  const input = doc.getElementById("note-input") as HTMLTextAreaElement | null;
+  if (input) input.value = "";
+  const count = doc.getElementById("char-count");
+  if (count) count.textContent = "0 characters";
+  for (const id of [
+    "result-label",
+    "result-confidence",
+    "result-probabilities",
+    "result-evidence",
+    "result-meta",
+    "history-list",
+    "train-summary",
+    "train-figures",
+    "recovery-key",
+    "error",
+  ]) {
+    doc.getElementById(id)?.replaceChildren();
+  }
+  for (const id of ["result", "result-evidence-block", "train-result", "error"]) {
+    const el = doc.getElementById(id);
+    if (el) el.hidden = true;
+  }
+  const recovery = doc.getElementById("recovery-dialog") as HTMLDialogElement | null;
+  if (recovery?.open) recovery.close();
+}
+
+/** The lines of the "Set by your IT department" list. */
+export function managedLines(policy: PolicyStatus): string[] {
+  const names: Record<string, string> = {
+    "lock.idle_minutes": "Lock after idle (minutes)",
+    "lock.unlock": "Unlock with",
+    "history.retention_days": "Keep history (days)",
+    "history.allow_export": "Unencrypted export allowed",
+    "history.allow_backup": "Backups allowed",
+    "input.max_text_chars": "Longest text (characters)",
+    "packs.allowed_signers": "Model packs accepted from",
+    "logs.keep_days": "Keep logs (days)",
+    "logs.max_file_mb": "Log file size (MB)",
+  };
+  return policy.managed.map((m) => `${names[m.key] ?? m.key}: ${m.value}`);
+}
+
+/** Calls `report` at most once per `everyMs` while the user is active. */
+export function throttle(report: () => void, everyMs: number, now: () => number = Date.now): () => void {
+  let last = -Infinity;
+  return () => {
+    const t = now();
+    if (t - last >= everyMs) {
+      last = t;
+      report();
+    }
+  };
+}
