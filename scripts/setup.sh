@@ -8,8 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WANT_TEST=0
 [[ "${1:-}" == "--test" ]] && WANT_TEST=1
 
+# libpam0g-dev: the idle lock can unlock with the OS account's password (PAM).
 PKGS=(build-essential pkg-config curl file unzip python3 libssl-dev libdbus-1-dev
-  libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev)
+  libwebkit2gtk-4.1-dev libxdo-dev libayatana-appindicator3-dev librsvg2-dev libpam0g-dev)
 # A machine that has its own Node.js or pip (not Debian's) keeps them.
 command -v npm >/dev/null || PKGS+=(nodejs npm)
 command -v pip3 >/dev/null || python3 -m pip --version >/dev/null 2>&1 || PKGS+=(python3-pip)

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tauri::ipc::Channel;
 use tauri::State;
 
-use medtext_core::policy::ManagedSetting;
+use medtext_core::policy::{ManagedSetting, UnlockMethod};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainOutcome, TrainRequest};
 use medtext_core::{dataset, network, Classification, HistoryEntry};
@@ -59,6 +59,10 @@ pub struct LockStatus {
     /// The idle time is fixed by the machine policy.
     pub idle_managed: bool,
     pub has_passphrase: bool,
+    /// What unlocking asks for (the machine policy's choice).
+    pub method: UnlockMethod,
+    /// With the `os` method: whose password.
+    pub os_user: Option<String>,
 }
 
 /// Logs a core error by its kind and gives the user its message.
@@ -170,6 +174,7 @@ fn lock_state(state: &AppState) -> LockStatus {
         .as_ref()
         .and_then(|h| h.lock().ok()?.unlock_passphrase_hash().ok().flatten())
         .is_some();
+    let method = unlock_method(state);
     LockStatus {
         locked,
         idle_minutes,
@@ -178,7 +183,18 @@ fn lock_state(state: &AppState) -> LockStatus {
             .as_ref()
             .is_ok_and(|p| p.idle_lock_minutes.is_some()),
         has_passphrase,
+        method,
+        os_user: (method == UnlockMethod::Os)
+            .then(|| medtext_core::os_auth::current_user().ok())
+            .flatten(),
     }
+}
+
+fn unlock_method(state: &AppState) -> UnlockMethod {
+    state
+        .policy
+        .as_ref()
+        .map_or(UnlockMethod::Passphrase, |p| p.unlock_method())
 }
 
 /// The user is at the keyboard (the UI reports input now and then): the
@@ -199,23 +215,36 @@ pub fn lock_now(state: State<'_, AppState>) {
     tracing::info!(event = "lock", reason = "user");
 }
 
-/// Unlocks with the unlock passphrase.
+/// Unlocks with the unlock passphrase, or the OS account's password when
+/// the machine policy says so.
 #[tauri::command]
 pub async fn unlock(passphrase: String, state: State<'_, AppState>) -> Result<(), String> {
     let passphrase = Zeroizing::new(passphrase);
-    let hash = state
-        .history()?
-        .lock()
-        .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?
-        .unlock_passphrase_hash()
-        .map_err(fail)?
-        .ok_or("no unlock passphrase is set: set one first")?;
+    let method = unlock_method(&state);
+    let hash = match method {
+        UnlockMethod::Passphrase => Some(
+            state
+                .history()?
+                .lock()
+                .map_err(|_| {
+                    "the history store is unavailable after an earlier failure".to_string()
+                })?
+                .unlock_passphrase_hash()
+                .map_err(fail)?
+                .ok_or("no unlock passphrase is set: set one first")?,
+        ),
+        UnlockMethod::Os => None,
+    };
     let mut lock = state
         .lock
         .lock()
         .map_err(|_| "the lock is unavailable after an earlier failure".to_string())?;
-    lock.unlock(&passphrase, &hash, Instant::now())
-        .map_err(fail)?;
+    let check = || match &hash {
+        Some(hash) => medtext_core::lock::verify_passphrase(&passphrase, hash),
+        None => medtext_core::os_auth::current_user()
+            .and_then(|user| medtext_core::os_auth::verify(&user, &passphrase)),
+    };
+    lock.unlock_with(check, Instant::now()).map_err(fail)?;
     tracing::info!(event = "unlock");
     Ok(())
 }
@@ -256,7 +285,10 @@ pub async fn set_idle_lock_minutes(
         let mut store = history
             .lock()
             .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
-        if minutes.is_some() && store.unlock_passphrase_hash().map_err(fail)?.is_none() {
+        if minutes.is_some()
+            && unlock_method(&state) == UnlockMethod::Passphrase
+            && store.unlock_passphrase_hash().map_err(fail)?.is_none()
+        {
             return Err("set an unlock passphrase before turning the idle lock on".into());
         }
         store.set_idle_lock_minutes(minutes).map_err(fail)?;

@@ -52,17 +52,22 @@ const unlockError = document.getElementById("unlock-error") as HTMLElement;
 /** "setup": no passphrase yet, but IT requires the lock: choose one first. */
 let lockMode: "unlock" | "setup" | null = null;
 
-function showLockDialog(mode: "unlock" | "setup", idleMinutes: number | null): void {
+function showLockDialog(mode: "unlock" | "setup", lock: LockStatus): void {
+  const idleMinutes = lock.idle_minutes;
   // Setting up happens before any patient text is shown (and must not close
   // the first-run recovery key dialog).
   if (mode === "unlock") clearPatientText();
   lockMode = mode;
   (document.getElementById("lock-title") as HTMLElement).textContent =
     mode === "unlock" ? "MedText is locked" : "Choose an unlock passphrase";
+  const secret =
+    lock.method === "os" ? `the password of your computer account (${lock.os_user ?? "this user"})` : "your unlock passphrase";
   (document.getElementById("lock-explanation") as HTMLElement).textContent =
     mode === "unlock"
-      ? "Patient text was removed from the screen. Enter your unlock passphrase to go on."
+      ? `Patient text was removed from the screen. Enter ${secret} to go on.`
       : `MedText locks after ${idleMinutes ?? "some"} minutes without use. Choose the passphrase (at least 8 characters) that unlocks it.`;
+  (document.getElementById("unlock-label") as HTMLElement).textContent =
+    lock.method === "os" && mode === "unlock" ? "Computer account password" : "Unlock passphrase";
   (document.getElementById("unlock-button") as HTMLButtonElement).textContent =
     mode === "unlock" ? "Unlock" : "Set passphrase";
   unlockField.autocomplete = mode === "unlock" ? "current-password" : "new-password";
@@ -75,11 +80,15 @@ function showLockDialog(mode: "unlock" | "setup", idleMinutes: number | null): v
 /** Shows the lock screen if the Rust side says the app is locked. */
 async function checkLock(): Promise<LockStatus> {
   const lock = await invoke<LockStatus>("lock_status");
-  lockButton.disabled = !lock.has_passphrase;
-  if (lock.locked && lockMode === null) showLockDialog("unlock", lock.idle_minutes);
-  else if (!lock.has_passphrase && lock.idle_minutes !== null && lockMode === null)
-    showLockDialog("setup", lock.idle_minutes);
+  lockButton.disabled = !canUnlock(lock);
+  if (lock.locked && lockMode === null) showLockDialog("unlock", lock);
+  else if (!canUnlock(lock) && lock.idle_minutes !== null && lockMode === null) showLockDialog("setup", lock);
   return lock;
+}
+
+/** Whether unlocking is possible: by the OS account, or a passphrase set. */
+function canUnlock(lock: LockStatus): boolean {
+  return lock.method === "os" || lock.has_passphrase;
 }
 
 /** True (and the lock screen shown) when `e` is the locked refusal. */
@@ -167,7 +176,8 @@ async function loadSecurity(): Promise<void> {
   idleSelect.disabled = s.lock.idle_managed;
   idleSelect.title = s.lock.idle_managed ? "Set by your IT department" : "";
   (document.getElementById("current-passphrase-label") as HTMLElement).hidden = !s.lock.has_passphrase;
-  lockButton.disabled = !s.lock.has_passphrase;
+  (document.getElementById("passphrase-form") as HTMLElement).hidden = s.lock.method === "os";
+  lockButton.disabled = !canUnlock(s.lock);
   (document.getElementById("log-file") as HTMLElement).textContent =
     "Ok" in s.log_file ? `Log (no patient text): ${s.log_file.Ok}` : `No log: ${s.log_file.Err}`;
 }

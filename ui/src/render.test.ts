@@ -69,6 +69,18 @@ describe("render", () => {
     expect(document.getElementById("result-meta")!.textContent).toContain("3 overlapping windows");
   });
 
+  it("renders label names from a pack as text, never as HTML", () => {
+    const hostile = "<img src=x onerror=alert(1)>";
+    renderResult({
+      ...classification,
+      top: { id: hostile, display: hostile, probability: 0.9 },
+      probabilities: [{ id: hostile, display: hostile, probability: 0.9 }],
+    });
+    expect(document.querySelectorAll("#result img").length).toBe(0);
+    expect(document.getElementById("result-label")!.textContent).toBe(hostile);
+    expect(document.getElementById("result-probabilities")!.textContent).toContain(hostile);
+  });
+
   it("renders history entries as text, never as HTML", () => {
     const entry: HistoryEntry = {
       id: 7,

@@ -90,6 +90,9 @@ export interface LockStatus {
   idle_minutes: number | null;
   idle_managed: boolean;
   has_passphrase: boolean;
+  /** What unlocking asks for: the app passphrase, or the OS account's password. */
+  method: "passphrase" | "os";
+  os_user: string | null;
 }
 
 /** `Progress` from medtext_core::training, sent on the training channel. */

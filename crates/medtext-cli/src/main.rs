@@ -686,21 +686,16 @@ fn load_classifier(args: &PackArgs) -> Result<Classifier, String> {
 }
 
 fn read_input(args: &ClassifyArgs) -> Result<String, String> {
-    let bytes = match (&args.text, &args.file) {
-        (Some(text), _) => return Ok(text.clone()),
+    match (&args.text, &args.file) {
+        (Some(text), _) => Ok(text.clone()),
         (None, Some(path)) if path.as_os_str() == "-" => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .map_err(|e| format!("standard input: {e}"))?;
-            buf
+            text::read_bounded(std::io::stdin().lock(), Path::new("standard input")).map_err(err)
         }
-        (None, Some(path)) => {
-            std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?
-        }
-        (None, None) => return Err("give the text to classify, or --file".into()),
-    };
-    text::decode_utf8(bytes).map_err(err)
+        (None, Some(path)) => std::fs::File::open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+            .and_then(|file| text::read_bounded(file, path).map_err(err)),
+        (None, None) => Err("give the text to classify, or --file".into()),
+    }
 }
 
 fn classify(args: ClassifyArgs) -> CliResult {

@@ -17,6 +17,9 @@ pub enum Error {
     )]
     TextTooLong { chars: usize, limit: usize },
 
+    #[error("the input is over {limit_bytes} bytes, more than the longest text MedText classifies: split it into parts and classify each")]
+    InputTooLarge { limit_bytes: u64 },
+
     #[error("the input is not valid UTF-8 text (first invalid byte at offset {offset}): save it as UTF-8 and try again")]
     InvalidUtf8 { offset: usize },
 
@@ -108,6 +111,7 @@ impl Error {
             Error::EmptyText => "empty_text",
             Error::TextTooLong { .. } => "text_too_long",
             Error::InvalidUtf8 { .. } => "invalid_utf8",
+            Error::InputTooLarge { .. } => "input_too_large",
             Error::Pack { .. } => "pack",
             Error::PackNotFound { .. } => "pack_not_found",
             Error::Tokenizer { .. } => "tokenizer",

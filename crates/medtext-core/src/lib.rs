@@ -23,6 +23,7 @@ pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod network;
+pub mod os_auth;
 pub mod pack;
 pub mod paths;
 pub mod policy;

@@ -22,7 +22,13 @@ pub struct IdleLock {
     idle_after: Option<Duration>,
     last_activity: Instant,
     locked: bool,
+    /// Wrong unlock attempts in a row, and when the next may be tried.
+    failures: u32,
+    retry_after: Option<Instant>,
 }
+
+/// Wrong attempts allowed before each further one must wait.
+const FREE_ATTEMPTS: u32 = 5;
 
 impl IdleLock {
     /// A lock that engages after `idle_minutes` without activity (`None`:
@@ -32,6 +38,8 @@ impl IdleLock {
             idle_after: idle_minutes.map(|m| Duration::from_secs(u64::from(m) * 60)),
             last_activity: now,
             locked: false,
+            failures: 0,
+            retry_after: None,
         }
     }
 
@@ -78,10 +86,39 @@ impl IdleLock {
     /// Unlocks if `passphrase` matches `stored_hash` (from
     /// [`hash_passphrase`]).
     pub fn unlock(&mut self, passphrase: &str, stored_hash: &str, now: Instant) -> Result<()> {
-        verify_passphrase(passphrase, stored_hash)?;
-        self.locked = false;
-        self.last_activity = now;
-        Ok(())
+        self.unlock_with(|| verify_passphrase(passphrase, stored_hash), now)
+    }
+
+    /// Unlocks if `check` (the passphrase, or the OS account's password)
+    /// succeeds. After [`FREE_ATTEMPTS`] wrong attempts in a row each further
+    /// one waits, 30 s doubling up to 16 min, so guessing at the keyboard is
+    /// slow.
+    pub fn unlock_with(&mut self, check: impl FnOnce() -> Result<()>, now: Instant) -> Result<()> {
+        if let Some(until) = self.retry_after.filter(|&until| now < until) {
+            return Err(Error::Unlock {
+                problem: format!(
+                    "too many wrong attempts: try again in {} s",
+                    until.saturating_duration_since(now).as_secs().max(1)
+                ),
+            });
+        }
+        match check() {
+            Ok(()) => {
+                self.locked = false;
+                self.last_activity = now;
+                self.failures = 0;
+                self.retry_after = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                if self.failures >= FREE_ATTEMPTS {
+                    let wait = 30u64 << (self.failures - FREE_ATTEMPTS).min(5);
+                    self.retry_after = Some(now + Duration::from_secs(wait));
+                }
+                Err(e)
+            }
+        }
     }
 }
 
@@ -137,6 +174,37 @@ mod tests {
         // Once locked, activity does not unlock it.
         lock.touch(start + 9 * minute);
         assert!(lock.is_locked(start + 9 * minute));
+    }
+
+    #[test]
+    fn repeated_wrong_attempts_must_wait_and_a_success_resets_the_count() {
+        let start = Instant::now();
+        let mut lock = IdleLock::new(None, start);
+        lock.lock();
+        let wrong = || {
+            Err(Error::Unlock {
+                problem: "wrong".into(),
+            })
+        };
+        for _ in 0..FREE_ATTEMPTS {
+            assert!(
+                matches!(lock.unlock_with(wrong, start), Err(Error::Unlock { problem }) if problem == "wrong")
+            );
+        }
+        // The right answer too must wait now.
+        let waiting = lock.unlock_with(|| Ok(()), start + Duration::from_secs(10));
+        assert!(
+            matches!(&waiting, Err(Error::Unlock { problem }) if problem.contains("try again in 20 s")),
+            "{waiting:?}"
+        );
+        assert!(lock.is_locked(start));
+        lock.unlock_with(|| Ok(()), start + Duration::from_secs(30))
+            .unwrap();
+        assert!(!lock.is_locked(start + Duration::from_secs(30)));
+        lock.lock();
+        assert!(
+            matches!(lock.unlock_with(wrong, start + Duration::from_secs(31)), Err(Error::Unlock { problem }) if problem == "wrong")
+        );
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub const POLICY_FILE_ENV: &str = "MEDTEXT_POLICY_FILE";
 pub enum UnlockMethod {
     /// The app passphrase the user set (kept as an Argon2id hash).
     Passphrase,
+    /// The signed-in OS account's password (see [`crate::os_auth`]).
+    Os,
 }
 
 /// The policy in force. `None` everywhere means "not managed".
@@ -232,6 +234,11 @@ impl Policy {
         self.max_text_chars.unwrap_or(MAX_TEXT_CHARS)
     }
 
+    /// How unlocking works here: the policy's method, else the passphrase.
+    pub fn unlock_method(&self) -> UnlockMethod {
+        self.unlock.unwrap_or(UnlockMethod::Passphrase)
+    }
+
     /// Checks `text` against the machine's limit (and the core's own checks).
     pub fn check_text(&self, text: &str) -> Result<()> {
         crate::text::validate_within(text, self.max_text_chars())
@@ -288,7 +295,16 @@ impl Policy {
             "lock.idle_minutes",
             self.idle_lock_minutes.map(|v| v.to_string()),
         );
-        add("lock.unlock", self.unlock.map(|_| "passphrase".to_string()));
+        add(
+            "lock.unlock",
+            self.unlock.map(|m| {
+                match m {
+                    UnlockMethod::Passphrase => "passphrase",
+                    UnlockMethod::Os => "os",
+                }
+                .to_string()
+            }),
+        );
         add(
             "history.retention_days",
             self.retention_days.map(|v| v.to_string()),
@@ -405,6 +421,9 @@ mod tests {
             }
         );
         assert_eq!(policy.managed().len(), 9);
+        let os = parse("[lock]\nunlock = \"os\"\n").unwrap();
+        assert_eq!(os.unlock_method(), UnlockMethod::Os);
+        assert_eq!(parse("").unwrap().unlock_method(), UnlockMethod::Passphrase);
         let export = policy.check_export().unwrap_err().to_string();
         assert!(
             export.contains("not allowed") && export.contains("policy.toml"),

@@ -27,6 +27,25 @@ pub fn validate_within(text: &str, limit: usize) -> Result<()> {
     Ok(())
 }
 
+/// Most bytes read from a file or pipe for one text: the longest text at
+/// four bytes per character. Reading stops there, so a huge file is refused
+/// without being loaded.
+pub const MAX_INPUT_BYTES: u64 = 4 * MAX_TEXT_CHARS as u64;
+
+/// Reads one text from `reader` (a file, standard input), refusing input
+/// over [`MAX_INPUT_BYTES`] before it is all in memory, then decodes it.
+pub fn read_bounded(reader: impl std::io::Read, source: &std::path::Path) -> Result<String> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut reader.take(MAX_INPUT_BYTES + 1), &mut bytes)
+        .map_err(|e| Error::io(source, e))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(Error::InputTooLarge {
+            limit_bytes: MAX_INPUT_BYTES,
+        });
+    }
+    decode_utf8(bytes)
+}
+
 /// Decodes bytes read from a file or pipe as UTF-8, with an error that says where
 /// decoding failed (never what the bytes were).
 pub fn decode_utf8(bytes: Vec<u8>) -> Result<String> {
@@ -38,6 +57,25 @@ pub fn decode_utf8(bytes: Vec<u8>) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_is_read_up_to_the_limit_and_no_further() {
+        let source = std::path::Path::new("note.txt");
+        let at_limit = vec![b'a'; MAX_INPUT_BYTES as usize];
+        assert_eq!(
+            read_bounded(&at_limit[..], source).unwrap().len(),
+            at_limit.len()
+        );
+        let over = std::io::repeat(b'a'); // endless: must stop on its own
+        assert!(matches!(
+            read_bounded(over, source),
+            Err(Error::InputTooLarge { .. })
+        ));
+        assert!(matches!(
+            read_bounded(&b"ok \xff"[..], source),
+            Err(Error::InvalidUtf8 { offset: 3 })
+        ));
+    }
 
     #[test]
     fn empty_and_whitespace_are_rejected() {
