@@ -1,6 +1,5 @@
 //! `medtext`: the command-line face of MedText, on the same core as the app.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;

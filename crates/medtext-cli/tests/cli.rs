@@ -721,3 +721,112 @@ fn no_log_or_temporary_file_holds_the_text_or_a_file_name() {
     // And nothing in the logs names the labels of that note.
     assert!(!log_text.contains("cardiovascular"), "{log_text}");
 }
+
+#[test]
+fn a_policy_listing_signers_installs_only_packs_they_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("abstracts.tar");
+    // Without --with-encoder: the "other machine" gets the shared encoder
+    // from the repository's models folder through a link below.
+    let out = medtext(
+        &[
+            "pack",
+            "export",
+            "medical-abstracts",
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let policy = dir.path().join("policy.toml");
+    let fresh = dir.path().join("models");
+    std::fs::create_dir_all(&fresh).unwrap();
+    std::os::unix::fs::symlink(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/encoders"),
+        fresh.join("encoders"),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_medtext"))
+            .args(args)
+            .env("MEDTEXT_MODELS_DIR", &fresh)
+            .env("MEDTEXT_DATA_DIR", dir.path())
+            .env("MEDTEXT_POLICY_FILE", &policy)
+            .output()
+            .unwrap()
+    };
+    let keygen = |name: &str| {
+        let out = run(&[
+            "pack",
+            "keygen",
+            "--out",
+            dir.path().join(name).to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let it_key = keygen("it.key");
+    let other_key = keygen("other.key");
+    assert!(it_key.starts_with("ed25519:") && it_key != other_key);
+    std::fs::write(
+        &policy,
+        format!("[packs]\nallowed_signers = [\"{it_key}\"]\n"),
+    )
+    .unwrap();
+
+    let archive_arg = archive.to_str().unwrap();
+    let unsigned = run(&["pack", "import", archive_arg]);
+    assert!(!unsigned.status.success());
+    assert!(
+        stderr(&unsigned).contains("missing"),
+        "{}",
+        stderr(&unsigned)
+    );
+
+    let sign = |key: &str| {
+        let out = run(&[
+            "pack",
+            "sign",
+            archive_arg,
+            "--key",
+            dir.path().join(key).to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    sign("other.key");
+    let foreign = run(&["pack", "import", archive_arg]);
+    assert!(!foreign.status.success());
+    assert!(
+        stderr(&foreign).contains("not among the signers"),
+        "{}",
+        stderr(&foreign)
+    );
+    assert!(!fresh.join("medical-abstracts").exists());
+
+    sign("it.key");
+    let signed = run(&["pack", "import", archive_arg]);
+    assert!(signed.status.success(), "{}", stderr(&signed));
+    assert!(String::from_utf8_lossy(&signed.stdout).contains(&it_key));
+    assert!(fresh.join("medical-abstracts").is_dir());
+}
+
+#[test]
+fn a_malformed_policy_stops_every_command_with_the_line_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[history]\nallow_export = false\nretention_days = \"ninety\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args(["classify", "chest pain"])
+        .env("MEDTEXT_DATA_DIR", dir.path())
+        .env("MEDTEXT_POLICY_FILE", &policy)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}

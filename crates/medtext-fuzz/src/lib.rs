@@ -16,8 +16,11 @@ use medtext_core::pack::Pack;
 use medtext_core::policy::Policy;
 use medtext_core::tokenize::TextTokenizer;
 
+/// A fuzz target: runs one input, panics only on a bug.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name (the folder names under `fuzz/corpus/`).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("archive", archive),
     ("dataset", dataset),
