@@ -30,10 +30,11 @@ describe("managedLines", () => {
         source: "/etc/medtext/policy.toml",
         managed: [
           { key: "lock.idle_minutes", value: "5" },
+          { key: "history.allow_export", value: "false" },
           { key: "future.key", value: "x" },
         ],
       }),
-    ).toEqual(["Lock after idle (minutes): 5", "future.key: x"]);
+    ).toEqual(["Lock after idle (minutes): 5", "Unencrypted export allowed: no", "future.key: x"]);
   });
 });
 

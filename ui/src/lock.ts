@@ -49,7 +49,8 @@ export function managedLines(policy: PolicyStatus): string[] {
     "logs.keep_days": "Keep logs (days)",
     "logs.max_file_mb": "Log file size (MB)",
   };
-  return policy.managed.map((m) => `${names[m.key] ?? m.key}: ${m.value}`);
+  const words: Record<string, string> = { true: "yes", false: "no" };
+  return policy.managed.map((m) => `${names[m.key] ?? m.key}: ${words[m.value] ?? m.value}`);
 }
 
 /** Calls `report` at most once per `everyMs` while the user is active. */
