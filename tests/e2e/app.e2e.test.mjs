@@ -203,9 +203,16 @@ test("train a model from a labelled file in the app, see its figures, then use i
     await openApp();
     await wd.click("#train-panel summary");
     await wd.type("#train-file", file);
+    await wd.waitFor("the file chosen", async () =>
+      wd.execute(`return document.getElementById("train-file").files.length === 1;`),
+    );
     await wd.type("#train-name", "e2e-mine");
     await wd.click("#train-button");
-    await wd.waitFor("the new model's figures", async () => wd.displayed("#train-result"), 120_000);
+    await wd.waitFor("the new model's figures", async () => wd.displayed("#train-result"), 120_000).catch(async (e) => {
+      // Say what the app showed instead.
+      const shown = await wd.execute(`return [document.getElementById("error").textContent, document.getElementById("train-status").textContent];`);
+      throw new Error(`${e.message}; the app showed ${JSON.stringify(shown)}`);
+    });
     assert.match(await wd.text("#train-summary"), /held-out examples: accuracy \d+%, macro-F1 [\d.]+/);
     // One row per label, its name in the row's header cell.
     assert.deepEqual(await wd.texts("#train-figures tbody th"), ["fracture", "respiratory"]);
