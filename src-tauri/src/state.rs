@@ -124,6 +124,10 @@ impl AppState {
         let store = paths::data_dir()
             .and_then(|dir| HistoryStore::recover(&dir, recovery_key))
             .map_err(|e| e.to_string())?;
+        // The idle time the user set is in the history that just opened.
+        if let (Ok(Some(minutes)), Ok(mut lock)) = (store.idle_lock_minutes(), self.lock.lock()) {
+            lock.set_idle_minutes(Some(minutes));
+        }
         let store = Arc::new(Mutex::new(store));
         check_integrity_in_background(Arc::clone(&store), Arc::clone(&self.integrity));
         *self.history.write().map_err(|_| {

@@ -151,7 +151,7 @@ async function loadSecurity(): Promise<void> {
   const s = await invoke<AppStatus>("app_status");
   (document.getElementById("network-statement") as HTMLElement).textContent =
     "Ok" in s.network
-      ? `Nothing leaves this computer. Checked now: ${s.network.Ok}.`
+      ? `Nothing leaves this computer. MedText contains no network code (checked when it was built), and now: ${s.network.Ok}.`
       : `Network check: ${s.network.Err}`;
   if ("Ok" in s.policy) {
     const lines = managedLines(s.policy.Ok);
