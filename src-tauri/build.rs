@@ -24,6 +24,13 @@ fn main() {
             "unlock",
             "set_unlock_passphrase",
             "set_idle_lock_minutes",
+            "search_history",
+            "history_record",
+            "set_feedback",
+            "delete_records",
+            "export_records",
+            "history_settings",
+            "set_retention_days",
         ]));
     // A custom capabilities path is not watched by tauri-build itself.
     println!("cargo:rerun-if-changed=src-tauri/capabilities");

@@ -44,6 +44,9 @@ pub struct AppStatus {
     /// webview's) reaches beyond this machine, as one sentence.
     pub network: Result<String, String>,
     pub log_file: Result<PathBuf, String>,
+    pub version: &'static str,
+    /// Inference threads the engine runs on.
+    pub threads: Option<usize>,
 }
 
 #[derive(Serialize)]
@@ -154,6 +157,10 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
             }
         }),
         log_file: state.log_file.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+        threads: medtext_core::runtime::pool()
+            .ok()
+            .map(|p| p.current_num_threads()),
     }
 }
 
@@ -318,13 +325,33 @@ pub struct PackChoice {
     pub pack: String,
     pub version: String,
     pub task: String,
+    pub license: String,
+    pub attribution: String,
     pub heads: Vec<HeadChoice>,
+    /// The pack's `CARD.md` (intended use, data, figures, weak classes),
+    /// shown as plain text.
+    pub card: Option<String>,
 }
 
 #[derive(Serialize)]
 pub struct HeadChoice {
     pub name: String,
     pub labels: usize,
+    /// Label ids with their display names, for filters and corrections.
+    pub label_names: Vec<(String, String)>,
+    pub evaluation: Option<medtext_core::pack::ShippedEvaluation>,
+}
+
+/// Largest model card shown: a card is a page of text, not a book.
+const MAX_CARD_BYTES: u64 = 256 * 1024;
+
+fn read_card(dir: &std::path::Path) -> Option<String> {
+    let path = dir.join("CARD.md");
+    let size = std::fs::metadata(&path).ok()?.len();
+    if size > MAX_CARD_BYTES {
+        return Some(format!("(CARD.md is {size} bytes, too long to show here)"));
+    }
+    std::fs::read_to_string(path).ok()
 }
 
 #[derive(Serialize)]
@@ -353,6 +380,8 @@ pub async fn list_packs(state: State<'_, AppState>) -> Result<PackList, String> 
                         .unwrap_or_default(),
                     version: p.manifest.version.clone(),
                     task: p.manifest.task.clone(),
+                    license: p.manifest.license.clone(),
+                    attribution: p.manifest.attribution.clone(),
                     heads: p
                         .manifest
                         .heads
@@ -360,8 +389,15 @@ pub async fn list_packs(state: State<'_, AppState>) -> Result<PackList, String> 
                         .map(|h| HeadChoice {
                             name: h.name.clone(),
                             labels: h.labels.len(),
+                            label_names: h
+                                .labels
+                                .iter()
+                                .map(|l| (l.id.clone(), l.display.clone()))
+                                .collect(),
+                            evaluation: h.evaluation.clone(),
                         })
                         .collect(),
+                    card: read_card(&p.dir),
                 }),
                 Err(e) => list.broken.push(e.to_string()),
             }

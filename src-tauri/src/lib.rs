@@ -2,6 +2,7 @@
 //! the loaded model and the open history as state. No domain logic lives here.
 
 mod commands;
+mod history;
 mod state;
 
 use tauri::Manager;
@@ -28,7 +29,14 @@ pub fn run() {
             commands::lock_now,
             commands::unlock,
             commands::set_unlock_passphrase,
-            commands::set_idle_lock_minutes
+            commands::set_idle_lock_minutes,
+            history::search_history,
+            history::history_record,
+            history::set_feedback,
+            history::delete_records,
+            history::export_records,
+            history::history_settings,
+            history::set_retention_days
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

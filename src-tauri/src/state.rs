@@ -118,6 +118,24 @@ impl AppState {
             .clone()
     }
 
+    /// Runs `work` on the open history, off the UI thread, after the lock
+    /// check: what every history command does.
+    pub async fn with_history<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut HistoryStore) -> medtext_core::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
+        self.guard()?;
+        let history = self.history()?;
+        tauri::async_runtime::spawn_blocking(move || {
+            let mut store = history.lock().map_err(|_| {
+                "the history store is unavailable after an earlier failure".to_string()
+            })?;
+            work(&mut store).map_err(|e| e.logged("history").to_string())
+        })
+        .await
+        .map_err(|_| "the history command stopped unexpectedly; please try again".to_string())?
+    }
+
     /// Opens the history with its recovery key (after the keychain entry was
     /// lost) and uses it from now on.
     pub fn recover_history(&self, recovery_key: &str) -> Result<(), String> {

@@ -201,7 +201,10 @@ test("train a model from a labelled file in the app, see its figures, then use i
   writeFileSync(file, rows.join("\n") + "\n");
   try {
     await openApp();
-    await wd.click("#train-panel summary");
+    await wd.click('a[data-nav="models"]');
+    // The cards above the form come in after the screen shows: wait, so the
+    // form does not move under the clicks.
+    await wd.waitFor("the model cards", async () => (await wd.findAll(".model-card")).length >= 2);
     await wd.type("#train-file", file);
     await wd.waitFor("the file chosen", async () =>
       wd.execute(`return document.getElementById("train-file").files.length === 1;`),
@@ -224,6 +227,7 @@ test("train a model from a labelled file in the app, see its figures, then use i
     await snap("trained");
     await wd.click("#train-use");
     await wd.waitFor("the new model in use", async () => (await wd.text("#status")).includes("e2e-mine"));
+    await wd.click('a[data-nav="classify"]');
     await wd.clear("#note-input");
     await wd.type("#note-input", "fall on the ice, wrist fracture on x-ray");
     await wd.click("#classify-button");
@@ -330,7 +334,7 @@ test("HTML and script in a note are shown as text and never run", async () => {
 
 test("the lock clears every patient text, refuses commands, and opens only with the passphrase", async () => {
   await openApp();
-  await wd.click("#security-panel summary");
+  await wd.click('a[data-nav="settings"]');
   assert.equal(await wd.execute(`return document.getElementById("lock-button").disabled;`), true, "no lock without a passphrase");
   // Turning the idle lock on needs a passphrase first.
   const refused = await wd.invoke("set_idle_lock_minutes", { minutes: 5 });
@@ -341,6 +345,7 @@ test("the lock clears every patient text, refuses commands, and opens only with 
   await wd.click('#idle-select option[value="5"]');
   await wd.waitFor("the idle lock on", async () => (await wd.text("#security-status")).includes("5 minutes"));
 
+  await wd.click('a[data-nav="classify"]');
   await wd.clear("#note-input");
   await wd.type("#note-input", NOTE);
   await wd.click("#classify-button");
@@ -398,7 +403,7 @@ test("settings fixed by the machine policy are shown and enforced by the Rust si
   );
   try {
     await openApp();
-    await wd.click("#security-panel summary");
+    await wd.click('a[data-nav="settings"]');
     await wd.waitFor("the managed list", async () => (await wd.texts("#managed-list li")).length === 3);
     const managed = await wd.texts("#managed-list li");
     assert.ok(managed.includes("Longest text (characters): 500"), JSON.stringify(managed));
@@ -425,6 +430,83 @@ test("settings fixed by the machine policy are shown and enforced by the Rust si
   } finally {
     rmSync(policyFile, { force: true });
   }
+});
+
+test("history: search with filters, open a record as it was classified, feedback, delete a selection", async () => {
+  await openApp();
+  const notes = [
+    "Zebrafinch: adenocarcinoma of the sigmoid colon with hepatic metastases, started FOLFOX chemotherapy.",
+    "Kestrelmoor: new onset seizures and progressive memory loss; MRI shows hippocampal atrophy.",
+  ];
+  for (const note of notes) {
+    await wd.clear("#note-input");
+    await wd.type("#note-input", note);
+    await wd.click("#classify-button");
+    await wd.waitFor("this note's result", async () => (await wd.text("#result-evidence")) === note);
+  }
+  // Feedback on the second, from the result.
+  await wd.waitFor("the feedback form", async () => wd.displayed("#feedback-form"));
+  await wd.click("#feedback-agree");
+  await wd.waitFor("the feedback kept", async () => (await wd.text("#feedback-status")).includes("agreed"));
+
+  await wd.click('a[data-nav="history"]');
+  await wd.waitFor("the history table", async () => (await wd.findAll("#history-rows tr")).length > 0);
+  await wd.type("#history-text", "zebrafinch");
+  await wd.click("#history-search-button");
+  await wd.waitFor("one match", async () => (await wd.text("#history-count")) === "Records 1–1 of 1");
+  await wd.click("#history-rows .open-record");
+  await wd.waitFor("the record", async () => wd.displayed("#history-detail"));
+  assert.equal(await wd.text("#detail-text"), notes[0]);
+  assert.ok((await wd.findAll("#detail-text mark")).length > 0, "its evidence is marked");
+  assert.match(await wd.text("#detail-feedback"), /No feedback yet/);
+  await snap("history-record");
+  await wd.click("#detail-close");
+
+  // The feedback filter finds the agreed one only.
+  await wd.clear("#history-text");
+  await wd.click('#history-feedback option[value="agree"]');
+  await wd.click("#history-search-button");
+  let rows = [];
+  await wd
+    .waitFor("the agreed record", async () => {
+      rows = await wd.execute(`return [...document.querySelectorAll("#history-rows tr")].map((r) => r.textContent);`);
+      return rows.length === 1 && rows[0].includes("Kestrelmoor") && rows[0].includes("Agreed");
+    })
+    .catch((e) => {
+      throw new Error(`${e.message}: ${JSON.stringify(rows)}`);
+    });
+
+  // Select it and delete it (the page asks first).
+  await wd.click("#history-rows .pick");
+  await wd.click("#history-delete");
+  await wd.waitFor("the question", async () => wd.displayed("#history-delete-confirm"));
+  await wd.click("#history-delete-yes");
+  await wd.waitFor("the deletion", async () => (await wd.text("#history-message")).includes("Deleted 1"));
+  await wd.quit();
+  const left = JSON.parse(
+    execFileSync(CLI, ["history", "--json", "--search", "kestrelmoor"], { env: process.env, encoding: "utf8" }),
+  );
+  assert.deepEqual(left, []);
+});
+
+test("settings: retention, theme, and the status of the database and engine", async () => {
+  await openApp();
+  await wd.click('a[data-nav="settings"]');
+  await wd.waitFor("the status list", async () => (await wd.text("#about-facts")).includes("History database"));
+  const facts = await wd.text("#about-facts");
+  assert.match(facts, /Engine threads/);
+  assert.match(facts, /records, encrypted/);
+  await wd.click('#retention-select option[value="365"]');
+  await wd.waitFor("the retention set", async () => (await wd.text("#retention-status")).includes("365 days"));
+  const cli = execFileSync(CLI, ["history", "retention"], { env: process.env, encoding: "utf8" });
+  assert.match(cli, /365/);
+  await wd.click('#theme-choice input[value="dark"]');
+  assert.equal(await wd.execute(`return document.documentElement.dataset.theme;`), "dark");
+  await snap("settings-dark");
+  await wd.click('#theme-choice input[value="system"]');
+  await wd.click('#retention-select option[value=""]');
+  await wd.waitFor("retention off", async () => (await wd.text("#retention-status")).includes("until you delete"));
+  await wd.quit();
 });
 
 test("no log, cache or temporary file of the app holds patient text", async () => {

@@ -10,8 +10,11 @@ import type { PolicyStatus } from "./types";
  * recovery key and any message. Element ids are the page's (index.html).
  */
 export function clearPatientText(doc: Document = document): void {
-  const input = doc.getElementById("note-input") as HTMLTextAreaElement | null;
-  if (input) input.value = "";
+  // Typed text: the note, a feedback note, and search words (they may name a patient).
+  for (const id of ["note-input", "feedback-note", "history-text"]) {
+    const field = doc.getElementById(id) as HTMLInputElement | HTMLTextAreaElement | null;
+    if (field) field.value = "";
+  }
   const count = doc.getElementById("char-count");
   if (count) count.textContent = "0 characters";
   for (const id of [
@@ -25,10 +28,17 @@ export function clearPatientText(doc: Document = document): void {
     "train-figures",
     "recovery-key",
     "error",
+    "history-rows",
+    "history-count",
+    "detail-title",
+    "detail-meta",
+    "detail-probabilities",
+    "detail-text",
+    "detail-feedback",
   ]) {
     doc.getElementById(id)?.replaceChildren();
   }
-  for (const id of ["result", "result-evidence-block", "train-result", "error"]) {
+  for (const id of ["result", "result-evidence-block", "train-result", "error", "history-detail", "feedback-form"]) {
     const el = doc.getElementById(id);
     if (el) el.hidden = true;
   }

@@ -6,12 +6,18 @@ import {
   renderPackChoices,
   renderResult,
   renderTrainResult,
+  resultSummary,
   showError,
   trainingProgress,
 } from "./render";
+import { fillLabelFilter, initHistoryScreen } from "./history-screen";
 import { clearPatientText, managedLines, throttle } from "./lock";
+import { renderModelCards } from "./models-screen";
+import { followHash } from "./nav";
+import { initSettingsScreen, loadSettings } from "./settings-screen";
 import type {
   AppStatus,
+  Classification,
   LockStatus,
   ClassifyResponse,
   HistoryEntry,
@@ -28,6 +34,10 @@ const status = document.getElementById("status") as HTMLElement;
 const packSelect = document.getElementById("pack-select") as HTMLSelectElement;
 let maxChars = 100_000;
 let current: ModelInfo | null = null;
+/** The packs installed, for label names in the feedback form. */
+let packs: PackList = { packs: [], broken: [] };
+/** The last result shown and its history record, for copy and feedback. */
+let lastResult: { classification: Classification; savedId: number | null } | null = null;
 
 function errorText(e: unknown): string {
   return typeof e === "string" ? e : "Something went wrong; please try again.";
@@ -226,6 +236,8 @@ async function classify(): Promise<void> {
     const r = await invoke<ClassifyResponse>("classify", { text });
     renderResult(r.classification);
     renderEvidence(text, r.classification.evidence ?? []);
+    lastResult = { classification: r.classification, savedId: r.saved_id };
+    showFeedbackForm(r.classification, r.saved_id);
     if (r.save_error) showError(`Result shown but not saved: ${r.save_error}`);
     await refreshHistory();
   } catch (e) {
@@ -287,7 +299,10 @@ recoverForm.addEventListener("submit", (e) => {
 
 async function loadPacks(): Promise<void> {
   const list = await invoke<PackList>("list_packs");
+  packs = list;
   renderPackChoices(list, current);
+  renderModelCards(list, current, (pack, head) => void selectPack(pack, head));
+  fillLabelFilter(list);
   if (list.broken.length > 0) showError(`Some model packs cannot be used: ${list.broken.join("; ")}`);
 }
 
@@ -401,6 +416,114 @@ async function showRecoveryKey(): Promise<void> {
   });
   dialog.showModal();
 }
+
+// ---- Copy, feedback, opening files -------------------------------------------
+
+const copyStatus = document.getElementById("copy-status") as HTMLElement;
+(document.getElementById("copy-result") as HTMLButtonElement).addEventListener("click", () => {
+  if (!lastResult) return;
+  const text = resultSummary(lastResult.classification);
+  const done = () => (copyStatus.textContent = "Copied.");
+  const fallback = () => {
+    // WebKit may refuse the async clipboard: copy through a hidden field.
+    const area = document.createElement("textarea");
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    copyStatus.textContent = ok ? "Copied." : "Copying is not allowed here.";
+  };
+  if (navigator.clipboard) navigator.clipboard.writeText(text).then(done, fallback);
+  else fallback();
+});
+
+const feedbackForm = document.getElementById("feedback-form") as HTMLFormElement;
+const feedbackStatus = document.getElementById("feedback-status") as HTMLElement;
+
+/** Offers agree / correct for a saved result, with the head's labels. */
+function showFeedbackForm(c: Classification, savedId: number | null): void {
+  feedbackStatus.textContent = "";
+  (document.getElementById("feedback-note") as HTMLInputElement).value = "";
+  feedbackForm.hidden = savedId === null;
+  const head = packs.packs.find((p) => p.pack === c.pack)?.heads.find((h) => h.name === c.head);
+  const names: [string, string][] = head?.label_names ?? c.probabilities.map((l) => [l.id, l.display]);
+  const select = document.getElementById("feedback-label") as HTMLSelectElement;
+  select.replaceChildren(...names.filter(([id]) => id !== c.top.id).map(([id, name]) => new Option(name, id)));
+}
+
+async function sendFeedback(verdict: "agree" | "corrected"): Promise<void> {
+  if (lastResult?.savedId == null) return;
+  const note = (document.getElementById("feedback-note") as HTMLInputElement).value.trim();
+  const label = (document.getElementById("feedback-label") as HTMLSelectElement).value;
+  try {
+    await invoke("set_feedback", {
+      id: lastResult.savedId,
+      feedback: { verdict, corrected_label: verdict === "corrected" ? label : null, note: note || null },
+    });
+    feedbackStatus.textContent =
+      verdict === "agree" ? "Thank you: kept as agreed." : "Thank you: the correction is kept with the record.";
+  } catch (e) {
+    if (!(await lockedOut(e))) feedbackStatus.textContent = errorText(e);
+  }
+}
+(document.getElementById("feedback-agree") as HTMLButtonElement).addEventListener("click", () => void sendFeedback("agree"));
+feedbackForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  void sendFeedback("corrected");
+});
+
+/** Puts a dropped or opened .txt file in the text box (UTF-8 only, said plainly otherwise). */
+async function openTextFile(file: File): Promise<void> {
+  if (file.size > maxChars * 4) {
+    showError(`${file.name} is too large: the longest text MedText classifies is ${maxChars.toLocaleString("en")} characters.`);
+    return;
+  }
+  try {
+    input.value = new TextDecoder("utf-8", { fatal: true }).decode(await file.arrayBuffer());
+    input.dispatchEvent(new Event("input"));
+    showError(null);
+    input.focus();
+  } catch {
+    showError(`${file.name} is not UTF-8 text: save it as UTF-8 and open it again.`);
+  }
+}
+const openFile = document.getElementById("open-file") as HTMLInputElement;
+openFile.addEventListener("change", () => {
+  const file = openFile.files?.[0];
+  if (file) void openTextFile(file).finally(() => (openFile.value = ""));
+});
+input.addEventListener("dragover", (e) => {
+  e.preventDefault();
+  input.classList.add("dropping");
+});
+input.addEventListener("dragleave", () => input.classList.remove("dropping"));
+input.addEventListener("drop", (e) => {
+  e.preventDefault();
+  input.classList.remove("dropping");
+  const file = e.dataTransfer?.files[0];
+  if (file) void openTextFile(file);
+});
+
+// ---- Screens ------------------------------------------------------------------
+
+const historyScreen = initHistoryScreen((e) => {
+  void lockedOut(e).then((locked) => {
+    if (!locked) (document.getElementById("history-message") as HTMLElement).textContent = errorText(e);
+  });
+});
+initSettingsScreen();
+followHash((screen) => {
+  const loads: Record<string, () => Promise<void>> = {
+    history: historyScreen.refresh,
+    models: loadPacks,
+    settings: async () => {
+      await loadSettings();
+      await loadSecurity();
+    },
+  };
+  void loads[screen]?.().catch((e: unknown) => showError(errorText(e)));
+});
 
 loadStatus()
   .then(showRecoveryKey)

@@ -10,7 +10,15 @@ import {
   showError,
   trainingProgress,
 } from "./render";
-import type { Classification, HistoryEntry, PackList } from "./types";
+import type { Classification, HeadChoice, HistoryEntry, PackChoice, PackList } from "./types";
+
+function head(name: string, labels: number): HeadChoice {
+  return { name, labels, label_names: [], evaluation: null };
+}
+
+function pack(name: string, task: string, heads: HeadChoice[]): PackChoice {
+  return { pack: name, version: name === "icd10" ? "1" : "0.1.0", task, license: "test", attribution: "test", heads, card: null };
+}
 
 const page = `
   <p id="error" hidden></p>
@@ -141,8 +149,8 @@ describe("render", () => {
   it("offers every pack and head with the one in use selected", () => {
     const list: PackList = {
       packs: [
-        { pack: "icd10", version: "1", task: "ICD", heads: [{ name: "chapter", labels: 22 }, { name: "block", labels: 280 }] },
-        { pack: "medical-abstracts", version: "0.1.0", task: "Abstracts", heads: [{ name: "category", labels: 5 }] },
+        pack("icd10", "ICD", [head("chapter", 22), head("block", 280)]),
+        pack("medical-abstracts", "Abstracts", [head("category", 5)]),
       ],
       broken: [],
     };

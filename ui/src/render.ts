@@ -28,7 +28,8 @@ export function inputProblem(text: string, maxChars: number): string | null {
   return null;
 }
 
-function bar(label: LabelScore, doc: Document): HTMLLIElement {
+/** One row of a probability list: name, bar, percentage. */
+export function bar(label: LabelScore, doc: Document): HTMLLIElement {
   const li = doc.createElement("li");
   li.dataset.labelId = label.id;
   const name = doc.createElement("span");
@@ -70,27 +71,41 @@ export function renderEvidence(
   evidence: WordEvidence[],
   doc: Document = document,
 ): void {
-  const box = doc.getElementById("result-evidence") as HTMLElement;
+  const { nodes, marked } = markedText(text, evidence, doc);
+  (doc.getElementById("result-evidence") as HTMLElement).replaceChildren(...nodes);
+  (doc.getElementById("result-evidence-block") as HTMLElement).hidden = marked === 0;
+}
+
+/**
+ * `text` as text nodes, with the words whose evidence reaches
+ * [`EVIDENCE_THRESHOLD`] in `<mark>`s (three strengths), and how many.
+ */
+export function markedText(
+  text: string,
+  evidence: WordEvidence[],
+  doc: Document = document,
+): { nodes: Node[]; marked: number } {
   const chars = [...text];
   const strong = evidence
     .filter((w) => w.score >= EVIDENCE_THRESHOLD && w.start < w.end && w.end <= chars.length)
     .sort((a, b) => a.start - b.start);
-  const parts: Node[] = [];
+  const nodes: Node[] = [];
   let at = 0;
+  let marked = 0;
   for (const w of strong) {
     if (w.start < at) continue;
-    if (w.start > at) parts.push(doc.createTextNode(chars.slice(at, w.start).join("")));
+    if (w.start > at) nodes.push(doc.createTextNode(chars.slice(at, w.start).join("")));
     const mark = doc.createElement("mark");
     mark.textContent = chars.slice(w.start, w.end).join("");
     // Stronger evidence, stronger colour: three steps keep contrast readable.
     mark.dataset.strength = w.score >= 0.75 ? "3" : w.score >= 0.5 ? "2" : "1";
     mark.title = `evidence ${Math.round(w.score * 100)}%`;
-    parts.push(mark);
+    nodes.push(mark);
+    marked++;
     at = w.end;
   }
-  if (at < chars.length) parts.push(doc.createTextNode(chars.slice(at).join("")));
-  box.replaceChildren(...parts);
-  (doc.getElementById("result-evidence-block") as HTMLElement).hidden = strong.length === 0;
+  if (at < chars.length) nodes.push(doc.createTextNode(chars.slice(at).join("")));
+  return { nodes, marked };
 }
 
 /** One option per pack and head, the one in use selected. */
@@ -199,4 +214,14 @@ export function renderTrainResult(o: TrainOutcome, doc: Document = document): vo
     cell(row, c.support.toLocaleString("en"));
   }
   (doc.getElementById("train-result") as HTMLElement).hidden = false;
+}
+
+/** The result as plain text, for the clipboard: label, confidence, every probability. */
+export function resultSummary(c: Classification): string {
+  const lines = [
+    `${c.top.display} (${c.top.id}) ${percent(c.top.probability)}${c.needs_review ? " - needs review" : ""}`,
+    ...c.probabilities.map((l) => `  ${l.display}: ${percent(l.probability)}`),
+    `Model: ${c.pack} ${c.pack_version}, head ${c.head} (MedText suggestion; a clinician decides)`,
+  ];
+  return lines.join("\n");
 }

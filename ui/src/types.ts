@@ -27,11 +27,31 @@ export interface WordEvidence {
   score: number;
 }
 
+export interface ShippedEvaluation {
+  dataset: string;
+  n: number;
+  accuracy: number;
+  macro_f1: number;
+  ece: number;
+  ece_before_calibration?: number;
+}
+
+export interface HeadChoice {
+  name: string;
+  labels: number;
+  /** [id, display name] of every label. */
+  label_names: [string, string][];
+  evaluation: ShippedEvaluation | null;
+}
+
 export interface PackChoice {
   pack: string;
   version: string;
   task: string;
-  heads: { name: string; labels: number }[];
+  license: string;
+  attribution: string;
+  heads: HeadChoice[];
+  card: string | null;
 }
 
 export interface PackList {
@@ -62,6 +82,49 @@ export interface HistoryEntry {
   top: LabelScore;
   needs_review: boolean;
   probabilities: LabelScore[];
+  feedback?: Verdict | null;
+}
+
+export type Verdict = "agree" | "corrected";
+
+export interface Feedback {
+  verdict: Verdict;
+  corrected_label: string | null;
+  note: string | null;
+  at_ms?: number;
+}
+
+/** A saved record in full (medtext_core::store::HistoryRecord). */
+export interface HistoryRecord extends HistoryEntry {
+  text: string;
+  evidence: WordEvidence[];
+  model_sha256: string;
+  feedback_detail: Feedback | null;
+}
+
+/** medtext_core::store::HistoryQuery: every filter optional. */
+export interface HistoryQuery {
+  text?: string;
+  label?: string;
+  pack?: string;
+  from_ms?: number;
+  to_ms?: number;
+  feedback?: "agree" | "corrected" | "none";
+  offset: number;
+  limit: number;
+}
+
+export interface HistoryPage {
+  entries: HistoryEntry[];
+  total: number;
+  more_than_total: boolean;
+}
+
+export interface HistorySettings {
+  retention_days: number | null;
+  retention_managed: boolean;
+  records: number;
+  path: string;
 }
 
 export type Outcome<T> = { Ok: T } | { Err: string };
@@ -78,6 +141,8 @@ export interface AppStatus {
   /** The app's own check of its sockets, as one sentence. */
   network: Outcome<string>;
   log_file: Outcome<string>;
+  version: string;
+  threads: number | null;
 }
 
 export interface PolicyStatus {

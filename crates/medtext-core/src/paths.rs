@@ -59,6 +59,42 @@ pub fn models_dir(candidates: &[PathBuf]) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("models"))
 }
 
+/// Where the app writes exports: the user's Downloads folder, else
+/// `exports/` in the data directory.
+pub fn export_dir() -> Result<PathBuf> {
+    match dirs::download_dir().filter(|d| d.is_dir()) {
+        Some(dir) => Ok(dir),
+        None => data_dir().map(|d| d.join("exports")),
+    }
+}
+
+/// A file name in `folder` that does not exist yet:
+/// `medtext-export-<unix ms>.<extension>`.
+pub fn new_export_path(folder: &std::path::Path, extension: &str) -> Result<PathBuf> {
+    ensure_private_dir_if_missing(folder)?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    (0..100)
+        .map(|n| match n {
+            0 => folder.join(format!("medtext-export-{stamp}.{extension}")),
+            n => folder.join(format!("medtext-export-{stamp}-{n}.{extension}")),
+        })
+        .find(|p| !p.exists())
+        .ok_or_else(|| Error::io(folder, std::io::Error::other("no free export file name")))
+}
+
+/// Creates `dir` owner-only if it does not exist; an existing folder (the
+/// user's Downloads) keeps its permissions.
+fn ensure_private_dir_if_missing(dir: &std::path::Path) -> Result<()> {
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        ensure_private_dir(dir)
+    }
+}
+
 /// Opens `path` for writing, readable by the owner only, replacing what is
 /// there.
 pub fn create_private_file(path: &std::path::Path) -> Result<std::fs::File> {

@@ -1097,7 +1097,8 @@ pub enum ExportFormat {
 }
 
 impl ExportFormat {
-    fn as_str(self) -> &'static str {
+    /// The file extension, also the name used in audit entries.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Csv => "csv",
             Self::Json => "json",

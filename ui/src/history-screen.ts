@@ -1,0 +1,129 @@
+// The History screen's IPC: search with filters and paging, open a record,
+// delete and export a selection.
+
+import { invoke } from "@tauri-apps/api/core";
+import { countLine, hasOlder, PAGE_SIZE, queryFrom, renderDetail, renderRows, type SearchForm } from "./history";
+import type { HistoryPage, HistoryRecord, PackList } from "./types";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+let offset = 0;
+let page: HistoryPage = { entries: [], total: 0, more_than_total: false };
+const selected = new Set<number>();
+
+function form(): SearchForm {
+  return {
+    text: $<HTMLInputElement>("history-text").value,
+    label: $<HTMLSelectElement>("history-label").value,
+    feedback: $<HTMLSelectElement>("history-feedback").value,
+    from: $<HTMLInputElement>("history-from").value,
+    until: $<HTMLInputElement>("history-until").value,
+  };
+}
+
+function updateActions(): void {
+  $<HTMLButtonElement>("history-delete").disabled = selected.size === 0;
+  $<HTMLButtonElement>("history-export").disabled = selected.size === 0;
+  const all = $<HTMLInputElement>("history-select-all");
+  all.checked = page.entries.length > 0 && page.entries.every((e) => selected.has(e.id));
+}
+
+function say(message: string): void {
+  $("history-message").textContent = message;
+}
+
+/** Loads the page at `at` of the current search. */
+async function load(at: number, onError: (e: unknown) => void): Promise<void> {
+  try {
+    page = await invoke<HistoryPage>("search_history", { query: queryFrom(form(), at) });
+    offset = at;
+    renderRows(page, selected);
+    $("history-count").textContent = countLine(page, offset);
+    $("history-page").textContent = page.entries.length ? `page ${Math.floor(offset / PAGE_SIZE) + 1}` : "";
+    $<HTMLButtonElement>("history-prev").disabled = offset === 0;
+    $<HTMLButtonElement>("history-next").disabled = !hasOlder(page, offset);
+    updateActions();
+  } catch (e) {
+    onError(e);
+  }
+}
+
+/** Label filter choices: every label of every installed pack, once. */
+export function fillLabelFilter(list: PackList): void {
+  const select = $<HTMLSelectElement>("history-label");
+  const keep = select.value;
+  const seen = new Map<string, string>();
+  for (const p of list.packs) for (const h of p.heads) for (const [id, name] of h.label_names) seen.set(id, name);
+  const options = [...seen].sort((a, b) => a[1].localeCompare(b[1])).map(([id, name]) => new Option(name, id));
+  select.replaceChildren(new Option("Any label", ""), ...options);
+  select.value = keep;
+}
+
+export function initHistoryScreen(onError: (e: unknown) => void): { refresh: () => Promise<void> } {
+  $<HTMLFormElement>("history-search").addEventListener("submit", (e) => {
+    e.preventDefault();
+    selected.clear();
+    void load(0, onError);
+  });
+  $("history-prev").addEventListener("click", () => void load(Math.max(0, offset - PAGE_SIZE), onError));
+  $("history-next").addEventListener("click", () => void load(offset + PAGE_SIZE, onError));
+  $("history-rows").addEventListener("change", (e) => {
+    const box = e.target as HTMLInputElement;
+    const id = Number(box.closest("tr")?.dataset.recordId);
+    if (box.checked) selected.add(id);
+    else selected.delete(id);
+    updateActions();
+  });
+  $("history-select-all").addEventListener("change", () => {
+    const on = $<HTMLInputElement>("history-select-all").checked;
+    for (const e of page.entries) {
+      if (on) selected.add(e.id);
+      else selected.delete(e.id);
+    }
+    renderRows(page, selected);
+    updateActions();
+  });
+  $("history-rows").addEventListener("click", (e) => {
+    const open = (e.target as HTMLElement).closest(".open-record");
+    const id = Number(open?.closest("tr")?.dataset.recordId);
+    if (!open || !id) return;
+    void invoke<HistoryRecord>("history_record", { id })
+      .then((r) => {
+        renderDetail(r);
+        $("detail-close").focus();
+      })
+      .catch(onError);
+  });
+  $("detail-close").addEventListener("click", () => {
+    $("history-detail").hidden = true;
+    $("detail-text").replaceChildren();
+  });
+  // Deleting asks first, in the page (no browser dialog).
+  const confirmBox = $("history-delete-confirm");
+  $("history-delete").addEventListener("click", () => {
+    $("delete-question").textContent =
+      `Delete ${selected.size} record(s) from the history? This cannot be undone.`;
+    confirmBox.hidden = false;
+    $("history-delete-no").focus();
+  });
+  $("history-delete-no").addEventListener("click", () => {
+    confirmBox.hidden = true;
+  });
+  $("history-delete-yes").addEventListener("click", () => {
+    confirmBox.hidden = true;
+    void invoke<number>("delete_records", { ids: [...selected] })
+      .then(async (n) => {
+        selected.clear();
+        say(`Deleted ${n} record(s).`);
+        await load(offset, onError);
+      })
+      .catch(onError);
+  });
+  $("history-export").addEventListener("click", () => {
+    const format = $<HTMLSelectElement>("history-export-format").value;
+    void invoke<{ path: string; records: number }>("export_records", { ids: [...selected], format })
+      .then((r) => say(`Exported ${r.records} record(s) to ${r.path}. The file is not encrypted: keep it safe.`))
+      .catch((e: unknown) => say(typeof e === "string" ? e : "The export failed."));
+  });
+  return { refresh: () => load(offset, onError) };
+}

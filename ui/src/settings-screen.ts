@@ -1,0 +1,101 @@
+// The Settings screen's history retention, theme and status facts. The
+// lock and passphrase controls on it are wired with the lock (main.ts).
+
+import { invoke } from "@tauri-apps/api/core";
+import type { AppStatus, HistorySettings } from "./types";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+export type Theme = "system" | "light" | "dark";
+const THEME_KEY = "medtext-theme";
+
+/** Applies a theme: "system" follows the OS, the others force one. */
+export function applyTheme(theme: Theme, doc: Document = document): void {
+  if (theme === "system") delete doc.documentElement.dataset.theme;
+  else doc.documentElement.dataset.theme = theme;
+}
+
+/** The saved theme choice (a display preference, not patient data). */
+export function savedTheme(storage: Storage = localStorage): Theme {
+  const v = storage.getItem(THEME_KEY);
+  return v === "light" || v === "dark" ? v : "system";
+}
+
+/** Label and value pairs for the status list. */
+export function statusFacts(s: AppStatus, h: HistorySettings | null): [string, string][] {
+  const outcome = (o: { Ok: unknown } | { Err: string }, ok: string) => ("Ok" in o ? ok : `not available: ${o.Err}`);
+  const integrity =
+    s.history_integrity === null
+      ? "being checked"
+      : "Ok" in s.history_integrity
+        ? "every page authenticates"
+        : s.history_integrity.Err;
+  return [
+    ["Version", `MedText ${s.version}`],
+    ["Model", "Ok" in s.model ? `${s.model.Ok.pack} ${s.model.Ok.version}, head ${s.model.Ok.head}` : s.model.Err],
+    ["History database", h ? `${h.path} (${h.records.toLocaleString("en")} records, encrypted)` : outcome(s.history, "open")],
+    ["Keychain", "Ok" in s.history ? "holds the history's key" : s.history.Err],
+    ["Integrity check", integrity],
+    ["Engine threads", s.threads === null ? "unknown" : String(s.threads)],
+    ["Log", "Ok" in s.log_file ? `${s.log_file.Ok} (no patient text)` : s.log_file.Err],
+  ];
+}
+
+function renderFacts(facts: [string, string][]): void {
+  const list = $("about-facts");
+  list.replaceChildren(
+    ...facts.flatMap(([k, v]) => {
+      const dt = document.createElement("dt");
+      dt.textContent = k;
+      const dd = document.createElement("dd");
+      dd.textContent = v;
+      return [dt, dd];
+    }),
+  );
+}
+
+export async function loadSettings(): Promise<void> {
+  const status = await invoke<AppStatus>("app_status");
+  let history: HistorySettings | null = null;
+  try {
+    history = await invoke<HistorySettings>("history_settings");
+    const select = $<HTMLSelectElement>("retention-select");
+    const days = history.retention_days === null ? "" : String(history.retention_days);
+    if (![...select.options].some((o) => o.value === days)) select.add(new Option(`${days} days`, days));
+    select.value = days;
+    select.disabled = history.retention_managed;
+    select.title = history.retention_managed ? "Set by your IT department" : "";
+    $("history-facts").textContent = history.retention_managed ? "Set by your IT department." : "";
+  } catch (e) {
+    $("history-facts").textContent = typeof e === "string" ? e : "The history is not available.";
+  }
+  renderFacts(statusFacts(status, history));
+}
+
+export function initSettingsScreen(): void {
+  const theme = savedTheme();
+  applyTheme(theme);
+  for (const radio of document.querySelectorAll<HTMLInputElement>('input[name="theme"]')) {
+    radio.checked = radio.value === theme;
+    radio.addEventListener("change", () => {
+      const chosen = radio.value as Theme;
+      localStorage.setItem(THEME_KEY, chosen);
+      applyTheme(chosen);
+    });
+  }
+  $("retention-select").addEventListener("change", () => {
+    const value = $<HTMLSelectElement>("retention-select").value;
+    const days = value === "" ? null : Number(value);
+    void invoke<number>("set_retention_days", { days })
+      .then((deleted) => {
+        $("retention-status").textContent =
+          days === null
+            ? "Records are kept until you delete them."
+            : `Records older than ${days} days are deleted${deleted ? ` (${deleted} deleted now)` : ""}.`;
+      })
+      .catch((e: unknown) => {
+        $("retention-status").textContent = typeof e === "string" ? e : "The setting was not changed.";
+      })
+      .finally(() => void loadSettings());
+  });
+}
