@@ -31,6 +31,9 @@ fn main() {
             "export_records",
             "history_settings",
             "set_retention_days",
+            "read_batch_file",
+            "classify_batch",
+            "save_batch_results",
         ]));
     // A custom capabilities path is not watched by tauri-build itself.
     println!("cargo:rerun-if-changed=src-tauri/capabilities");

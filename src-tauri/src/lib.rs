@@ -1,6 +1,7 @@
 //! The MedText desktop shell: maps IPC commands onto `medtext_core` and holds
 //! the loaded model and the open history as state. No domain logic lives here.
 
+mod batch;
 mod commands;
 mod history;
 mod state;
@@ -36,7 +37,10 @@ pub fn run() {
             history::delete_records,
             history::export_records,
             history::history_settings,
-            history::set_retention_days
+            history::set_retention_days,
+            batch::read_batch_file,
+            batch::classify_batch,
+            batch::save_batch_results
         ])
         .run(tauri::generate_context!());
     if let Err(error) = result {

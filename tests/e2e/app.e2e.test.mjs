@@ -509,6 +509,55 @@ test("settings: retention, theme, and the status of the database and engine", as
   await wd.quit();
 });
 
+test("batch: a CSV file classified in parts with progress, results saved as CSV and in the history", async () => {
+  const file = join(dataDir, "..", `medtext-e2e-batch-${process.pid}.csv`);
+  const kinds = [
+    "Wrenfield: colon adenocarcinoma with liver metastases on chemotherapy",
+    "Wrenfield: crushing chest pain, ST elevation, troponin rising",
+  ];
+  const rows = ["id,note"];
+  for (let i = 0; i < 70; i++) rows.push(`${i},"${kinds[i % 2]} (${i})"`);
+  writeFileSync(file, rows.join("\n") + "\n");
+  try {
+    await openApp();
+    await wd.click('a[data-nav="batch"]');
+    await wd.type("#batch-file", file);
+    await wd.waitFor("the file chosen", async () =>
+      wd.execute(`return document.getElementById("batch-file").files.length === 1;`),
+    );
+    await wd.clear("#batch-column");
+    await wd.type("#batch-column", "note");
+    await wd.click("#batch-start");
+    await wd.waitFor("the batch done", async () => (await wd.text("#batch-status")).startsWith("Done: 70 texts"), 120_000);
+    assert.equal((await wd.findAll("#batch-rows tr")).length, 70);
+    assert.equal(await wd.execute(`return document.getElementById("batch-progress").value;`), 70);
+    const labels = await wd.execute(
+      `return [...document.querySelectorAll("#batch-rows tr")].map((r) => r.cells[1].textContent);`,
+    );
+    assert.equal(labels[0], "Neoplasms");
+    assert.equal(labels[1], "Cardiovascular diseases");
+    await snap("batch");
+    await wd.click("#batch-save-csv");
+    const saved = await wd.waitFor("the CSV saved", async () => {
+      const t = await wd.text("#batch-saved");
+      return t.startsWith("Saved to") ? t : null;
+    });
+    await wd.quit();
+    const path = /^Saved to (.+) \(not encrypted\)\.$/.exec(saved)?.[1];
+    assert.ok(path && existsSync(path), saved);
+    const csv = readFileSync(path, "utf8");
+    assert.equal(csv.trim().split("\n").length, 71);
+    assert.ok(!csv.includes("Wrenfield"), "the results file holds no text");
+    rmSync(path);
+    const stored = JSON.parse(
+      execFileSync(CLI, ["history", "--json", "--search", "wrenfield", "--limit", "100"], { env: process.env, encoding: "utf8" }),
+    );
+    assert.equal(stored.length, 70);
+  } finally {
+    rmSync(file, { force: true });
+  }
+});
+
 test("no log, cache or temporary file of the app holds patient text", async () => {
   // Everything the app and its webview wrote: the data folder (history,
   // logs, caches) and the scratch HOME (WebKit's caches and storage).
@@ -518,7 +567,11 @@ test("no log, cache or temporary file of the app holds patient text", async () =
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
       const path = join(dir, entry.name);
       if (entry.isDirectory()) scan(path);
-      else if (entry.isFile() && readFileSync(path).includes(Buffer.from("Quillbrook"))) leaks.push(path);
+      else if (entry.isFile()) {
+        const bytes = readFileSync(path);
+        // The first note, and the batch's texts.
+        if (["Quillbrook", "Wrenfield", "Zebrafinch"].some((m) => bytes.includes(Buffer.from(m)))) leaks.push(path);
+      }
     }
   };
   for (const root of roots) scan(root);

@@ -11,7 +11,7 @@ import type { PolicyStatus } from "./types";
  */
 export function clearPatientText(doc: Document = document): void {
   // Typed text: the note, a feedback note, and search words (they may name a patient).
-  for (const id of ["note-input", "feedback-note", "history-text"]) {
+  for (const id of ["note-input", "feedback-note", "history-text", "batch-file", "batch-folder"]) {
     const field = doc.getElementById(id) as HTMLInputElement | HTMLTextAreaElement | null;
     if (field) field.value = "";
   }
@@ -35,10 +35,12 @@ export function clearPatientText(doc: Document = document): void {
     "detail-probabilities",
     "detail-text",
     "detail-feedback",
+    "batch-rows",
+    "batch-status",
   ]) {
     doc.getElementById(id)?.replaceChildren();
   }
-  for (const id of ["result", "result-evidence-block", "train-result", "error", "history-detail", "feedback-form"]) {
+  for (const id of ["result", "result-evidence-block", "train-result", "error", "history-detail", "feedback-form", "batch-results"]) {
     const el = doc.getElementById(id);
     if (el) el.hidden = true;
   }

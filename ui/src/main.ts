@@ -10,6 +10,7 @@ import {
   showError,
   trainingProgress,
 } from "./render";
+import { clearBatch, initBatchScreen } from "./batch-screen";
 import { fillLabelFilter, initHistoryScreen } from "./history-screen";
 import { clearPatientText, managedLines, throttle } from "./lock";
 import { renderModelCards } from "./models-screen";
@@ -66,7 +67,10 @@ function showLockDialog(mode: "unlock" | "setup", lock: LockStatus): void {
   const idleMinutes = lock.idle_minutes;
   // Setting up happens before any patient text is shown (and must not close
   // the first-run recovery key dialog).
-  if (mode === "unlock") clearPatientText();
+  if (mode === "unlock") {
+    clearPatientText();
+    clearBatch();
+  }
   lockMode = mode;
   (document.getElementById("lock-title") as HTMLElement).textContent =
     mode === "unlock" ? "MedText is locked" : "Choose an unlock passphrase";
@@ -512,6 +516,7 @@ const historyScreen = initHistoryScreen((e) => {
     if (!locked) (document.getElementById("history-message") as HTMLElement).textContent = errorText(e);
   });
 });
+initBatchScreen(lockedOut);
 initSettingsScreen();
 followHash((screen) => {
   const loads: Record<string, () => Promise<void>> = {

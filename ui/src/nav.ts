@@ -1,8 +1,8 @@
-// The screens (Classify, History, Models, Settings) as one page: the URL's
+// The screens (Classify, History, Batch, Models, Settings) as one page: the URL's
 // hash names the one shown, so Back and Forward move between them.
 
-export type Screen = "classify" | "history" | "models" | "settings";
-const SCREENS: Screen[] = ["classify", "history", "models", "settings"];
+export type Screen = "classify" | "history" | "batch" | "models" | "settings";
+const SCREENS: Screen[] = ["classify", "history", "batch", "models", "settings"];
 
 /** The screen a hash names; Classify for anything else. */
 export function screenOf(hash: string): Screen {

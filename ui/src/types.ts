@@ -190,3 +190,14 @@ export interface TrainOutcome {
   test: Metrics;
   test_ece_before_calibration: number;
 }
+
+/** medtext_core::batch::BatchRow: the outcome for one text of a batch. */
+export interface BatchRow {
+  name: string;
+  label_id: string | null;
+  label: string | null;
+  probability: number | null;
+  needs_review: boolean;
+  saved_id: number | null;
+  error: string | null;
+}

@@ -40,24 +40,87 @@ pub const MIN_PER_LABEL: usize = 5;
 /// Lines (`.jsonl`, `.ndjson`: one object per line) where `text_field` and
 /// `label_field` name the keys.
 pub fn read_labelled(path: &Path, columns: Columns) -> Result<Vec<Example>> {
+    examples(path, columns, read_fields(path, &field_names(columns))?)
+}
+
+/// Reads the texts of a file to classify in a batch: the column (CSV) or key
+/// (JSON Lines) `text`. Errors name the row, never the text.
+pub fn read_texts(path: &Path, text: &str) -> Result<Vec<String>> {
+    let rows = read_fields(path, &[text])?;
+    rows.into_iter()
+        .map(|(row, mut fields)| {
+            let text = fields.pop().unwrap_or_default();
+            if text.trim().is_empty() {
+                Err(Error::Dataset {
+                    path: path.to_path_buf(),
+                    problem: format!("row {row} has an empty text"),
+                })
+            } else {
+                Ok(text)
+            }
+        })
+        .collect()
+}
+
+fn field_names<'a>(columns: Columns<'a>) -> Vec<&'a str> {
+    let mut names = vec![columns.text, columns.label];
+    names.extend(columns.group);
+    names
+}
+
+/// Rows of (text, label, group) fields into examples, refusing empty ones.
+fn examples(path: &Path, columns: Columns, rows: Vec<Row>) -> Result<Vec<Example>> {
+    rows.into_iter()
+        .map(|(row, fields)| {
+            let mut fields = fields.into_iter();
+            let example = Example {
+                text: fields.next().unwrap_or_default(),
+                label: fields.next().unwrap_or_default().trim().to_string(),
+                group: columns.group.and(fields.next()),
+            };
+            if example.text.trim().is_empty() || example.label.is_empty() {
+                return Err(Error::Dataset {
+                    path: path.to_path_buf(),
+                    problem: format!("row {row} has an empty text or label"),
+                });
+            }
+            Ok(example)
+        })
+        .collect()
+}
+
+/// A data row's 1-based number (as errors name it) and its fields.
+type Row = (usize, Vec<String>);
+
+/// The fields `names` of every data row, in that order, from a CSV file with
+/// a header row or from JSON Lines (by the file's extension). Refuses a
+/// missing column or key, a row that does not parse, and a file with no rows.
+fn read_fields(path: &Path, names: &[&str]) -> Result<Vec<Row>> {
     let is_jsonl = path
         .extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson"));
-    if is_jsonl {
-        read_jsonl(path, columns)
+    let rows = if is_jsonl {
+        jsonl_fields(path, names)?
     } else {
-        read_csv(path, columns)
+        csv_fields(path, names)?
+    };
+    if rows.is_empty() {
+        return Err(Error::Dataset {
+            path: path.to_path_buf(),
+            problem: "the file has no data rows".into(),
+        });
     }
+    Ok(rows)
 }
 
-fn read_jsonl(path: &Path, columns: Columns) -> Result<Vec<Example>> {
+fn jsonl_fields(path: &Path, names: &[&str]) -> Result<Vec<Row>> {
     let bad = |problem: String| Error::Dataset {
         path: path.to_path_buf(),
         problem,
     };
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let mut examples = Vec::new();
+    let mut rows = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let row = i + 1;
         let line = std::str::from_utf8(line)
@@ -72,25 +135,17 @@ fn read_jsonl(path: &Path, columns: Columns) -> Result<Vec<Example>> {
                 e.column()
             ))
         })?;
-        let field = |name: &str| match value.get(name) {
-            Some(serde_json::Value::String(s)) => Ok(s.clone()),
-            Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-            _ => Err(bad(format!("row {row} has no text or number '{name}'"))),
-        };
-        let example = Example {
-            text: field(columns.text)?,
-            label: field(columns.label)?.trim().to_string(),
-            group: columns.group.map(field).transpose()?,
-        };
-        if example.text.trim().is_empty() || example.label.is_empty() {
-            return Err(bad(format!("row {row} has an empty text or label")));
-        }
-        examples.push(example);
+        let fields = names
+            .iter()
+            .map(|&name| match value.get(name) {
+                Some(serde_json::Value::String(s)) => Ok(s.clone()),
+                Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
+                _ => Err(bad(format!("row {row} has no text or number '{name}'"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        rows.push((row, fields));
     }
-    if examples.is_empty() {
-        return Err(bad("the file has no data rows".into()));
-    }
-    Ok(examples)
+    Ok(rows)
 }
 
 /// Checks that `examples` can train a head: at least two labels, at least
@@ -187,10 +242,7 @@ pub fn deduplicate(examples: Vec<Example>, drop_conflicting: bool) -> (Vec<Examp
     (kept, removed)
 }
 
-/// Reads a CSV file with a header row; `text_column` and `label_column` name
-/// the columns to use. Row numbers in errors are 1-based data rows; the text
-/// itself is never quoted in an error.
-pub fn read_csv(path: &Path, columns: Columns) -> Result<Vec<Example>> {
+fn csv_fields(path: &Path, names: &[&str]) -> Result<Vec<Row>> {
     let bad = |problem: String| Error::Dataset {
         path: path.to_path_buf(),
         problem,
@@ -200,35 +252,30 @@ pub fn read_csv(path: &Path, columns: Columns) -> Result<Vec<Example>> {
         .headers()
         .map_err(|e| bad(format!("cannot read the header row: {e}")))?
         .clone();
-    let column = |name: &str| {
-        headers.iter().position(|h| h == name).ok_or_else(|| {
-            bad(format!(
-                "no column '{name}'; the columns are: {}",
-                headers.iter().collect::<Vec<_>>().join(", ")
-            ))
+    let at: Vec<usize> = names
+        .iter()
+        .map(|name| {
+            headers.iter().position(|h| h == *name).ok_or_else(|| {
+                bad(format!(
+                    "no column '{name}'; the columns are: {}",
+                    headers.iter().collect::<Vec<_>>().join(", ")
+                ))
+            })
         })
-    };
-    let (text_at, label_at) = (column(columns.text)?, column(columns.label)?);
-    let group_at = columns.group.map(column).transpose()?;
-    let mut examples = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let record =
-            record.map_err(|_| bad(format!("row {} is not valid CSV or not UTF-8", i + 1)))?;
-        let field = |at: usize| record.get(at).unwrap_or_default().to_string();
-        let example = Example {
-            text: field(text_at),
-            label: field(label_at).trim().to_string(),
-            group: group_at.map(field),
-        };
-        if example.text.trim().is_empty() || example.label.is_empty() {
-            return Err(bad(format!("row {} has an empty text or label", i + 1)));
-        }
-        examples.push(example);
-    }
-    if examples.is_empty() {
-        return Err(bad("the file has no data rows".into()));
-    }
-    Ok(examples)
+        .collect::<Result<_>>()?;
+    reader
+        .records()
+        .enumerate()
+        .map(|(i, record)| {
+            let record =
+                record.map_err(|_| bad(format!("row {} is not valid CSV or not UTF-8", i + 1)))?;
+            let fields = at
+                .iter()
+                .map(|&a| record.get(a).unwrap_or_default().to_string())
+                .collect();
+            Ok((i + 1, fields))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -247,15 +294,34 @@ mod tests {
     };
 
     #[test]
+    fn texts_for_a_batch_come_from_csv_or_json_lines_and_empty_rows_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("b.csv");
+        std::fs::write(&csv, "id,note\n1,\"chest pain, radiating\"\n2,cough\n").unwrap();
+        assert_eq!(
+            read_texts(&csv, "note").unwrap(),
+            ["chest pain, radiating", "cough"]
+        );
+        assert!(read_texts(&csv, "text")
+            .unwrap_err()
+            .to_string()
+            .contains("no column 'text'"));
+        let jsonl = dir.path().join("b.jsonl");
+        std::fs::write(&jsonl, "{\"text\":\"fever\"}\n\n{\"text\":\"  \"}\n").unwrap();
+        let err = read_texts(&jsonl, "text").unwrap_err().to_string();
+        assert!(err.contains("row 3 has an empty text"), "{err}");
+    }
+
+    #[test]
     fn reads_named_columns_and_reports_missing_ones() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.csv");
         std::fs::write(&path, "label,text\n1,\"chest pain, radiating\"\n2,cough\n").unwrap();
-        let rows = read_csv(&path, TEXT_LABEL).unwrap();
+        let rows = read_labelled(&path, TEXT_LABEL).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].text, "chest pain, radiating");
         assert_eq!(rows[1].label, "2");
-        let err = read_csv(
+        let err = read_labelled(
             &path,
             Columns {
                 text: "note",
@@ -275,7 +341,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.csv");
         std::fs::write(&path, "label,text\n1,secret words\n,\n").unwrap();
-        let err = read_csv(&path, TEXT_LABEL).unwrap_err().to_string();
+        let err = read_labelled(&path, TEXT_LABEL).unwrap_err().to_string();
         assert!(err.contains("row 2") && !err.contains("secret"), "{err}");
     }
 

@@ -8,6 +8,7 @@ pub mod abbreviations;
 pub mod archive;
 pub mod audit;
 pub mod backup;
+pub mod batch;
 pub mod bench;
 pub mod classifier;
 pub mod dataset;
