@@ -18,7 +18,8 @@ if (( WANT_TEST )); then
   # libglib2.0-bin: gdbus, with which the end-to-end test removes a keychain entry.
   # strace: the test that no socket is opened beyond loopback and Unix sockets.
   # iproute2: loopback inside the network namespace the end-to-end tests run in.
-  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin strace iproute2)
+  # chromium: the UI's page tests (playwright-core drives Debian's browser; nothing is downloaded).
+  PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin strace iproute2 chromium)
 fi
 
 missing=()

@@ -24,6 +24,9 @@ step "UI type check, tests and build"
 npm --prefix ui run typecheck
 npm --prefix ui test
 npm --prefix ui run build
+# Every screen and error state in headless Chromium with the IPC mocked,
+# checked with axe-core; screenshots land in ui/page-tests/screenshots/.
+npm --prefix ui run test:pages
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings

@@ -36,7 +36,8 @@ export function renderModelCards(
       const button = el("button", inUse ? "In use" : "Use", "secondary") as HTMLButtonElement;
       button.type = "button";
       button.disabled = inUse;
-      button.setAttribute("aria-label", `Use ${p.pack}, head ${h.name}`);
+      // The accessible name starts with the visible words.
+      button.setAttribute("aria-label", `${button.textContent}: ${p.pack}, head ${h.name}`);
       button.addEventListener("click", () => use(p.pack, h.name));
       const cells = [
         h.name,

@@ -1,0 +1,232 @@
+// Every screen and error state of the UI in headless Chromium, with the IPC
+// mocked (see harness.mjs): what it shows, that axe-core finds no WCAG 2.1
+// A/AA violation, and a screenshot of each (ui/page-tests/screenshots, or
+// MEDTEXT_PAGE_SCREENSHOTS) for people to look at.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { NOTE, status, working } from "./fixtures.mjs";
+import { launch, openPage, serve, shot, violations } from "./harness.mjs";
+
+let server;
+let browser;
+let base;
+
+before(async () => {
+  server = await serve();
+  base = `http://127.0.0.1:${server.address().port}/`;
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  server?.close();
+});
+
+async function checked(page, errors, name) {
+  assert.deepEqual(await violations(page), [], `accessibility of ${name}`);
+  assert.deepEqual(errors, [], `script errors on ${name}`);
+  await shot(page, name);
+}
+
+test("classify: a result with every probability, evidence, feedback and copy", async () => {
+  const { page, errors } = await openPage(browser, base, working());
+  await page.getByText("medical-abstracts 0.1.0").waitFor();
+  await page.fill("#note-input", NOTE);
+  await page.keyboard.press("Control+Enter");
+  await page.locator("#result-label").getByText("Cardiovascular diseases").waitFor();
+  assert.equal(await page.locator("#result-probabilities li").count(), 5);
+  assert.ok((await page.locator("#result-evidence mark").count()) >= 3);
+  assert.equal(await page.locator("#feedback-form").isVisible(), true);
+  await page.click("#feedback-agree");
+  await page.getByText("kept as agreed").waitFor();
+  await checked(page, errors, "classify-result");
+  await openPage(browser, base, working(), { theme: "dark" }).then(async ({ page: dark, errors: e2 }) => {
+    await dark.fill("#note-input", NOTE);
+    await dark.click("#classify-button");
+    await dark.locator("#result-label").getByText("Cardiovascular diseases").waitFor();
+    await checked(dark, e2, "classify-result-dark");
+  });
+});
+
+test("classify: the states before and around a result", async () => {
+  // Empty history, and a text over the limit refused before any call.
+  let calls = 0;
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({ recent_history: [], app_status: status({ max_text_chars: 50 }), classify: () => (calls++, null) }),
+  );
+  await page.getByText("Nothing classified yet.").waitFor();
+  await checked(page, errors, "classify-empty");
+  await page.fill("#note-input", "x".repeat(60));
+  await page.click("#classify-button");
+  await page.getByText("over the limit of 50").waitFor();
+  assert.equal(calls, 0);
+  await page.fill("#note-input", "   ");
+  await page.click("#classify-button");
+  await page.getByText("Type or paste a note").waitFor();
+  await checked(page, errors, "classify-too-long-and-empty");
+});
+
+test("classify: no model, a broken pack and a failed save are said plainly", async () => {
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({
+      app_status: status({ model: { Err: "no model pack named 'medical-abstracts' in /opt/medtext/models" } }),
+      list_packs: { packs: [], broken: ["model pack /opt/medtext/models/old: manifest.json is not valid JSON"] },
+    }),
+  );
+  await page.getByText("Model not loaded").waitFor();
+  assert.equal(await page.locator("#classify-button").isDisabled(), true);
+  await page.getByText(/Some model packs cannot be used/).waitFor();
+  await checked(page, errors, "classify-no-model");
+
+  const saved = await openPage(
+    browser,
+    base,
+    working({ classify: () => ({ classification: (working().classify)().classification, saved_id: null, save_error: "the disk is full" }) }),
+  );
+  await saved.page.fill("#note-input", NOTE);
+  await saved.page.click("#classify-button");
+  await saved.page.getByText("Result shown but not saved: the disk is full").waitFor();
+  assert.equal(await saved.page.locator("#feedback-form").isVisible(), false);
+  await checked(saved.page, saved.errors, "classify-not-saved");
+});
+
+test("history: table, a record opened, filters, an empty search, delete asked first", async () => {
+  const deleted = [];
+  const { page, errors } = await openPage(browser, base, working({ delete_records: ({ ids }) => (deleted.push(...ids), ids.length) }));
+  await page.click('a[data-nav="history"]');
+  await page.locator("#history-rows tr").first().waitFor();
+  assert.equal(await page.locator("#history-rows tr").count(), 3);
+  assert.equal(await page.locator("#history-count").textContent(), "Records 1–3 of 3");
+  await page.locator("#history-rows .open-record").last().click();
+  await page.locator("#history-detail").waitFor();
+  assert.ok((await page.locator("#detail-text mark").count()) > 0);
+  await checked(page, errors, "history-record");
+  await page.click("#detail-close");
+  await page.locator("#history-rows .pick").first().check();
+  await page.click("#history-delete");
+  await page.getByText("Delete 1 record(s) from the history?").waitFor();
+  await checked(page, errors, "history-delete-question");
+  await page.click("#history-delete-yes");
+  await page.getByText("Deleted 1 record(s).").waitFor();
+  assert.equal(deleted.length, 1);
+  await page.fill("#history-text", "nothing like this");
+  await page.click("#history-search-button");
+  await page.getByText("Nothing in the history matches.").waitFor();
+  await checked(page, errors, "history-no-match");
+});
+
+test("history: a locked or unopened history is said plainly", async () => {
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({
+      app_status: status({ history: { Err: "the history database exists but its key is missing from the OS keychain" } }),
+      recent_history: () => {
+        throw "the history database exists but its key is missing from the OS keychain";
+      },
+    }),
+  );
+  await page.locator("#recover-form").waitFor();
+  await page.getByText(/key is missing/).first().waitFor();
+  await checked(page, errors, "history-key-missing");
+});
+
+test("batch: results with a problem row, then saved", async () => {
+  const { page, errors } = await openPage(browser, base, working());
+  await page.click('a[data-nav="batch"]');
+  await page.setInputFiles("#batch-file", { name: "notes.csv", mimeType: "text/csv", buffer: Buffer.from("text\na\nb\n") });
+  await page.click("#batch-start");
+  await page.getByText("Done: 5 texts, 1 with a problem.").waitFor();
+  assert.equal(await page.locator("#batch-rows tr.failed").count(), 1);
+  await page.click("#batch-save-csv");
+  await page.getByText(/Saved to .*medtext-export-2.csv/).waitFor();
+  await checked(page, errors, "batch-results");
+});
+
+test("batch: nothing chosen, and a file that cannot be read", async () => {
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({
+      read_batch_file: () => {
+        throw "data file /tmp/notes.csv: no column 'text'; the columns are: id, note";
+      },
+    }),
+  );
+  await page.click('a[data-nav="batch"]');
+  await page.click("#batch-start");
+  await page.getByText("Choose a folder of .txt files or a CSV or JSONL file first.").waitFor();
+  await page.setInputFiles("#batch-file", { name: "notes.csv", mimeType: "text/csv", buffer: Buffer.from("id,note\n1,a\n") });
+  await page.click("#batch-start");
+  await page.getByText(/no column 'text'/).waitFor();
+  await checked(page, errors, "batch-error");
+});
+
+test("models: cards with figures, the pack in use, a broken pack", async () => {
+  const answers = working();
+  answers.list_packs = { ...answers.list_packs, broken: ["model pack /opt/medtext/models/old: head.safetensors is truncated"] };
+  const { page, errors } = await openPage(browser, base, answers);
+  await page.click('a[data-nav="models"]');
+  await page.locator(".model-card").nth(1).waitFor();
+  assert.equal(await page.locator(".model-card").count(), 2);
+  await page.getByText("0.661").waitFor();
+  await page.getByText(/Packs that cannot be used/).waitFor();
+  await checked(page, errors, "models");
+});
+
+test("settings: managed settings, status facts, and the dark theme", async () => {
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({
+      app_status: status({
+        policy: { Ok: { source: "/etc/medtext/policy.toml", managed: [{ key: "lock.idle_minutes", value: "5" }, { key: "history.allow_export", value: "false" }] } },
+        lock: { locked: false, idle_minutes: 5, idle_managed: true, has_passphrase: true, method: "passphrase", os_user: null },
+      }),
+      history_settings: { retention_days: 90, retention_managed: true, records: 1234, path: "/home/clinician/.local/share/MedText/history.db" },
+    }),
+  );
+  await page.click('a[data-nav="settings"]');
+  await page.getByText("Lock after idle (minutes): 5").waitFor();
+  assert.equal(await page.locator("#idle-select").isDisabled(), true);
+  assert.equal(await page.locator("#retention-select").isDisabled(), true);
+  await page.getByText(/1,234 records, encrypted/).waitFor();
+  await checked(page, errors, "settings-managed");
+  await page.check('#theme-choice input[value="dark"]');
+  await checked(page, errors, "settings-dark");
+});
+
+test("the lock screen, and the first-run passphrase IT requires", async () => {
+  const locked = await openPage(
+    browser,
+    base,
+    working({ lock_status: { ...status().lock, locked: true }, recent_history: () => { throw "MedText is locked after a period without use: unlock it to go on"; } }),
+  );
+  await locked.page.locator("#lock-dialog").waitFor();
+  await locked.page.getByText("MedText is locked").first().waitFor();
+  await checked(locked.page, locked.errors, "locked");
+
+  const setup = await openPage(
+    browser,
+    base,
+    working({ lock_status: { ...status().lock, has_passphrase: false, idle_minutes: 5 } }),
+  );
+  await setup.page.getByText("Choose an unlock passphrase").waitFor();
+  await checked(setup.page, setup.errors, "lock-setup");
+});
+
+test("a malformed machine policy stops the app with its message", async () => {
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({ app_status: status({ policy: { Err: "machine policy /etc/medtext/policy.toml, line 3: unknown field `idle_minuts`" } }) }),
+  );
+  await page.getByText("MedText cannot start").waitFor();
+  await page.getByText(/line 3/).waitFor();
+  await checked(page, errors, "policy-refused");
+});
