@@ -10,6 +10,7 @@ fn main() {
         .capabilities_path_pattern("src-tauri/capabilities/**/*")
         .app_manifest(tauri_build::AppManifest::new().commands(&[
             "classify",
+            "explain",
             "recent_history",
             "app_status",
             "list_packs",

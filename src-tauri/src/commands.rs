@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use tauri::ipc::Channel;
 use tauri::State;
 
+use medtext_core::evidence::WordEvidence;
 use medtext_core::policy::{ManagedSetting, UnlockMethod};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainOutcome, TrainRequest};
@@ -81,8 +82,10 @@ pub struct ModelInfo {
     pub task: String,
 }
 
-/// Classifies `text` with word evidence on the inference worker and saves
-/// the result to the history.
+/// Classifies `text` on the inference worker and saves the result to the
+/// history. Word evidence takes ten to twenty times longer than the label
+/// itself, so it is not computed here: the UI shows the result at once and
+/// asks [`explain`] for the evidence next.
 #[tauri::command]
 pub async fn classify(
     text: String,
@@ -95,7 +98,10 @@ pub async fn classify(
     let history = state.history();
     tauri::async_runtime::spawn_blocking(move || {
         let classification = worker
-            .classify_with_evidence(String::clone(&text))
+            .classify(vec![String::clone(&text)])
+            .map_err(fail)?
+            .pop()
+            .ok_or("the engine returned no result; please try again")?
             .map_err(fail)?;
         let saved = history.and_then(|h| {
             let mut store = h.lock().map_err(|_| {
@@ -115,6 +121,35 @@ pub async fn classify(
     })
     .await
     .map_err(|_| "classification stopped unexpectedly; please try again".to_string())?
+}
+
+/// The word evidence for `text`'s top label (integrated gradients), kept
+/// with its history record `saved_id` when there is one.
+#[tauri::command]
+pub async fn explain(
+    text: String,
+    saved_id: Option<i64>,
+    state: State<'_, AppState>,
+) -> Result<Vec<WordEvidence>, String> {
+    let text = Zeroizing::new(text);
+    state.guard()?.check_text(&text).map_err(fail)?;
+    let worker = state.engine.worker().map_err(fail)?;
+    let history = state.history();
+    tauri::async_runtime::spawn_blocking(move || {
+        let evidence = worker
+            .classify_with_evidence(String::clone(&text))
+            .map_err(fail)?
+            .evidence;
+        if let (Some(id), Ok(history)) = (saved_id, history) {
+            let mut store = history.lock().map_err(|_| {
+                "the history store is unavailable after an earlier failure".to_string()
+            })?;
+            store.set_evidence(id, &evidence).map_err(fail)?;
+        }
+        Ok(evidence)
+    })
+    .await
+    .map_err(|_| "finding the evidence stopped unexpectedly".to_string())?
 }
 
 /// The most recent saved classifications, newest first.

@@ -17,6 +17,7 @@ pub fn run() {
         })
         .invoke_handler(tauri::generate_handler![
             commands::classify,
+            commands::explain,
             commands::recent_history,
             commands::app_status,
             commands::list_packs,

@@ -112,7 +112,9 @@ test("classify a clinical note in the real app, save it encrypted, see it after 
   const total = percents.reduce((a, b) => a + b, 0);
   assert.ok(Math.abs(total - 100) < 3, `probabilities add up to about 100%: ${total}`);
   assert.equal(label, "Cardiovascular diseases", "a chest pain / STEMI note is cardiovascular");
-  // Evidence: some words of the note are highlighted, and they are words of it.
+  // Evidence: some words of the note are highlighted (a moment after the
+  // result), and they are words of it.
+  await wd.waitFor("the evidence", async () => (await wd.findAll("#result-evidence mark")).length > 0);
   const marked = await wd.texts("#result-evidence mark");
   assert.ok(marked.length > 0, "evidence words are highlighted");
   assert.ok(marked.every((w) => NOTE.includes(w)), JSON.stringify(marked));
@@ -556,6 +558,36 @@ test("batch: a CSV file classified in parts with progress, results saved as CSV 
   } finally {
     rmSync(file, { force: true });
   }
+});
+
+test("timings: launch to interactive, and click to result (printed, not asserted)", async (t) => {
+  const launched = Date.now();
+  await openApp();
+  const marks = await wd.execute(`return {
+    origin: performance.timeOrigin,
+    interactive: performance.getEntriesByName("medtext-interactive")[0]?.startTime ?? null,
+    ready: performance.getEntriesByName("medtext-ready")[0]?.startTime ?? null,
+  };`);
+  assert.ok(marks.interactive !== null && marks.ready !== null, JSON.stringify(marks));
+  const times = [];
+  for (let i = 0; i < 5; i++) {
+    await wd.clear("#note-input");
+    await wd.type("#note-input", `${NOTE} (${i})`);
+    await wd.click("#classify-button");
+    await wd.waitFor("the result", async () =>
+      (await wd.execute(`return performance.getEntriesByName("medtext-classify").length;`)) === i + 1,
+    );
+  }
+  const measured = await wd.execute(`return performance.getEntriesByName("medtext-classify").map((m) => m.duration);`);
+  times.push(...measured.sort((a, b) => a - b));
+  await wd.quit();
+  const line =
+    `launch to interactive ${Math.round(marks.origin + marks.interactive - launched)} ms ` +
+    `(page load to interactive ${Math.round(marks.interactive)} ms, to model ready ${Math.round(marks.ready)} ms); ` +
+    `click to result on screen for a ${NOTE.length}-character note: median ${Math.round(times[2])} ms, ` +
+    `slowest ${Math.round(times[4])} ms of 5 (saved to the history; the evidence follows)`;
+  t.diagnostic(line);
+  console.log(`TIMINGS ${line}`);
 });
 
 test("no log, cache or temporary file of the app holds patient text", async () => {

@@ -112,7 +112,8 @@ export function working(overrides = {}) {
     list_packs: packs,
     recent_history: history,
     activity: null,
-    classify: () => ({ classification, saved_id: 4, save_error: null }),
+    classify: () => ({ classification: { ...classification, evidence: [] }, saved_id: 4, save_error: null }),
+    explain: classification.evidence,
     set_feedback: null,
     search_history: ({ query }) => {
       const words = (query.text ?? "").toLowerCase();

@@ -40,7 +40,16 @@ export function clearPatientText(doc: Document = document): void {
   ]) {
     doc.getElementById(id)?.replaceChildren();
   }
-  for (const id of ["result", "result-evidence-block", "train-result", "error", "history-detail", "feedback-form", "batch-results"]) {
+  for (const id of [
+    "result",
+    "result-evidence-block",
+    "evidence-pending",
+    "train-result",
+    "error",
+    "history-detail",
+    "feedback-form",
+    "batch-results",
+  ]) {
     const el = doc.getElementById(id);
     if (el) el.hidden = true;
   }

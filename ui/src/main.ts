@@ -26,6 +26,7 @@ import type {
   PackList,
   TrainOutcome,
   TrainProgress,
+  WordEvidence,
 } from "./types";
 
 const input = document.getElementById("note-input") as HTMLTextAreaElement;
@@ -234,14 +235,19 @@ async function classify(): Promise<void> {
     return;
   }
   showError(null);
+  // Click to result on screen, for the end-to-end test's timing figure.
+  const clicked = performance.now();
   button.disabled = true;
   button.textContent = "Classifying…";
   try {
     const r = await invoke<ClassifyResponse>("classify", { text });
     renderResult(r.classification);
-    renderEvidence(text, r.classification.evidence ?? []);
-    lastResult = { classification: r.classification, savedId: r.saved_id };
+    renderEvidence(text, []);
+    const shown = { classification: r.classification, savedId: r.saved_id };
+    lastResult = shown;
     showFeedbackForm(r.classification, r.saved_id);
+    performance.measure("medtext-classify", { start: clicked, end: performance.now() });
+    void showEvidence(text, shown);
     if (r.save_error) showError(`Result shown but not saved: ${r.save_error}`);
     await refreshHistory();
   } catch (e) {
@@ -249,6 +255,21 @@ async function classify(): Promise<void> {
   } finally {
     button.disabled = false;
     button.textContent = "Classify";
+  }
+}
+
+/** Asks for the evidence of the result just shown, and marks it in the text
+ * unless another result has replaced it meanwhile. */
+async function showEvidence(text: string, shown: NonNullable<typeof lastResult>): Promise<void> {
+  const note = document.getElementById("evidence-pending") as HTMLElement;
+  note.hidden = false;
+  try {
+    const evidence = await invoke<WordEvidence[]>("explain", { text, savedId: shown.savedId });
+    if (lastResult === shown) renderEvidence(text, evidence);
+  } catch (e) {
+    if (lastResult === shown && !(await lockedOut(e))) showError(`Evidence unavailable: ${errorText(e)}`);
+  } finally {
+    if (lastResult === shown) note.hidden = true;
   }
 }
 
@@ -530,7 +551,10 @@ followHash((screen) => {
   void loads[screen]?.().catch((e: unknown) => showError(errorText(e)));
 });
 
+// The window answers input from here on; the model may still be loading.
+performance.mark("medtext-interactive");
 loadStatus()
+  .then(() => performance.mark("medtext-ready"))
   .then(showRecoveryKey)
   .then(checkLock)
   .then(loadSecurity)

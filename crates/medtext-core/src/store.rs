@@ -589,6 +589,26 @@ impl HistoryStore {
         }
     }
 
+    /// Adds the word evidence of record `id`, computed after the record was
+    /// saved (the app shows a result at once and its evidence a moment later).
+    pub fn set_evidence(&mut self, id: i64, evidence: &[WordEvidence]) -> Result<()> {
+        let json = serde_json::to_string(evidence).map_err(|e| Error::Store {
+            path: self.path.clone(),
+            problem: format!("cannot encode evidence: {e}"),
+        })?;
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE classifications SET evidence = ?1 WHERE id = ?2",
+                params![json, id],
+            )
+            .map_err(|e| store_error(&self.path, e))?;
+        if changed == 0 {
+            return Err(Error::RecordNotFound { id });
+        }
+        Ok(())
+    }
+
     /// Records `feedback` on record `id` (replacing earlier feedback).
     pub fn set_feedback(&mut self, id: i64, feedback: &Feedback) -> Result<()> {
         if feedback.verdict == Verdict::Corrected
@@ -1870,6 +1890,25 @@ pub(crate) mod tests {
             .unwrap_err();
         assert!(matches!(backup, Error::ManagedByPolicy { .. }), "{backup}");
         assert!(!dir.path().join("b.mtbak").exists());
+    }
+
+    #[test]
+    fn evidence_added_after_saving_is_kept_with_the_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 23);
+        let id = s.save("chest pain", &sample("x")).unwrap();
+        assert!(s.record(id).unwrap().evidence.is_empty());
+        let words = [WordEvidence {
+            start: 0,
+            end: 5,
+            score: 1.0,
+        }];
+        s.set_evidence(id, &words).unwrap();
+        assert_eq!(s.record(id).unwrap().evidence, words);
+        assert!(matches!(
+            s.set_evidence(id + 100, &words),
+            Err(Error::RecordNotFound { .. })
+        ));
     }
 
     #[test]
