@@ -12,5 +12,7 @@ export default defineConfig({
   },
   test: {
     environment: "jsdom",
+    // The page tests (page-tests/) run in Chromium with node:test, on the built UI.
+    include: ["src/**/*.test.ts"],
   },
 });
