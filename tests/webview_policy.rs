@@ -70,15 +70,20 @@ fn the_main_window_may_call_exactly_the_app_s_own_commands() {
         .iter()
         .map(|p| p.as_str().unwrap().to_string())
         .collect();
-    // The commands the shell registers, as `commands::name` in lib.rs.
-    let registered: BTreeSet<String> = read("src-tauri/src/lib.rs")
-        .split("commands::")
-        .skip(1)
-        .map(|rest| {
-            let name: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+    // The commands the shell registers: the paths listed in lib.rs's
+    // `generate_handler![module::name, ...]`.
+    let lib = read("src-tauri/src/lib.rs");
+    let handler = lib
+        .split("generate_handler![")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .expect("lib.rs registers its commands with generate_handler!");
+    let registered: BTreeSet<String> = handler
+        .split(',')
+        .map(str::trim)
+        .filter(|path| !path.is_empty())
+        .map(|path| {
+            let name = path.rsplit("::").next().unwrap_or(path);
             format!("allow-{}", name.replace('_', "-"))
         })
         .collect();
