@@ -15,6 +15,7 @@ fn main() {
             "app_status",
             "list_packs",
             "select_pack",
+            "import_pack",
             "stage_training_file",
             "train_pack",
             "take_recovery_key",

@@ -595,3 +595,53 @@ pub async fn recover_history(
 ) -> Result<(), String> {
     state.recover_history(&recovery_key)
 }
+
+#[derive(Serialize)]
+pub struct ImportedPack {
+    pub pack: String,
+    pub version: String,
+    /// Who signed the archive, when it was signed.
+    pub signer: Option<String>,
+}
+
+/// Installs a pack archive sent as the raw request body, with the text of
+/// its `.sig` file in the `x-signature` header when there is one. Every
+/// path, hash and head is checked, and the signature against the machine
+/// policy's signers, before anything is installed.
+#[tauri::command]
+pub async fn import_pack(
+    request: tauri::ipc::Request<'_>,
+    state: State<'_, AppState>,
+) -> Result<ImportedPack, String> {
+    let policy = state.guard()?.clone();
+    let tauri::ipc::InvokeBody::Raw(bytes) = request.body() else {
+        return Err("the pack archive must be sent as raw bytes".into());
+    };
+    let bytes = bytes.clone();
+    let signature = request
+        .headers()
+        .get("x-signature")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let models_dir = state.engine.models_dir().to_path_buf();
+    let scratch = medtext_core::paths::data_dir()
+        .map_err(fail)?
+        .join("import");
+    tauri::async_runtime::spawn_blocking(move || {
+        let (pack, signer) = medtext_core::archive::import_bytes(
+            &bytes,
+            signature.as_deref(),
+            &scratch,
+            &models_dir,
+            &policy,
+        )
+        .map_err(fail)?;
+        Ok(ImportedPack {
+            pack: pack.manifest.name.clone(),
+            version: pack.manifest.version.clone(),
+            signer: signer.map(|s| s.to_text()),
+        })
+    })
+    .await
+    .map_err(|_| "importing the pack stopped unexpectedly".to_string())?
+}

@@ -22,6 +22,7 @@ pub fn run() {
             commands::app_status,
             commands::list_packs,
             commands::select_pack,
+            commands::import_pack,
             commands::stage_training_file,
             commands::train_pack,
             commands::take_recovery_key,

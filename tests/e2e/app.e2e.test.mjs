@@ -243,6 +243,45 @@ test("train a model from a labelled file in the app, see its figures, then use i
   }
 });
 
+test("import a pack archive in the app: refused unsigned where IT requires signatures, installed signed", async () => {
+  const scratch = mkdtempSync(join(tmpdir(), "medtext-e2e-import-"));
+  const archive = join(scratch, "e2e-mine.tar");
+  const key = join(scratch, "it.key");
+  try {
+    // The pack trained above, exported and removed, so the app installs it again.
+    execFileSync(CLI, ["pack", "export", "e2e-mine", "--out", archive], { env: process.env });
+    rmSync(join(models, "e2e-mine"), { recursive: true });
+    const signer = execFileSync(CLI, ["pack", "keygen", "--out", key], { env: process.env, encoding: "utf8" }).trim();
+    writeFileSync(policyFile, `[packs]\nallowed_signers = ["${signer}"]\n`, { mode: 0o644 });
+
+    const importIn = async (files) => {
+      await openApp();
+      await wd.click('a[data-nav="models"]');
+      await wd.waitFor("the model cards", async () => (await wd.findAll(".model-card")).length >= 2);
+      await wd.type("#import-archive", files.archive);
+      if (files.sig) await wd.type("#import-signature", files.sig);
+      await wd.click("#import-button");
+      const said = await wd.waitFor("the import's outcome", async () => {
+        const t = await wd.text("#import-status");
+        return /^(Installed|Not imported)/.test(t) ? t : null;
+      });
+      await wd.quit();
+      return said;
+    };
+    const unsigned = await importIn({ archive });
+    assert.match(unsigned, /Not imported: .*missing/);
+    assert.ok(!existsSync(join(models, "e2e-mine")), "nothing installed");
+
+    execFileSync(CLI, ["pack", "sign", archive, "--key", key], { env: process.env });
+    const signed = await importIn({ archive, sig: `${archive}.sig` });
+    assert.equal(signed, `Installed e2e-mine 0.1.0, signed by ${signer}.`);
+    assert.ok(existsSync(join(models, "e2e-mine", "manifest.json")));
+  } finally {
+    rmSync(policyFile, { force: true });
+    rmSync(scratch, { recursive: true, force: true });
+  }
+});
+
 test("the real app opens no socket but Unix and loopback while it classifies", async (t) => {
   // A machine that forbids ptrace (some containers) cannot run this check.
   try {

@@ -143,6 +143,9 @@ export function working(overrides = {}) {
         error: i === 3 ? "the text is over the limit of 20,000 characters" : null,
       })),
     save_batch_results: "/home/clinician/Downloads/medtext-export-2.csv",
+    import_pack: () => {
+      throw "pack signature /tmp/staged-1.tar.sig: missing: this machine's policy only accepts packs signed by a key IT allowed";
+    },
     ...overrides,
   };
 }

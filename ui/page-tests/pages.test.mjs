@@ -179,6 +179,11 @@ test("models: cards with figures, the pack in use, a broken pack", async () => {
   await page.getByText("0.661").waitFor();
   await page.getByText(/Packs that cannot be used/).waitFor();
   await checked(page, errors, "models");
+  // An unsigned pack where IT requires signatures: refused, and said why.
+  await page.setInputFiles("#import-archive", { name: "pack.tar", mimeType: "application/x-tar", buffer: Buffer.alloc(1024) });
+  await page.click("#import-button");
+  await page.getByText(/Not imported: .*only accepts packs signed/).waitFor();
+  await checked(page, errors, "models-import-refused");
 });
 
 test("settings: managed settings, status facts, and the dark theme", async () => {

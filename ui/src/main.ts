@@ -13,7 +13,7 @@ import {
 import { clearBatch, initBatchScreen } from "./batch-screen";
 import { fillLabelFilter, initHistoryScreen } from "./history-screen";
 import { clearPatientText, managedLines, throttle } from "./lock";
-import { renderModelCards } from "./models-screen";
+import { renderModelCards, signatureHeader } from "./models-screen";
 import { followHash } from "./nav";
 import { initSettingsScreen, loadSettings } from "./settings-screen";
 import type {
@@ -528,6 +528,38 @@ input.addEventListener("drop", (e) => {
   input.classList.remove("dropping");
   const file = e.dataTransfer?.files[0];
   if (file) void openTextFile(file);
+});
+
+// ---- Importing a pack ---------------------------------------------------------
+
+const importForm = document.getElementById("import-form") as HTMLFormElement;
+const importStatus = document.getElementById("import-status") as HTMLElement;
+importForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const archive = (document.getElementById("import-archive") as HTMLInputElement).files?.[0];
+  const sig = (document.getElementById("import-signature") as HTMLInputElement).files?.[0];
+  if (!archive) return;
+  const importButton = document.getElementById("import-button") as HTMLButtonElement;
+  importButton.disabled = true;
+  importStatus.className = "";
+  importStatus.textContent = `Checking and installing ${archive.name}…`;
+  void (async () => {
+    const headers: Record<string, string> = sig ? { "x-signature": signatureHeader(await sig.text()) } : {};
+    const done = await invoke<{ pack: string; version: string; signer: string | null }>(
+      "import_pack",
+      new Uint8Array(await archive.arrayBuffer()),
+      { headers },
+    );
+    importStatus.textContent =
+      `Installed ${done.pack} ${done.version}` + (done.signer ? `, signed by ${done.signer}.` : " (unsigned).");
+    importForm.reset();
+    await loadPacks();
+  })()
+    .catch((err: unknown) => {
+      importStatus.className = "error";
+      importStatus.textContent = `Not imported: ${errorText(err)}`;
+    })
+    .finally(() => (importButton.disabled = false));
 });
 
 // ---- Screens ------------------------------------------------------------------

@@ -63,3 +63,18 @@ export function renderModelCards(
   broken.textContent = list.broken.length ? `Packs that cannot be used: ${list.broken.join("; ")}` : "";
   broken.hidden = list.broken.length === 0;
 }
+
+/**
+ * The `x-signature` header for a `.sig` file's text: the same JSON on one
+ * line (a header cannot hold line breaks), or an error for text that is
+ * not a signature file.
+ */
+export function signatureHeader(text: string): string {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw "The signature file is not a MedText signature (.sig) file.";
+  }
+  return JSON.stringify(value);
+}

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from "vitest";
 import { countLine, hasOlder, PAGE_SIZE, queryFrom, renderDetail, renderRows } from "./history";
-import { renderModelCards } from "./models-screen";
+import { renderModelCards, signatureHeader } from "./models-screen";
 import { screenOf, showScreen } from "./nav";
 import { applyTheme, savedTheme, statusFacts } from "./settings-screen";
 import type { AppStatus, HistoryEntry, HistoryRecord, PackList } from "./types";
@@ -157,5 +157,14 @@ describe("model cards", () => {
     expect(document.querySelectorAll("#model-cards script").length).toBe(0);
     expect(document.querySelector(".card-text")!.textContent).toContain("<script>");
     expect(document.getElementById("models-broken")!.hidden).toBe(false);
+  });
+});
+
+describe("pack import", () => {
+  it("sends a signature file's JSON on one line and refuses other text", () => {
+    expect(signatureHeader('{\n  "format": "medtext-pack-signature/1",\n  "signer": "ed25519:ab"\n}\n')).toBe(
+      '{"format":"medtext-pack-signature/1","signer":"ed25519:ab"}',
+    );
+    expect(() => signatureHeader("not json")).toThrow();
   });
 });

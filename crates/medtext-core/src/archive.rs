@@ -138,6 +138,44 @@ pub fn import_archive(archive: &Path, models_dir: &Path) -> Result<Pack> {
     Pack::open(&installed)
 }
 
+/// Largest pack archive the app takes as one file (a pack with a BERT-base
+/// encoder inside is about 440 MB).
+pub const MAX_ARCHIVE_BYTES: usize = 1 << 30;
+
+/// Installs a pack archive handed over as bytes (the app's "Import a pack"),
+/// with its detached signature file's text if there is one: the archive is
+/// kept owner-only in `scratch` while the signature is checked against the
+/// machine policy (see [`crate::signing::verify_archive`]) and the pack is
+/// imported, then removed. Returns the pack and who signed it.
+pub fn import_bytes(
+    bytes: &[u8],
+    signature: Option<&str>,
+    scratch: &Path,
+    models_dir: &Path,
+    policy: &crate::policy::Policy,
+) -> Result<(Pack, Option<crate::signing::SignerKey>)> {
+    let staged = crate::training::StagedFile::write_limited(
+        scratch,
+        "tar",
+        bytes,
+        MAX_ARCHIVE_BYTES,
+        "pack archives",
+    )?;
+    let sig_path = crate::signing::signature_path(staged.path());
+    let outcome = (|| {
+        if let Some(text) = signature {
+            let mut file = crate::paths::create_new_private_file(&sig_path)?;
+            file.write_all(text.as_bytes())
+                .map_err(|e| Error::io(&sig_path, e))?;
+        }
+        let signer =
+            crate::signing::verify_archive(staged.path(), policy.allowed_pack_signers.as_deref())?;
+        Ok((import_archive(staged.path(), models_dir)?, signer))
+    })();
+    let _ = std::fs::remove_file(&sig_path);
+    outcome
+}
+
 /// Moves a staged encoder into place, or, when one of that name is already
 /// installed, checks that it is the same encoder (the pack's hashes).
 fn install_encoder(staged: &Path, target: &Path, manifest: &Manifest) -> Result<()> {
@@ -449,6 +487,34 @@ mod tests {
         let err = import_archive(&archive, &models).err().unwrap();
         assert!(err.to_string().contains("encoder.path"), "{err}");
         assert_eq!(models_listing(&models), Vec::<String>::new());
+    }
+
+    #[test]
+    fn bytes_from_the_app_install_only_with_the_signature_the_policy_asks_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = tiny_archive(dir.path());
+        let bytes = std::fs::read(&archive).unwrap();
+        let key = crate::signing::generate_key(&dir.path().join("it.key")).unwrap();
+        let sig = crate::signing::sign_archive(&archive, &dir.path().join("it.key")).unwrap();
+        let signature = std::fs::read_to_string(&sig).unwrap();
+        let policy = crate::policy::Policy::parse(
+            &format!("[packs]\nallowed_signers = [\"{}\"]\n", key.to_text()),
+            Path::new("policy.toml"),
+        )
+        .unwrap();
+        let scratch = dir.path().join("scratch");
+        let models = dir.path().join("models");
+
+        let unsigned = import_bytes(&bytes, None, &scratch, &models, &policy).unwrap_err();
+        assert!(unsigned.to_string().contains("missing"), "{unsigned}");
+        assert_eq!(models_listing(&models), Vec::<String>::new());
+
+        let (pack, signer) =
+            import_bytes(&bytes, Some(&signature), &scratch, &models, &policy).unwrap();
+        assert_eq!(pack.manifest.name, "tiny-pack");
+        assert_eq!(signer, Some(key));
+        // Nothing of the upload is left behind.
+        assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
     }
 
     #[test]

@@ -96,6 +96,13 @@ pub enum Error {
     #[error("pack signature {path}: {problem}")]
     Signature { path: PathBuf, problem: String },
 
+    #[error("the file is {mb} MB; {what} may be at most {limit_mb} MB")]
+    FileTooLarge {
+        what: String,
+        mb: usize,
+        limit_mb: usize,
+    },
+
     #[error("MedText is locked after a period without use: unlock it to go on")]
     Locked,
 
@@ -133,6 +140,7 @@ impl Error {
             Error::Policy { .. } => "policy",
             Error::ManagedByPolicy { .. } => "managed_by_policy",
             Error::Signature { .. } => "signature",
+            Error::FileTooLarge { .. } => "file_too_large",
             Error::Locked => "locked",
             Error::Unlock { .. } => "unlock",
         }

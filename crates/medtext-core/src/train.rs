@@ -483,10 +483,12 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
     manifest.write(out_dir)
 }
 
-/// `to` expressed relative to the directory `from` (both must exist).
+/// `to` expressed relative to the directory `from`, lexically: links are
+/// not followed, so a pack beside `encoders/` records `../encoders/<name>`
+/// (what an archive may carry) even when `encoders` is a link elsewhere.
 fn relative_path(from: &Path, to: &Path) -> Result<PathBuf> {
-    let from = from.canonicalize().map_err(|e| Error::io(from, e))?;
-    let to = to.canonicalize().map_err(|e| Error::io(to, e))?;
+    let from = lexical(&std::path::absolute(from).map_err(|e| Error::io(from, e))?);
+    let to = lexical(&std::path::absolute(to).map_err(|e| Error::io(to, e))?);
     let common = from
         .components()
         .zip(to.components())
@@ -500,6 +502,23 @@ fn relative_path(from: &Path, to: &Path) -> Result<PathBuf> {
         rel.push(part);
     }
     Ok(rel)
+}
+
+/// `path` with `.` dropped and each `..` taking away the name before it.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// A small, fast, seedable generator (SplitMix64): enough for shuffling, and
@@ -519,6 +538,27 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pack_beside_the_shared_encoders_points_at_them_whatever_the_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("elsewhere/encoders/minilm");
+        std::fs::create_dir_all(&real).unwrap();
+        let models = dir.path().join("models");
+        std::fs::create_dir_all(models.join("new-pack")).unwrap();
+        std::fs::create_dir_all(models.join("default")).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(
+            dir.path().join("elsewhere/encoders"),
+            models.join("encoders"),
+        )
+        .unwrap();
+        let encoder = models.join("default/../encoders/minilm");
+        assert_eq!(
+            relative_path(&models.join("new-pack"), &encoder).unwrap(),
+            PathBuf::from("../encoders/minilm")
+        );
+    }
     use crate::pack::tests::write_tiny_pack;
     use crate::pack::Pack;
     use crate::Classifier;

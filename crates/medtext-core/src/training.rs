@@ -349,27 +349,43 @@ impl StagedFile {
     /// Writes `bytes` into `dir`, keeping the extension of `file_name`
     /// (`.jsonl`/`.ndjson` are read as JSON Lines, anything else as CSV).
     pub fn write(dir: &Path, file_name: &str, bytes: &[u8]) -> Result<Self> {
-        if bytes.len() > MAX_TRAINING_FILE_BYTES {
-            return Err(Error::Training {
-                problem: format!(
-                    "the file is {} MB; training files may be at most {} MB",
-                    bytes.len() / (1024 * 1024),
-                    MAX_TRAINING_FILE_BYTES / (1024 * 1024)
-                ),
-            });
-        }
         let extension = Path::new(file_name)
             .extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase)
             .filter(|e| e == "jsonl" || e == "ndjson")
             .unwrap_or_else(|| "csv".into());
+        Self::write_limited(
+            dir,
+            &extension,
+            bytes,
+            MAX_TRAINING_FILE_BYTES,
+            "training files",
+        )
+    }
+
+    /// Writes `bytes` (at most `limit`; `what` names the kind of file in the
+    /// error) owner-only into `dir` under a random name ending `.extension`.
+    pub fn write_limited(
+        dir: &Path,
+        extension: &str,
+        bytes: &[u8],
+        limit: usize,
+        what: &str,
+    ) -> Result<Self> {
+        if bytes.len() > limit {
+            return Err(Error::FileTooLarge {
+                what: what.to_string(),
+                mb: bytes.len() / (1024 * 1024),
+                limit_mb: limit / (1024 * 1024),
+            });
+        }
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).map_err(|e| Error::Training {
             problem: format!("no randomness for a file name: {e}"),
         })?;
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let path = dir.join(format!("training-{}.{extension}", hex::encode(random)));
+        crate::paths::ensure_private_dir(dir)?;
+        let path = dir.join(format!("staged-{}.{extension}", hex::encode(random)));
         let staged = Self { path };
         let mut file = crate::paths::create_new_private_file(&staged.path)?;
         std::io::Write::write_all(&mut file, bytes).map_err(|e| Error::io(&staged.path, e))?;
