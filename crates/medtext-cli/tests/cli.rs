@@ -6,13 +6,37 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn medtext(args: &[&str], data_dir: &std::path::Path) -> Output {
+    medtext_with(args, &[("MEDTEXT_DATA_DIR", data_dir)])
+}
+
+/// Runs medtext with the repository's models and the variables `env`
+/// (which may name other models, data, policy or temporary folders).
+fn medtext_with(args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
     let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
-    Command::new(env!("CARGO_BIN_EXE_medtext"))
-        .args(args)
-        .env("MEDTEXT_MODELS_DIR", models)
-        .env("MEDTEXT_DATA_DIR", data_dir)
-        .output()
-        .unwrap()
+    let mut command = Command::new(env!("CARGO_BIN_EXE_medtext"));
+    command.args(args).env("MEDTEXT_MODELS_DIR", models);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+/// The default pack written as an archive in `dir`.
+fn export_abstracts(dir: &std::path::Path, with_encoder: bool) -> PathBuf {
+    let archive = dir.join("abstracts.tar");
+    let mut args = vec![
+        "pack",
+        "export",
+        "medical-abstracts",
+        "--out",
+        archive.to_str().unwrap(),
+    ];
+    if with_encoder {
+        args.push("--with-encoder");
+    }
+    let out = medtext(&args, dir);
+    assert!(out.status.success(), "{}", stderr(&out));
+    archive
 }
 
 fn stderr(o: &Output) -> String {
@@ -352,29 +376,18 @@ fn bench_prints_every_figure_of_the_contract() {
 #[test]
 fn a_pack_exported_as_an_archive_installs_on_a_machine_without_it() {
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("abstracts.tar");
-    let out = medtext(
-        &[
-            "pack",
-            "export",
-            "medical-abstracts",
-            "--with-encoder",
-            "--out",
-            archive.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    let archive = export_abstracts(dir.path(), true);
 
     // A fresh models folder: the "other machine".
     let fresh = dir.path().join("models");
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_medtext"))
-            .args(args)
-            .env("MEDTEXT_MODELS_DIR", &fresh)
-            .env("MEDTEXT_DATA_DIR", dir.path())
-            .output()
-            .unwrap()
+        medtext_with(
+            args,
+            &[
+                ("MEDTEXT_MODELS_DIR", &fresh),
+                ("MEDTEXT_DATA_DIR", dir.path()),
+            ],
+        )
     };
     let out = run(&["pack", "import", archive.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -657,16 +670,7 @@ fn no_log_or_temporary_file_holds_the_text_or_a_file_name() {
     let data = dir.path().join("data");
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
-    let run = |args: &[&str]| {
-        let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
-        Command::new(env!("CARGO_BIN_EXE_medtext"))
-            .args(args)
-            .env("MEDTEXT_MODELS_DIR", models)
-            .env("MEDTEXT_DATA_DIR", &data)
-            .env("TMPDIR", &tmp)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| medtext_with(args, &[("MEDTEXT_DATA_DIR", &data), ("TMPDIR", &tmp)]);
     let note = format!("Patient {MARKER} with crushing chest pain, troponin rising, NSTEMI.");
     let ok = run(&["classify", "--save", "--json", "--evidence", &note]);
     assert!(ok.status.success(), "{}", stderr(&ok));
@@ -725,20 +729,9 @@ fn no_log_or_temporary_file_holds_the_text_or_a_file_name() {
 #[test]
 fn a_policy_listing_signers_installs_only_packs_they_signed() {
     let dir = tempfile::tempdir().unwrap();
-    let archive = dir.path().join("abstracts.tar");
-    // Without --with-encoder: the "other machine" gets the shared encoder
-    // from the repository's models folder through a link below.
-    let out = medtext(
-        &[
-            "pack",
-            "export",
-            "medical-abstracts",
-            "--out",
-            archive.to_str().unwrap(),
-        ],
-        dir.path(),
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
+    // Without its encoder: the "other machine" gets the shared encoder from
+    // the repository's models folder through a link below.
+    let archive = export_abstracts(dir.path(), false);
     let policy = dir.path().join("policy.toml");
     let fresh = dir.path().join("models");
     std::fs::create_dir_all(&fresh).unwrap();
@@ -748,13 +741,14 @@ fn a_policy_listing_signers_installs_only_packs_they_signed() {
     )
     .unwrap();
     let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_medtext"))
-            .args(args)
-            .env("MEDTEXT_MODELS_DIR", &fresh)
-            .env("MEDTEXT_DATA_DIR", dir.path())
-            .env("MEDTEXT_POLICY_FILE", &policy)
-            .output()
-            .unwrap()
+        medtext_with(
+            args,
+            &[
+                ("MEDTEXT_MODELS_DIR", &fresh),
+                ("MEDTEXT_DATA_DIR", dir.path()),
+                ("MEDTEXT_POLICY_FILE", &policy),
+            ],
+        )
     };
     let keygen = |name: &str| {
         let out = run(&[
@@ -820,12 +814,13 @@ fn a_malformed_policy_stops_every_command_with_the_line_named() {
         "[history]\nallow_export = false\nretention_days = \"ninety\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_medtext"))
-        .args(["classify", "chest pain"])
-        .env("MEDTEXT_DATA_DIR", dir.path())
-        .env("MEDTEXT_POLICY_FILE", &policy)
-        .output()
-        .unwrap();
+    let out = medtext_with(
+        &["classify", "chest pain"],
+        &[
+            ("MEDTEXT_DATA_DIR", dir.path()),
+            ("MEDTEXT_POLICY_FILE", &policy),
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
