@@ -237,3 +237,66 @@ test("a malformed machine policy stops the app with its message", async () => {
   await page.getByText(/line 3/).waitFor();
   await checked(page, errors, "policy-refused");
 });
+
+test("keyboard alone: reach the text box, classify, give feedback, with focus always visible", async () => {
+  const { page, errors } = await openPage(browser, base, working());
+  await page.getByText("medical-abstracts 0.1.0").waitFor();
+  const order = [];
+  for (let i = 0; i < 12 && order.at(-1) !== "note-input"; i++) {
+    await page.keyboard.press("Tab");
+    order.push(await page.evaluate(() => document.activeElement?.id || document.activeElement?.textContent?.trim()));
+  }
+  // The screens first, then the model, then the text box.
+  assert.deepEqual(order.slice(0, 5), ["Classify", "History", "Batch", "Models", "Settings"]);
+  assert.equal(order.at(-1), "note-input", JSON.stringify(order));
+  await page.keyboard.type(NOTE);
+  await page.keyboard.press("Control+Enter");
+  await page.locator("#result-label").getByText("Cardiovascular diseases").waitFor();
+  // The result is announced to screen readers.
+  assert.equal(await page.getAttribute("#result", "aria-live"), "polite");
+  // On to Agree, by Tab alone.
+  for (let i = 0; i < 8 && (await page.evaluate(() => document.activeElement?.id)) !== "feedback-agree"; i++) {
+    await page.keyboard.press("Tab");
+  }
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "feedback-agree");
+  const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+  assert.notEqual(outline, "none", "the focused control shows its focus");
+  await page.keyboard.press("Enter");
+  await page.getByText("kept as agreed").waitFor();
+  await checked(page, errors, "keyboard-only");
+});
+
+test("long labels and a long note stay inside the window", async () => {
+  const long = "Diseases of the circulatory system, complicating pregnancy, childbirth and the puerperium, unspecified";
+  const answers = working({
+    classify: () => ({
+      classification: {
+        pack: "icd10cm",
+        pack_version: "0.2.0",
+        head: "block",
+        model_sha256: "ab",
+        top: { id: "O99.4", display: long, probability: 0.41 },
+        probabilities: [
+          { id: "O99.4", display: long, probability: 0.41 },
+          { id: "I20-I25", display: "Ischemic heart diseases", probability: 0.35 },
+          { id: "I30-I5A", display: `Other forms of heart disease ${"with a very long qualifier ".repeat(3)}`, probability: 0.24 },
+        ],
+        needs_review: true,
+        windows: 9,
+        tokens: 2100,
+        evidence: [],
+      },
+      saved_id: 9,
+      save_error: null,
+    }),
+    explain: [],
+  });
+  const { page, errors } = await openPage(browser, base, answers);
+  await page.fill("#note-input", `${NOTE} `.repeat(60));
+  await page.click("#classify-button");
+  await page.locator("#result-label").getByText(long).waitFor();
+  await page.getByText("Low confidence: review before relying on it").waitFor();
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  assert.ok(overflow <= 0, `the page is ${overflow}px wider than the window`);
+  await checked(page, errors, "long-labels");
+});
