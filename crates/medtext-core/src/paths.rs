@@ -43,20 +43,102 @@ pub fn log_dir() -> Result<PathBuf> {
     }
 }
 
-/// The models directory: `MEDTEXT_MODELS_DIR` if set, else the first of
-/// `candidates` that exists (the app passes its bundled resources folder, the
-/// CLI the folder beside its executable), else the last candidate so that the
-/// "pack not found" error names a sensible place.
+/// The models directory: `MEDTEXT_MODELS_DIR` if set; else, in a
+/// development build, the first of `candidates` that exists (the app passes
+/// its bundled resources folder, the CLI the folder beside its executable),
+/// or the last candidate so that the "pack not found" error names a
+/// sensible place.
+///
+/// An installed MedText's bundled folder belongs to the system and cannot
+/// take packs a user trains or imports, so a release build uses
+/// `models/` in the user's data directory, where the bundled packs and
+/// encoders are linked in (see [`link_bundled_models`]).
 pub fn models_dir(candidates: &[PathBuf]) -> PathBuf {
     if let Some(dir) = std::env::var_os(MODELS_DIR_ENV).filter(|v| !v.is_empty()) {
         return PathBuf::from(dir);
     }
-    candidates
+    let bundled = candidates
         .iter()
         .find(|c| c.is_dir())
         .or(candidates.last())
         .cloned()
-        .unwrap_or_else(|| PathBuf::from("models"))
+        .unwrap_or_else(|| PathBuf::from("models"));
+    if cfg!(debug_assertions) {
+        return bundled;
+    }
+    data_dir()
+        .map(|d| d.join("models"))
+        .and_then(|user| link_bundled_models(&bundled, &user).map(|()| user))
+        .unwrap_or(bundled)
+}
+
+/// Makes every pack and encoder of `bundled` available in `user`: a link
+/// to each (a copy where links are not allowed), except where `user`
+/// already has one of that name. Links to bundled packs that a newer
+/// version no longer ships are removed.
+pub fn link_bundled_models(bundled: &std::path::Path, user: &std::path::Path) -> Result<()> {
+    ensure_private_dir(user)?;
+    ensure_private_dir(&user.join("encoders"))?;
+    for folder in [user.to_path_buf(), user.join("encoders")] {
+        let entries = std::fs::read_dir(&folder).map_err(|e| Error::io(&folder, e))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let dangling = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_symlink())
+                && !path.exists()
+                && std::fs::read_link(&path).is_ok_and(|t| t.starts_with(bundled));
+            if dangling {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    let mut wanted: Vec<(PathBuf, PathBuf)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(bundled) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.join("manifest.json").is_file() {
+                wanted.push((path, user.join(entry.file_name())));
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(bundled.join("encoders")) {
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                wanted.push((entry.path(), user.join("encoders").join(entry.file_name())));
+            }
+        }
+    }
+    for (source, target) in wanted {
+        if std::fs::symlink_metadata(&target).is_err() {
+            link_or_copy(&source, &target)?;
+        }
+    }
+    Ok(())
+}
+
+fn link_or_copy(source: &std::path::Path, target: &std::path::Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(source, target).map_err(|e| Error::io(target, e))
+    }
+    #[cfg(not(unix))]
+    {
+        copy_dir(source, target)
+    }
+}
+
+#[cfg(not(unix))]
+fn copy_dir(source: &std::path::Path, target: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(target).map_err(|e| Error::io(target, e))?;
+    for entry in std::fs::read_dir(source).map_err(|e| Error::io(source, e))? {
+        let entry = entry.map_err(|e| Error::io(source, e))?;
+        let to = target.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &to)?;
+        } else {
+            std::fs::copy(entry.path(), &to).map_err(|e| Error::io(&to, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Where the app writes exports: the user's Downloads folder, else
@@ -138,4 +220,41 @@ pub fn ensure_private_dir(dir: &std::path::Path) -> Result<()> {
             .map_err(|e| Error::io(dir, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_packs_and_encoders_appear_in_the_user_folder_which_stays_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundled = dir.path().join("bundled");
+        for pack in ["abstracts", "icd"] {
+            std::fs::create_dir_all(bundled.join(pack)).unwrap();
+            std::fs::write(bundled.join(pack).join("manifest.json"), "{}").unwrap();
+        }
+        std::fs::create_dir_all(bundled.join("encoders/minilm")).unwrap();
+        std::fs::create_dir_all(bundled.join("not-a-pack")).unwrap();
+        let user = dir.path().join("user");
+        // A pack the user trained keeps its place.
+        std::fs::create_dir_all(user.join("mine")).unwrap();
+        std::fs::write(user.join("mine/manifest.json"), "{\"name\":\"mine\"}").unwrap();
+
+        link_bundled_models(&bundled, &user).unwrap();
+        assert!(user.join("abstracts/manifest.json").is_file());
+        assert!(user.join("encoders/minilm").is_dir());
+        assert!(!user.join("not-a-pack").exists());
+        assert_eq!(
+            std::fs::read_to_string(user.join("mine/manifest.json")).unwrap(),
+            "{\"name\":\"mine\"}"
+        );
+
+        // A newer version without "icd": its link goes; running again is harmless.
+        std::fs::remove_dir_all(bundled.join("icd")).unwrap();
+        link_bundled_models(&bundled, &user).unwrap();
+        assert!(std::fs::symlink_metadata(user.join("icd")).is_err());
+        assert!(user.join("abstracts/manifest.json").is_file());
+        assert!(user.join("mine").is_dir());
+    }
 }
