@@ -309,7 +309,17 @@ pub async fn set_unlock_passphrase(
         .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
     if let Some(hash) = store.unlock_passphrase_hash().map_err(fail)? {
         let current = current.ok_or("give the current unlock passphrase to change it")?;
-        medtext_core::lock::verify_passphrase(&current, &hash).map_err(fail)?;
+        // Through the lock, so guesses here wait as they do at the lock
+        // screen (and the right one unlocks, as it would there).
+        state
+            .lock
+            .lock()
+            .map_err(|_| "the lock is unavailable after an earlier failure".to_string())?
+            .unlock_with(
+                || medtext_core::lock::verify_passphrase(&current, &hash),
+                Instant::now(),
+            )
+            .map_err(fail)?;
     }
     store.set_unlock_passphrase(&passphrase).map_err(fail)
 }
