@@ -99,7 +99,11 @@ test("classify: no model, a broken pack and a failed save are said plainly", asy
 
 test("history: table, a record opened, filters, an empty search, delete asked first", async () => {
   const deleted = [];
-  const { page, errors } = await openPage(browser, base, working({ delete_records: ({ ids }) => (deleted.push(...ids), ids.length) }));
+  const queries = [];
+  const answers = working({ delete_records: ({ ids }) => (deleted.push(...ids), ids.length) });
+  const search = answers.search_history;
+  answers.search_history = (args) => (queries.push(args.query), search(args));
+  const { page, errors } = await openPage(browser, base, answers);
   await page.click('a[data-nav="history"]');
   await page.locator("#history-rows tr").first().waitFor();
   assert.equal(await page.locator("#history-rows tr").count(), 3);
@@ -116,6 +120,19 @@ test("history: table, a record opened, filters, an empty search, delete asked fi
   await page.click("#history-delete-yes");
   await page.getByText("Deleted 1 record(s).").waitFor();
   assert.equal(deleted.length, 1);
+  // Every filter reaches the query.
+  await page.selectOption("#history-pack", "icd10cm");
+  await page.selectOption("#history-label", "neoplasms");
+  await page.selectOption("#history-feedback", "corrected");
+  await page.click("#history-search-button");
+  for (let i = 0; i < 100 && !queries.some((q) => q.pack === "icd10cm"); i++) await page.waitForTimeout(50);
+  const last = queries.at(-1);
+  assert.equal(last.pack, "icd10cm");
+  assert.equal(last.label, "neoplasms");
+  assert.equal(last.feedback, "corrected");
+  await page.selectOption("#history-pack", "");
+  await page.selectOption("#history-label", "");
+  await page.selectOption("#history-feedback", "");
   await page.fill("#history-text", "nothing like this");
   await page.click("#history-search-button");
   await page.getByText("Nothing in the history matches.").waitFor();

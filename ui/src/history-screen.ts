@@ -14,6 +14,7 @@ const selected = new Set<number>();
 function form(): SearchForm {
   return {
     text: $<HTMLInputElement>("history-text").value,
+    pack: $<HTMLSelectElement>("history-pack").value,
     label: $<HTMLSelectElement>("history-label").value,
     feedback: $<HTMLSelectElement>("history-feedback").value,
     from: $<HTMLInputElement>("history-from").value,
@@ -48,8 +49,12 @@ async function load(at: number, onError: (e: unknown) => void): Promise<void> {
   }
 }
 
-/** Label filter choices: every label of every installed pack, once. */
+/** Model and label filter choices: every installed pack, and every label of them once. */
 export function fillLabelFilter(list: PackList): void {
+  const packSelect = $<HTMLSelectElement>("history-pack");
+  const keepPack = packSelect.value;
+  packSelect.replaceChildren(new Option("Any model", ""), ...list.packs.map((p) => new Option(p.pack, p.pack)));
+  packSelect.value = keepPack;
   const select = $<HTMLSelectElement>("history-label");
   const keep = select.value;
   const seen = new Map<string, string>();

@@ -9,6 +9,8 @@ export const PAGE_SIZE = 50;
 
 export interface SearchForm {
   text: string;
+  /** A pack name, or "" for any. */
+  pack: string;
   label: string;
   feedback: string;
   /** `YYYY-MM-DD` from a date input, or "". */
@@ -26,6 +28,7 @@ function dayStart(day: string): number {
 export function queryFrom(form: SearchForm, offset: number): HistoryQuery {
   const query: HistoryQuery = { offset, limit: PAGE_SIZE };
   if (form.text.trim()) query.text = form.text.trim();
+  if (form.pack) query.pack = form.pack;
   if (form.label) query.label = form.label;
   if (form.feedback === "agree" || form.feedback === "corrected" || form.feedback === "none") {
     query.feedback = form.feedback;

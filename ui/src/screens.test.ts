@@ -20,15 +20,19 @@ const entry = (id: number, preview: string): HistoryEntry => ({
 
 describe("history search", () => {
   it("turns the form into a query: trimmed words, whole days, known feedback only", () => {
-    const q = queryFrom({ text: "  chest pain ", label: "neoplasms", feedback: "none", from: "2026-01-02", until: "2026-01-02" }, 50);
+    const q = queryFrom(
+      { text: "  chest pain ", pack: "icd10cm", label: "neoplasms", feedback: "none", from: "2026-01-02", until: "2026-01-02" },
+      50,
+    );
     expect(q.text).toBe("chest pain");
+    expect(q.pack).toBe("icd10cm");
     expect(q.label).toBe("neoplasms");
     expect(q.feedback).toBe("none");
     expect(q.offset).toBe(50);
     expect(q.limit).toBe(PAGE_SIZE);
     expect(q.to_ms! - q.from_ms!).toBe(24 * 60 * 60 * 1000 - 1);
     expect(new Date(q.from_ms!).getHours()).toBe(0);
-    const empty = queryFrom({ text: " ", label: "", feedback: "bogus", from: "", until: "" }, 0);
+    const empty = queryFrom({ text: " ", pack: "", label: "", feedback: "bogus", from: "", until: "" }, 0);
     expect(empty).toEqual({ offset: 0, limit: PAGE_SIZE });
   });
 
