@@ -68,6 +68,7 @@ export function initHistoryScreen(onError: (e: unknown) => void): { refresh: () 
   $<HTMLFormElement>("history-search").addEventListener("submit", (e) => {
     e.preventDefault();
     selected.clear();
+    say("");
     void load(0, onError);
   });
   $("history-prev").addEventListener("click", () => void load(Math.max(0, offset - PAGE_SIZE), onError));
