@@ -48,6 +48,9 @@ pub struct AppStatus {
     pub version: &'static str,
     /// Inference threads the engine runs on.
     pub threads: Option<usize>,
+    /// The threads chosen in Settings for the next start (`None`: one per CPU).
+    pub threads_chosen: Option<usize>,
+    pub cpus: usize,
 }
 
 #[derive(Serialize)]
@@ -196,6 +199,10 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
         threads: medtext_core::runtime::pool()
             .ok()
             .map(|p| p.current_num_threads()),
+        threads_chosen: medtext_core::paths::data_dir()
+            .ok()
+            .and_then(|dir| medtext_core::runtime::saved_threads(&dir)),
+        cpus: std::thread::available_parallelism().map_or(1, usize::from),
     }
 }
 
@@ -654,4 +661,12 @@ pub async fn import_pack(
     })
     .await
     .map_err(|_| "importing the pack stopped unexpectedly".to_string())?
+}
+
+/// Keeps the number of inference threads for the next start (`None`: one
+/// per CPU); the pool in use cannot change size while it runs.
+#[tauri::command]
+pub fn set_engine_threads(threads: Option<usize>) -> Result<(), String> {
+    let dir = medtext_core::paths::data_dir().map_err(fail)?;
+    medtext_core::runtime::save_threads(&dir, threads).map_err(fail)
 }

@@ -541,6 +541,14 @@ test("settings: retention, theme, and the status of the database and engine", as
   await wd.waitFor("the retention set", async () => (await wd.text("#retention-status")).includes("365 days"));
   const cli = execFileSync(CLI, ["history", "retention"], { env: process.env, encoding: "utf8" });
   assert.match(cli, /365/);
+  // Inference threads: kept for the next start.
+  await wd.click('#threads-select option[value="1"]');
+  await wd.waitFor("the threads kept", async () => (await wd.text("#threads-status")).includes("next starts"));
+  assert.deepEqual(JSON.parse(readFileSync(join(dataDir, "engine.json"), "utf8")), { threads: 1 });
+  await wd.click('#threads-select option[value=""]');
+  await wd.waitFor("threads automatic again", async () =>
+    JSON.parse(readFileSync(join(dataDir, "engine.json"), "utf8")).threads === null,
+  );
   await wd.click('#theme-choice input[value="dark"]');
   assert.equal(await wd.execute(`return document.documentElement.dataset.theme;`), "dark");
   await snap("settings-dark");

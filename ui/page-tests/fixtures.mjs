@@ -22,6 +22,8 @@ export function status(overrides = {}) {
     log_file: { Ok: "/home/clinician/.local/state/MedText/logs/app.log" },
     version: "0.1.0",
     threads: 2,
+    threads_chosen: null,
+    cpus: 2,
     ...overrides,
   };
 }
@@ -131,6 +133,7 @@ export function working(overrides = {}) {
     export_records: ({ ids }) => ({ path: "/home/clinician/Downloads/medtext-export-1.csv", records: ids.length }),
     history_settings: { retention_days: 365, retention_managed: false, records: 3, path: "/home/clinician/.local/share/MedText/history.db" },
     set_retention_days: 0,
+    set_engine_threads: null,
     read_batch_file: () => Array.from({ length: 5 }, (_, i) => `note ${i}`),
     classify_batch: ({ names }) =>
       names.map((name, i) => ({

@@ -4,6 +4,9 @@
 // MEDTEXT_PAGE_SCREENSHOTS) for people to look at.
 
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { NOTE, status, working } from "./fixtures.mjs";
 import { launch, openPage, serve, shot, violations } from "./harness.mjs";
@@ -41,6 +44,8 @@ test("classify: a result with every probability, evidence, feedback and copy", a
   assert.equal(await page.locator("#feedback-form").isVisible(), true);
   await page.click("#feedback-agree");
   await page.getByText("kept as agreed").waitFor();
+  await page.click("#copy-result");
+  await page.locator("#copy-status").getByText(/^(Copied\.|Copying is not allowed here\.)$/).waitFor();
   await checked(page, errors, "classify-result");
   await openPage(browser, base, working(), { theme: "dark" }).then(async ({ page: dark, errors: e2 }) => {
     await dark.fill("#note-input", NOTE);
@@ -167,6 +172,25 @@ test("batch: results with a problem row, then saved", async () => {
   await checked(page, errors, "batch-results");
 });
 
+test("batch: a folder of .txt files, one of them not UTF-8", async () => {
+  const { page, errors } = await openPage(browser, base, working());
+  await page.click('a[data-nav="batch"]');
+  // A real folder: a directory input takes a path.
+  const folder = mkdtempSync(join(tmpdir(), "medtext-page-batch-"));
+  writeFileSync(join(folder, "a.txt"), "colon mass");
+  writeFileSync(join(folder, "b.txt"), Buffer.from([0x66, 0xff]));
+  writeFileSync(join(folder, "scan.pdf"), "%PDF");
+  await page.setInputFiles("#batch-folder", folder);
+  await page.click("#batch-start");
+  // The browser reads the files when the batch starts: keep them till done.
+  await page.getByText("Done: 2 texts, 1 with a problem.").waitFor();
+  rmSync(folder, { recursive: true });
+  const rows = await page.locator("#batch-rows tr").allTextContents();
+  assert.ok(/a\.txt/.test(rows[0]) && /b\.txt/.test(rows[1]), JSON.stringify(rows));
+  assert.match(rows[1], /not UTF-8/);
+  await checked(page, errors, "batch-folder");
+});
+
 test("batch: nothing chosen, and a file that cannot be read", async () => {
   const { page, errors } = await openPage(
     browser,
@@ -220,6 +244,8 @@ test("settings: managed settings, status facts, and the dark theme", async () =>
   assert.equal(await page.locator("#idle-select").isDisabled(), true);
   assert.equal(await page.locator("#retention-select").isDisabled(), true);
   await page.getByText(/1,234 records, encrypted/).waitFor();
+  await page.selectOption("#threads-select", "1");
+  await page.getByText("Takes effect when MedText next starts.").waitFor();
   await checked(page, errors, "settings-managed");
   await page.check('#theme-choice input[value="dark"]');
   await checked(page, errors, "settings-dark");

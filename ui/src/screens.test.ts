@@ -119,6 +119,8 @@ describe("settings", () => {
       log_file: { Ok: "/tmp/app.log" },
       version: "0.1.0",
       threads: 2,
+      threads_chosen: null,
+      cpus: 2,
     } satisfies AppStatus;
     const facts = Object.fromEntries(statusFacts(status, null));
     expect(facts["Version"]).toBe("MedText 0.1.0");

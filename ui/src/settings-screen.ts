@@ -70,6 +70,16 @@ export async function loadSettings(): Promise<void> {
     $("history-facts").textContent = typeof e === "string" ? e : "The history is not available.";
   }
   renderFacts(statusFacts(status, history));
+  const threads = $<HTMLSelectElement>("threads-select");
+  threads.replaceChildren(
+    new Option(`one per processor (${status.cpus})`, ""),
+    ...Array.from({ length: status.cpus }, (_, i) => new Option(String(i + 1), String(i + 1))),
+  );
+  threads.value = status.threads_chosen === null ? "" : String(status.threads_chosen);
+  if (threads.value === "" && status.threads_chosen !== null) {
+    threads.add(new Option(String(status.threads_chosen), String(status.threads_chosen)));
+    threads.value = String(status.threads_chosen);
+  }
 }
 
 export function initSettingsScreen(): void {
@@ -83,6 +93,12 @@ export function initSettingsScreen(): void {
       applyTheme(chosen);
     });
   }
+  $("threads-select").addEventListener("change", () => {
+    const value = $<HTMLSelectElement>("threads-select").value;
+    void invoke("set_engine_threads", { threads: value === "" ? null : Number(value) })
+      .then(() => ($("threads-status").textContent = "Takes effect when MedText next starts."))
+      .catch((e: unknown) => ($("threads-status").textContent = typeof e === "string" ? e : "Not changed."));
+  });
   $("retention-select").addEventListener("change", () => {
     const value = $<HTMLSelectElement>("retention-select").value;
     const days = value === "" ? null : Number(value);

@@ -143,6 +143,9 @@ export interface AppStatus {
   log_file: Outcome<string>;
   version: string;
   threads: number | null;
+  /** Threads chosen for the next start; null: one per processor. */
+  threads_chosen: number | null;
+  cpus: number;
 }
 
 export interface PolicyStatus {

@@ -72,6 +72,42 @@ pub fn pool() -> Result<&'static rayon::ThreadPool> {
     Ok(POOL.get_or_init(|| pool))
 }
 
+/// The file in the data directory that keeps the user's choice of inference
+/// threads (not patient data, and needed before the keychain is opened).
+const ENGINE_SETTINGS_FILE: &str = "engine.json";
+
+/// Most inference threads a user may choose.
+pub const MAX_THREADS: usize = 64;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EngineSettings {
+    threads: Option<usize>,
+}
+
+/// The inference threads the user chose (`None`: one per CPU), read from
+/// `data_dir`; a missing or unreadable file means no choice.
+pub fn saved_threads(data_dir: &std::path::Path) -> Option<usize> {
+    let text = std::fs::read_to_string(data_dir.join(ENGINE_SETTINGS_FILE)).ok()?;
+    serde_json::from_str::<EngineSettings>(&text)
+        .ok()?
+        .threads
+        .filter(|n| (1..=MAX_THREADS).contains(n))
+}
+
+/// Keeps the user's choice of inference threads for the next start.
+pub fn save_threads(data_dir: &std::path::Path, threads: Option<usize>) -> Result<()> {
+    if threads.is_some_and(|n| !(1..=MAX_THREADS).contains(&n)) {
+        return Err(Error::Engine(format!(
+            "choose between 1 and {MAX_THREADS} inference threads"
+        )));
+    }
+    crate::paths::ensure_private_dir(data_dir)?;
+    let path = data_dir.join(ENGINE_SETTINGS_FILE);
+    let json = serde_json::to_string(&EngineSettings { threads })
+        .map_err(|e| Error::Engine(format!("cannot encode the engine settings: {e}")))?;
+    std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
+}
+
 fn configure_threads(threads: Option<usize>) -> usize {
     let chosen = threads
         .filter(|&n| n > 0)
@@ -89,6 +125,24 @@ fn configure_threads(threads: Option<usize>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_chosen_thread_count_is_kept_for_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(saved_threads(dir.path()), None);
+        save_threads(dir.path(), Some(3)).unwrap();
+        assert_eq!(saved_threads(dir.path()), Some(3));
+        save_threads(dir.path(), None).unwrap();
+        assert_eq!(saved_threads(dir.path()), None);
+        assert!(save_threads(dir.path(), Some(0)).is_err());
+        assert!(save_threads(dir.path(), Some(MAX_THREADS + 1)).is_err());
+        std::fs::write(dir.path().join(ENGINE_SETTINGS_FILE), "{\"threads\": 9999}").unwrap();
+        assert_eq!(
+            saved_threads(dir.path()),
+            None,
+            "an edited file cannot ask for more"
+        );
+    }
 
     /// Guards the option index against a mimalloc upgrade that renumbers it:
     /// the purge delay is the only option whose default is 10.
