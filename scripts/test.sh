@@ -24,6 +24,7 @@ step "UI type check, tests and build"
 npm --prefix ui run typecheck
 npm --prefix ui test
 npm --prefix ui run build
+npm --prefix ui run size
 # Every screen and error state in headless Chromium with the IPC mocked,
 # checked with axe-core; screenshots land in ui/page-tests/screenshots/.
 npm --prefix ui run test:pages

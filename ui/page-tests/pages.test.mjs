@@ -191,6 +191,28 @@ test("batch: a folder of .txt files, one of them not UTF-8", async () => {
   await checked(page, errors, "batch-folder");
 });
 
+test("batch: Cancel stops between parts and says how far it got", async () => {
+  let calls = 0;
+  const answers = working({
+    read_batch_file: () => Array.from({ length: 200 }, (_, i) => `note ${i}`),
+  });
+  const classifyPart = answers.classify_batch;
+  answers.classify_batch = async (args) => {
+    calls++;
+    await new Promise((r) => setTimeout(r, 300));
+    return classifyPart(args);
+  };
+  const { page, errors } = await openPage(browser, base, answers);
+  await page.click('a[data-nav="batch"]');
+  await page.setInputFiles("#batch-file", { name: "notes.csv", mimeType: "text/csv", buffer: Buffer.from("text\na\n") });
+  await page.click("#batch-start");
+  await page.getByText(/^64 of 200/).waitFor();
+  await page.click("#batch-cancel");
+  await page.getByText(/^Cancelled after (64|128) of 200 texts\.$/).waitFor();
+  assert.ok(calls < 4, `${calls} parts were sent`);
+  await checked(page, errors, "batch-cancelled");
+});
+
 test("batch: nothing chosen, and a file that cannot be read", async () => {
   const { page, errors } = await openPage(
     browser,
