@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use medtext_core::batch::{self, BatchRow};
 use medtext_core::training::StagedFile;
 
-use crate::state::AppState;
+use crate::state::{AppState, LockOr};
 
 /// Reads the texts of a CSV or JSONL file sent as the raw request body
 /// (`x-file-kind`: `csv` or `jsonl`; `x-text-column`: the column or key).
@@ -108,9 +108,7 @@ pub async fn classify_batch(
             }
         }
         if let Some(history) = history {
-            let mut store = history.lock().map_err(|_| {
-                "the history store is unavailable after an earlier failure".to_string()
-            })?;
+            let mut store = history.lock_or("the history store")?;
             let items: Vec<(&str, &medtext_core::Classification)> = to_save
                 .iter()
                 .map(|(_, text, c)| (text.as_str(), c))

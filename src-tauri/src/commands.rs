@@ -16,7 +16,7 @@ use medtext_core::training::{self, Progress, TrainOutcome, TrainRequest};
 use medtext_core::{dataset, network, Classification, HistoryEntry};
 use zeroize::Zeroizing;
 
-use crate::state::AppState;
+use crate::state::{AppState, LockOr};
 
 /// Entries shown in the "recent" list.
 const RECENT_LIMIT: usize = 10;
@@ -41,9 +41,6 @@ pub struct AppStatus {
     /// refuses to run.
     pub policy: Result<PolicyStatus, String>,
     pub lock: LockStatus,
-    /// The running app's own check that none of its sockets (nor its
-    /// webview's) reaches beyond this machine, as one sentence.
-    pub network: Result<String, String>,
     pub log_file: Result<PathBuf, String>,
     pub version: &'static str,
     /// Inference threads the engine runs on.
@@ -107,9 +104,7 @@ pub async fn classify(
             .ok_or("the engine returned no result; please try again")?
             .map_err(fail)?;
         let saved = history.and_then(|h| {
-            let mut store = h.lock().map_err(|_| {
-                "the history store is unavailable after an earlier failure".to_string()
-            })?;
+            let mut store = h.lock_or("the history store")?;
             store.save(&text, &classification).map_err(fail)
         });
         let (saved_id, save_error) = match saved {
@@ -144,9 +139,7 @@ pub async fn explain(
             .map_err(fail)?
             .evidence;
         if let (Some(id), Ok(history)) = (saved_id, history) {
-            let mut store = history.lock().map_err(|_| {
-                "the history store is unavailable after an earlier failure".to_string()
-            })?;
+            let mut store = history.lock_or("the history store")?;
             store.set_evidence(id, &evidence).map_err(fail)?;
         }
         Ok(evidence)
@@ -161,9 +154,7 @@ pub async fn recent_history(state: State<'_, AppState>) -> Result<Vec<HistoryEnt
     state.guard()?;
     let history = state.history()?;
     tauri::async_runtime::spawn_blocking(move || {
-        let store = history
-            .lock()
-            .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
+        let store = history.lock_or("the history store")?;
         store.recent(RECENT_LIMIT).map_err(fail)
     })
     .await
@@ -187,13 +178,6 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
             .map_or(medtext_core::text::MAX_TEXT_CHARS, |p| p.max_text_chars()),
         policy: policy.map_err(Clone::clone),
         lock: lock_state(&state),
-        network: network::check_own_sockets().and_then(|report| {
-            if report.beyond_loopback.is_empty() {
-                Ok(report.statement())
-            } else {
-                Err(report.statement())
-            }
-        }),
         log_file: state.log_file.clone(),
         version: env!("CARGO_PKG_VERSION"),
         threads: medtext_core::runtime::pool()
@@ -204,6 +188,24 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
             .and_then(|dir| medtext_core::runtime::saved_threads(&dir)),
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
     }
+}
+
+/// The running app's own check that none of its sockets (nor its webview's)
+/// reaches beyond this machine, as one sentence. A command of its own, not
+/// part of the status the UI polls: it reads every process's `/proc` entry.
+#[tauri::command]
+pub async fn network_check() -> Result<String, String> {
+    tauri::async_runtime::spawn_blocking(|| {
+        network::check_own_sockets().and_then(|report| {
+            if report.beyond_loopback.is_empty() {
+                Ok(report.statement())
+            } else {
+                Err(report.statement())
+            }
+        })
+    })
+    .await
+    .map_err(|_| "the network check stopped unexpectedly".to_string())?
 }
 
 /// Whether the app is locked, and how the lock is set up. Polled by the UI:
@@ -274,20 +276,14 @@ pub async fn unlock(passphrase: String, state: State<'_, AppState>) -> Result<()
         UnlockMethod::Passphrase => Some(
             state
                 .history()?
-                .lock()
-                .map_err(|_| {
-                    "the history store is unavailable after an earlier failure".to_string()
-                })?
+                .lock_or("the history store")?
                 .unlock_passphrase_hash()
                 .map_err(fail)?
                 .ok_or("no unlock passphrase is set: set one first")?,
         ),
         UnlockMethod::Os => None,
     };
-    let mut lock = state
-        .lock
-        .lock()
-        .map_err(|_| "the lock is unavailable after an earlier failure".to_string())?;
+    let mut lock = state.lock.lock_or("the lock")?;
     let check = || match &hash {
         Some(hash) => medtext_core::lock::verify_passphrase(&passphrase, hash),
         None => medtext_core::os_auth::current_user()
@@ -311,17 +307,14 @@ pub async fn set_unlock_passphrase(
     // needs, and changing one needs the current one.
     state.policy.as_ref().map_err(Clone::clone)?;
     let history = state.history()?;
-    let mut store = history
-        .lock()
-        .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
+    let mut store = history.lock_or("the history store")?;
     if let Some(hash) = store.unlock_passphrase_hash().map_err(fail)? {
         let current = current.ok_or("give the current unlock passphrase to change it")?;
         // Through the lock, so guesses here wait as they do at the lock
         // screen (and the right one unlocks, as it would there).
         state
             .lock
-            .lock()
-            .map_err(|_| "the lock is unavailable after an earlier failure".to_string())?
+            .lock_or("the lock")?
             .unlock_with(
                 || medtext_core::lock::verify_passphrase(&current, &hash),
                 Instant::now(),
@@ -341,9 +334,7 @@ pub async fn set_idle_lock_minutes(
     state.guard()?;
     {
         let history = state.history()?;
-        let mut store = history
-            .lock()
-            .map_err(|_| "the history store is unavailable after an earlier failure".to_string())?;
+        let mut store = history.lock_or("the history store")?;
         if minutes.is_some()
             && unlock_method(&state) == UnlockMethod::Passphrase
             && store.unlock_passphrase_hash().map_err(fail)?.is_none()
@@ -503,11 +494,7 @@ pub async fn stage_training_file(
         .join("training");
     let staged = medtext_core::training::StagedFile::write(&dir, &format!("upload.{kind}"), bytes)
         .map_err(fail)?;
-    *state
-        .training_file
-        .lock()
-        .map_err(|_| "training is unavailable after an earlier failure".to_string())? =
-        Some(staged);
+    *state.training_file.lock_or("training")? = Some(staged);
     Ok(())
 }
 
@@ -539,8 +526,7 @@ pub async fn train_pack(
     state.guard()?;
     let staged = state
         .training_file
-        .lock()
-        .map_err(|_| "training is unavailable after an earlier failure".to_string())?
+        .lock_or("training")?
         .take()
         .ok_or("choose a training file first")?;
     let models_dir = state.engine.models_dir().to_path_buf();

@@ -4,7 +4,7 @@
 //! the app refusing to open.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 use medtext_core::engine::Engine;
@@ -12,6 +12,19 @@ use medtext_core::lock::IdleLock;
 use medtext_core::policy::Policy;
 use medtext_core::training::StagedFile;
 use medtext_core::{logging, paths, HistoryStore};
+
+/// Locks a mutex of the app's state, or says which part is unusable after a
+/// panic poisoned it (the one message every command gives for that).
+pub trait LockOr<T> {
+    fn lock_or(&self, what: &str) -> Result<MutexGuard<'_, T>, String>;
+}
+
+impl<T> LockOr<T> for Mutex<T> {
+    fn lock_or(&self, what: &str) -> Result<MutexGuard<'_, T>, String> {
+        self.lock()
+            .map_err(|_| format!("{what} is unavailable after an earlier failure"))
+    }
+}
 
 pub struct AppState {
     /// The machine policy, or why it is unusable: then every command
@@ -103,8 +116,7 @@ impl AppState {
     pub fn guard(&self) -> Result<&Policy, String> {
         let policy = self.policy.as_ref().map_err(Clone::clone)?;
         self.lock
-            .lock()
-            .map_err(|_| "the lock is unavailable after an earlier failure".to_string())?
+            .lock_or("the lock")?
             .check(Instant::now())
             .map_err(|e| e.to_string())?;
         Ok(policy)
@@ -127,9 +139,7 @@ impl AppState {
         self.guard()?;
         let history = self.history()?;
         tauri::async_runtime::spawn_blocking(move || {
-            let mut store = history.lock().map_err(|_| {
-                "the history store is unavailable after an earlier failure".to_string()
-            })?;
+            let mut store = history.lock_or("the history store")?;
             work(&mut store).map_err(|e| e.logged("history").to_string())
         })
         .await

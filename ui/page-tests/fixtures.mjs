@@ -18,7 +18,6 @@ export function status(overrides = {}) {
     max_text_chars: 100000,
     policy: { Ok: { source: null, managed: [] } },
     lock: { locked: false, idle_minutes: null, idle_managed: false, has_passphrase: true, method: "passphrase", os_user: null },
-    network: { Ok: "1 process(es) hold 4 socket(s); none reaches beyond this machine (0 on loopback, the rest Unix or kernel sockets)" },
     log_file: { Ok: "/home/clinician/.local/state/MedText/logs/app.log" },
     version: "0.1.0",
     threads: 2,
@@ -109,6 +108,7 @@ export function working(overrides = {}) {
   ];
   return {
     app_status: status(),
+    network_check: "1 process(es) hold 4 socket(s); none reaches beyond this machine (0 on loopback, the rest Unix or kernel sockets)",
     take_recovery_key: null,
     lock_status: status().lock,
     list_packs: packs,

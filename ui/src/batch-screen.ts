@@ -4,8 +4,7 @@
 import { invoke } from "@tauri-apps/api/core";
 import { appendRows, PART, progressLine, readTextFiles, type BatchItem } from "./batch";
 import type { BatchRow } from "./types";
-
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+import { $ } from "./dom";
 
 let cancelled = false;
 let results: BatchRow[] = [];

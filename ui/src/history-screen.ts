@@ -4,8 +4,7 @@
 import { invoke } from "@tauri-apps/api/core";
 import { countLine, hasOlder, PAGE_SIZE, queryFrom, renderDetail, renderRows, type SearchForm } from "./history";
 import type { HistoryPage, HistoryRecord, PackList } from "./types";
-
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+import { $ } from "./dom";
 
 let offset = 0;
 let page: HistoryPage = { entries: [], total: 0, more_than_total: false };
@@ -50,7 +49,7 @@ async function load(at: number, onError: (e: unknown) => void): Promise<void> {
 }
 
 /** Model and label filter choices: every installed pack, and every label of them once. */
-export function fillLabelFilter(list: PackList): void {
+export function fillHistoryFilters(list: PackList): void {
   const packSelect = $<HTMLSelectElement>("history-pack");
   const keepPack = packSelect.value;
   packSelect.replaceChildren(new Option("Any model", ""), ...list.packs.map((p) => new Option(p.pack, p.pack)));

@@ -11,7 +11,7 @@ import {
   trainingProgress,
 } from "./render";
 import { clearBatch, initBatchScreen } from "./batch-screen";
-import { fillLabelFilter, initHistoryScreen } from "./history-screen";
+import { fillHistoryFilters, initHistoryScreen } from "./history-screen";
 import { clearPatientText, managedLines, throttle } from "./lock";
 import { renderModelCards, signatureHeader } from "./models-screen";
 import { followHash } from "./nav";
@@ -164,10 +164,10 @@ const securityStatus = document.getElementById("security-status") as HTMLElement
 /** Fills the "Privacy and security" panel from the app's status. */
 async function loadSecurity(): Promise<void> {
   const s = await invoke<AppStatus>("app_status");
-  (document.getElementById("network-statement") as HTMLElement).textContent =
-    "Ok" in s.network
-      ? `Nothing leaves this computer. MedText contains no network code (checked when it was built), and now: ${s.network.Ok}.`
-      : `Network check: ${s.network.Err}`;
+  (document.getElementById("network-statement") as HTMLElement).textContent = await invoke<string>("network_check").then(
+    (ok) => `Nothing leaves this computer. MedText contains no network code (checked when it was built), and now: ${ok}.`,
+    (err: unknown) => `Network check: ${errorText(err)}`,
+  );
   if ("Ok" in s.policy) {
     const lines = managedLines(s.policy.Ok);
     (document.getElementById("policy-source") as HTMLElement).textContent =
@@ -327,7 +327,7 @@ async function loadPacks(): Promise<void> {
   packs = list;
   renderPackChoices(list, current);
   renderModelCards(list, current, (pack, head) => void selectPack(pack, head));
-  fillLabelFilter(list);
+  fillHistoryFilters(list);
   if (list.broken.length > 0) showError(`Some model packs cannot be used: ${list.broken.join("; ")}`);
 }
 

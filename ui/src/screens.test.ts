@@ -115,7 +115,6 @@ describe("settings", () => {
       max_text_chars: 100000,
       policy: { Ok: { source: null, managed: [] } },
       lock: { locked: false, idle_minutes: null, idle_managed: false, has_passphrase: false, method: "passphrase", os_user: null },
-      network: { Ok: "fine" },
       log_file: { Ok: "/tmp/app.log" },
       version: "0.1.0",
       threads: 2,

@@ -3,8 +3,7 @@
 
 import { invoke } from "@tauri-apps/api/core";
 import type { AppStatus, HistorySettings } from "./types";
-
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+import { $ } from "./dom";
 
 export type Theme = "system" | "light" | "dark";
 const THEME_KEY = "medtext-theme";

@@ -138,8 +138,6 @@ export interface AppStatus {
   /** The machine policy IT deployed, or why MedText refuses to run. */
   policy: Outcome<PolicyStatus>;
   lock: LockStatus;
-  /** The app's own check of its sockets, as one sentence. */
-  network: Outcome<string>;
   log_file: Outcome<string>;
   version: string;
   threads: number | null;

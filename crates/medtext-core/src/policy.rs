@@ -174,24 +174,16 @@ impl Policy {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             at(offset, e.message().trim().to_string())
         })?;
-        let ranged = |value: &Option<Spanned<u32>>, min: u32, max: u32, what: &str| match value {
-            Some(v) if !(min..=max).contains(v.get_ref()) => Err(at(
-                v.span().start,
-                format!("{what} must be between {min} and {max}"),
-            )),
-            Some(v) => Ok(Some(*v.get_ref())),
-            None => Ok(None),
+        let ranged = |value: &Option<Spanned<u32>>, min: u32, max: u32, what: &str| {
+            within(value, min, max, what, &at)
         };
-        let max_text_chars = match &file.input.max_text_chars {
-            Some(v) if !(1..=MAX_TEXT_CHARS).contains(v.get_ref()) => {
-                return Err(at(
-                    v.span().start,
-                    format!("input.max_text_chars must be between 1 and {MAX_TEXT_CHARS}"),
-                ))
-            }
-            Some(v) => Some(*v.get_ref()),
-            None => None,
-        };
+        let max_text_chars = within(
+            &file.input.max_text_chars,
+            1,
+            MAX_TEXT_CHARS,
+            "input.max_text_chars",
+            &at,
+        )?;
         let allowed_pack_signers = match &file.packs.allowed_signers {
             Some(list) if list.is_empty() => {
                 return Err(at(
@@ -336,6 +328,24 @@ impl Policy {
             self.log_max_file_mb.map(|v| v.to_string()),
         );
         out
+    }
+}
+
+/// The value of an optional key, refused on its line when outside `min..=max`.
+fn within<T: PartialOrd + Copy + std::fmt::Display>(
+    value: &Option<Spanned<T>>,
+    min: T,
+    max: T,
+    what: &str,
+    at: &impl Fn(usize, String) -> Error,
+) -> Result<Option<T>> {
+    match value {
+        Some(v) if !(min..=max).contains(v.get_ref()) => Err(at(
+            v.span().start,
+            format!("{what} must be between {min} and {max}"),
+        )),
+        Some(v) => Ok(Some(*v.get_ref())),
+        None => Ok(None),
     }
 }
 
