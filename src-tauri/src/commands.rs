@@ -548,6 +548,7 @@ pub async fn train_pack(
             encoder_dir: PathBuf::new(),
             max_tokens: 256,
             abbreviations: None,
+            encoder_adapter: None,
             shape: match options.head_kind {
                 HeadKindChoice::Linear => HeadShape::Linear,
                 HeadKindChoice::Mlp => HeadShape::Mlp { hidden: 256 },
@@ -566,6 +567,8 @@ pub async fn train_pack(
             head_name: "category".into(),
             abstain_below: 0.5,
             add_to_pack: false,
+            split_out: None,
+            split_from: None,
         };
         // A closed window drops the channel: training still finishes.
         let mut report = |p: Progress| {

@@ -422,6 +422,10 @@ struct TrainArgs {
     /// (without it such a file is refused, naming the rows).
     #[arg(long)]
     drop_conflicting: bool,
+    /// Low-rank deltas to add to the encoder's weights (a .safetensors from
+    /// scripts/finetune/lora.py); copied into the pack.
+    #[arg(long, value_name = "FILE")]
+    encoder_adapter: Option<PathBuf>,
     /// CSV of clinicians' abbreviations (abbreviation,expansion) to spell
     /// out before embedding; copied into the pack so classification spells
     /// out the same.
@@ -431,6 +435,16 @@ struct TrainArgs {
     /// owner-only, under the data directory's cache/ folder).
     #[arg(long)]
     no_cache: bool,
+    /// Write the train / validation / test split to this CSV (part, label,
+    /// group, text as the encoder reads it): a fine-tuning recipe outside
+    /// MedText keeps to it. The file holds the training texts.
+    #[arg(long, value_name = "FILE")]
+    write_split: Option<PathBuf>,
+    /// Use the split in this CSV (from --write-split) instead of drawing one,
+    /// by group where rows have groups, else by text: a second head is then
+    /// tested on the same held-out groups as the first.
+    #[arg(long, value_name = "FILE")]
+    split_from: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -1364,6 +1378,7 @@ fn train(args: TrainArgs) -> CliResult {
         encoder_dir: args.encoder,
         max_tokens: args.max_tokens,
         abbreviations: args.abbreviations,
+        encoder_adapter: args.encoder_adapter,
         shape: match args.head_kind {
             HeadKindArg::Linear => HeadShape::Linear,
             HeadKindArg::Mlp => HeadShape::Mlp {
@@ -1384,6 +1399,8 @@ fn train(args: TrainArgs) -> CliResult {
         head_name: args.head,
         abstain_below: args.abstain_below,
         add_to_pack: args.add_to_pack,
+        split_out: args.write_split,
+        split_from: args.split_from,
     };
     let outcome = training::train_pack(request, &mut show_progress).map_err(err)?;
     eprintln!();
@@ -1394,9 +1411,10 @@ fn train(args: TrainArgs) -> CliResult {
         );
     }
     eprintln!(
-        "kept epoch {} of {}; test: accuracy {:.3}, macro-F1 {:.3}, ECE {:.3} ({:.3} before calibration)",
+        "kept epoch {} of {}; validation: macro-F1 {:.3}; test: accuracy {:.3}, macro-F1 {:.3}, ECE {:.3} ({:.3} before calibration)",
         outcome.best_epoch,
         outcome.epochs,
+        outcome.validation.macro_f1,
         outcome.test.accuracy,
         outcome.test.macro_f1,
         outcome.test.ece,

@@ -103,16 +103,18 @@ pub struct Embedder {
 
 impl Embedder {
     /// Loads the encoder in `dir` (`config.json`, `model.safetensors`,
-    /// `tokenizer.json`) with windows of at most `max_tokens`.
+    /// `tokenizer.json`), with `adapter`'s deltas added to its weights, and
+    /// windows of at most `max_tokens`.
     pub fn load(
         dir: &Path,
+        adapter: Option<&Path>,
         architecture: Architecture,
         pooling: Pooling,
         max_tokens: usize,
     ) -> Result<Self> {
         let encoder: Box<dyn Encoder> = match architecture {
-            Architecture::Bert => Box::new(bert::load(dir)?),
-            Architecture::Distilbert => Box::new(distilbert::load(dir)?),
+            Architecture::Bert => Box::new(bert::load(dir, adapter)?),
+            Architecture::Distilbert => Box::new(distilbert::load(dir, adapter)?),
         };
         if max_tokens > encoder.max_positions() {
             return Err(Error::pack(
@@ -328,8 +330,10 @@ impl Classifier {
         let started = std::time::Instant::now();
         let selected_name = pack.head(head)?.name.clone();
         let spec = &pack.manifest.encoder;
+        let adapter = spec.adapter.as_ref().map(|a| pack.dir.join(&a.file));
         let embedder = Embedder::load(
             &pack.encoder_dir(),
+            adapter.as_deref(),
             spec.architecture,
             spec.pooling,
             spec.max_tokens,
@@ -353,10 +357,13 @@ impl Classifier {
                         labels,
                     )?),
                 };
+                // The adapter changes the encoder: it is part of its identity.
                 let encoder_weights = spec
                     .sha256
                     .get("model.safetensors")
-                    .map_or("", String::as_str);
+                    .map_or("", String::as_str)
+                    .to_string()
+                    + spec.adapter.as_ref().map_or("", |a| a.sha256.as_str());
                 Ok(LoadedHead {
                     spec: head_spec.clone(),
                     head,

@@ -32,6 +32,7 @@ pub mod pool;
 pub mod recovery;
 pub mod runtime;
 pub mod signing;
+pub mod split_file;
 pub mod store;
 pub mod text;
 pub mod tokenize;

@@ -56,6 +56,10 @@ pub struct EncoderSpec {
     pub max_tokens: usize,
     /// sha256 of each encoder file, by file name.
     pub sha256: std::collections::BTreeMap<String, String>,
+    /// Low-rank deltas added to the encoder's weights at load (a fine-tuned
+    /// encoder without a second copy of it; see [`crate::encoder::adapter`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<PackFile>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,12 +284,17 @@ impl Manifest {
                 return bad(format!("encoder.sha256 has no entry for {required}"));
             }
         }
-        if let Some(list) = &m.abbreviations {
-            if !is_inside(&list.file) {
-                return bad(format!(
-                    "abbreviations file {} is not a path inside the pack",
-                    list.file.display()
-                ));
+        for (what, file) in [
+            ("abbreviations", &m.abbreviations),
+            ("encoder adapter", &m.encoder.adapter),
+        ] {
+            if let Some(file) = file {
+                if !is_inside(&file.file) {
+                    return bad(format!(
+                        "{what} file {} is not a path inside the pack",
+                        file.file.display()
+                    ));
+                }
             }
         }
         for head in &m.heads {
@@ -330,8 +339,11 @@ impl Pack {
         for head in &self.manifest.heads {
             verify_file(&self.dir.join(&head.file), &head.sha256)?;
         }
-        if let Some(list) = &self.manifest.abbreviations {
-            verify_file(&self.dir.join(&list.file), &list.sha256)?;
+        for file in [&self.manifest.abbreviations, &self.manifest.encoder.adapter]
+            .into_iter()
+            .flatten()
+        {
+            verify_file(&self.dir.join(&file.file), &file.sha256)?;
         }
         Ok(())
     }
@@ -463,6 +475,7 @@ pub fn import_sequence_classifier(
             pooling: Pooling::Cls,
             max_tokens: max_positions.min(512),
             sha256,
+            adapter: None,
         },
         heads: vec![HeadSpec {
             name: "classifier".into(),

@@ -420,6 +420,8 @@ pub struct PackDraft<'a> {
     /// The abbreviation list (already inside `out_dir`) the head was
     /// trained with.
     pub abbreviations: Option<PackFile>,
+    /// The encoder adapter (already inside `out_dir`) the vectors came from.
+    pub adapter: Option<PackFile>,
     /// Add the head to the pack already in the output folder (replacing a
     /// head of the same name) instead of writing a new pack.
     pub add_to_existing: bool,
@@ -449,17 +451,19 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
         pooling: Pooling::Mean,
         max_tokens: draft.max_tokens,
         sha256: encoder_hashes(draft.encoder_dir)?,
+        adapter: draft.adapter,
     };
     let manifest = if draft.add_to_existing && out_dir.join("manifest.json").is_file() {
         // Another head on the same encoder: one forward pass will feed both.
         let mut manifest = Manifest::read(out_dir)?;
         if manifest.encoder.sha256 != encoder.sha256
+            || manifest.encoder.adapter != encoder.adapter
             || manifest.encoder.max_tokens != encoder.max_tokens
             || manifest.abbreviations != draft.abbreviations
         {
             return Err(Error::Training {
                 problem: format!(
-                    "the pack in {} uses another encoder, window size or abbreviation list; a head can only join a pack that embeds text the same way",
+                    "the pack in {} uses another encoder, encoder adapter, window size or abbreviation list; a head can only join a pack that embeds text the same way",
                     out_dir.display()
                 ),
             });
@@ -795,6 +799,7 @@ mod tests {
             evaluation: None,
             add_to_existing,
             abbreviations: None,
+            adapter: None,
         };
         write_pack(&out, draft("category", false)).unwrap();
         let pack = Pack::open(&out).unwrap();

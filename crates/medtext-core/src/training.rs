@@ -19,6 +19,7 @@ use crate::dataset::{self, Example, Removed};
 use crate::embedding_cache::EmbeddingCache;
 use crate::metrics::{self, Metrics};
 use crate::pack::{self, Architecture, Label, Pack, PackFile, Pooling, ShippedEvaluation};
+use crate::split_file;
 use crate::train::{self, Fit, HeadShape, PackDraft};
 use crate::{Embedder, Error, Result};
 
@@ -32,6 +33,9 @@ pub struct TrainRequest {
     pub drop_conflicting: bool,
     pub min_per_label: usize,
     pub encoder_dir: PathBuf,
+    /// Low-rank deltas for the encoder (`scripts/finetune/lora.py`); they go
+    /// into the pack.
+    pub encoder_adapter: Option<PathBuf>,
     pub max_tokens: usize,
     /// An abbreviation list to spell out before embedding; it goes into the
     /// pack so classification spells out the same.
@@ -55,6 +59,14 @@ pub struct TrainRequest {
     pub abstain_below: f64,
     /// Add the head to the pack already in `out` (same encoder).
     pub add_to_pack: bool,
+    /// Write the split (part, label, group, and the text as the encoder
+    /// reads it) to this CSV, for recipes outside MedText that must keep to
+    /// it (fine-tuning the encoder on the training part only).
+    pub split_out: Option<PathBuf>,
+    /// Take the split from a CSV written by `split_out` instead of drawing
+    /// one: a second head on the same data is then tested on the same
+    /// held-out groups as the first.
+    pub split_from: Option<PathBuf>,
 }
 
 /// Where training is, for a progress bar.
@@ -89,6 +101,8 @@ pub struct TrainOutcome {
     pub temperature: f64,
     /// On the test part, calibrated.
     pub test: Metrics,
+    /// On the validation part (which chose the epoch and the temperature).
+    pub validation: Metrics,
     pub test_ece_before_calibration: f64,
 }
 
@@ -119,8 +133,22 @@ pub fn train_pack(
         .as_deref()
         .map(pack::sha256_file)
         .transpose()?;
+    let groups: Option<Vec<String>> = examples
+        .iter()
+        .map(|e| e.group.clone())
+        .collect::<Option<Vec<_>>>();
+    let split = match (&request.split_from, &groups) {
+        (Some(path), _) => split_file::read(path, &examples, abbreviations.as_ref())?,
+        (None, Some(groups)) => train::grouped_split(&truth, groups, 0.1, 0.2, request.seed),
+        (None, None) => train::stratified_split(&truth, 0.1, 0.2, request.seed),
+    };
+
+    if let Some(path) = &request.split_out {
+        split_file::write(path, &examples, &split, abbreviations.as_ref())?;
+    }
     let embedder = Embedder::load(
         &request.encoder_dir,
+        request.encoder_adapter.as_deref(),
         architecture,
         Pooling::Mean,
         request.max_tokens,
@@ -132,10 +160,14 @@ pub fn train_pack(
             // The vectors depend on the encoder, the window and what is
             // spelled out before embedding.
             let identity = format!(
-                "{:?}|max_tokens={}|mean|abbreviations={}",
+                "{:?}|max_tokens={}|mean|abbreviations={}{}",
                 pack::encoder_hashes(&request.encoder_dir)?,
                 request.max_tokens,
-                abbreviations_sha.as_deref().unwrap_or("none")
+                abbreviations_sha.as_deref().unwrap_or("none"),
+                match &request.encoder_adapter {
+                    Some(adapter) => format!("|adapter={}", pack::sha256_file(adapter)?),
+                    None => String::new(),
+                }
             );
             Some(EmbeddingCache::open(
                 dir,
@@ -155,14 +187,6 @@ pub fn train_pack(
         c.save()?;
     }
 
-    let groups: Option<Vec<String>> = examples
-        .iter()
-        .map(|e| e.group.clone())
-        .collect::<Option<Vec<_>>>();
-    let split = match &groups {
-        Some(groups) => train::grouped_split(&truth, groups, 0.1, 0.2, request.seed),
-        None => train::stratified_split(&truth, 0.1, 0.2, request.seed),
-    };
     let defaults = Fit::new(request.shape, request.seed);
     let max_epochs = defaults.max_epochs;
     let started = Instant::now();
@@ -192,16 +216,20 @@ pub fn train_pack(
         head.logits(&rows)
     };
     let truth_of = |rows: &[usize]| -> Vec<usize> { rows.iter().map(|&r| truth[r]).collect() };
-    let temperature =
-        train::fit_temperature(&logits_of(&split.validation)?, &truth_of(&split.validation));
+    let validation_logits = logits_of(&split.validation)?;
+    let validation_truth = truth_of(&split.validation);
+    let temperature = train::fit_temperature(&validation_logits, &validation_truth);
     let test_logits = logits_of(&split.test)?;
     let test_truth = truth_of(&split.test);
-    let evaluate = |t: f64| {
-        let probs: Vec<Vec<f32>> = test_logits.iter().map(|l| train::softmax(l, t)).collect();
-        metrics::evaluate(&label_ids, &probs, &test_truth)
+    let evaluate = |logits: &[Vec<f32>], truth: &[usize], t: f64| {
+        let probs: Vec<Vec<f32>> = logits.iter().map(|l| train::softmax(l, t)).collect();
+        metrics::evaluate(&label_ids, &probs, truth)
     };
-    let uncalibrated = evaluate(1.0);
-    let calibrated = evaluate(temperature);
+    let uncalibrated = evaluate(&test_logits, &test_truth, 1.0);
+    let calibrated = evaluate(&test_logits, &test_truth, temperature);
+    // For choosing between training set-ups (encoder adapters, head kinds)
+    // without looking at the test part.
+    let validation = evaluate(&validation_logits, &validation_truth, temperature);
 
     let labels = label_ids
         .iter()
@@ -244,7 +272,12 @@ pub fn train_pack(
             abbreviations: request
                 .abbreviations
                 .as_deref()
-                .map(|path| copy_abbreviations(path, &request.out))
+                .map(|path| copy_into_pack(path, &request.out, "abbreviations.csv"))
+                .transpose()?,
+            adapter: request
+                .encoder_adapter
+                .as_deref()
+                .map(|path| copy_into_pack(path, &request.out, "encoder-adapter.safetensors"))
                 .transpose()?,
             evaluation: Some(ShippedEvaluation {
                 dataset: format!(
@@ -276,6 +309,7 @@ pub fn train_pack(
         "temperature": temperature,
         "test": calibrated,
         "test_ece_before_calibration": uncalibrated.ece,
+        "validation": validation,
     });
     let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Training {
         problem: format!("cannot write the evaluation report: {e}"),
@@ -294,6 +328,7 @@ pub fn train_pack(
         epochs: head.epochs,
         temperature,
         test: calibrated,
+        validation,
         test_ece_before_calibration: uncalibrated.ece,
     })
 }
@@ -456,10 +491,11 @@ fn embed_all(
     Ok(vectors.into_iter().flatten().collect())
 }
 
-/// Copies the abbreviation list into the pack as `abbreviations.csv`.
-fn copy_abbreviations(source: &Path, out: &Path) -> Result<PackFile> {
+/// Copies a file the pack needs (abbreviation list, encoder adapter) into
+/// the pack as `name`.
+fn copy_into_pack(source: &Path, out: &Path, name: &str) -> Result<PackFile> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let file = PathBuf::from("abbreviations.csv");
+    let file = PathBuf::from(name);
     let target = out.join(&file);
     if source.canonicalize().ok() != target.canonicalize().ok() {
         std::fs::copy(source, &target).map_err(|e| Error::io(&target, e))?;
@@ -520,6 +556,7 @@ mod tests {
             encoder_dir: PathBuf::new(),
             max_tokens: 10,
             abbreviations,
+            encoder_adapter: None,
             shape: HeadShape::Linear,
             learning_rate: None,
             weight_decay: 1e-4,
@@ -535,6 +572,8 @@ mod tests {
             head_name: "category".into(),
             abstain_below: 0.5,
             add_to_pack: false,
+            split_out: None,
+            split_from: None,
         }
     }
 
@@ -624,6 +663,83 @@ mod tests {
         assert!(err.contains("at least two labels"), "{err}");
         assert!(!models.join("mine").exists());
         assert_eq!(staging_folders(&models), 0);
+    }
+
+    #[test]
+    fn a_pack_trained_with_an_encoder_adapter_applies_it_at_load_and_verifies_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        let dev = candle_core::Device::Cpu;
+        let a = candle_core::Tensor::randn(0f32, 0.5, (2, 8), &dev).unwrap();
+        let b = candle_core::Tensor::randn(0f32, 0.5, (8, 2), &dev).unwrap();
+        let layer = "encoder.layer.0.attention.self.query";
+        let adapter = dir.path().join("adapter.safetensors");
+        candle_core::safetensors::save(
+            &std::collections::HashMap::from([
+                (format!("{layer}.lora_a"), a.clone()),
+                (format!("{layer}.lora_b"), b.clone()),
+            ]),
+            &adapter,
+        )
+        .unwrap();
+        let mut adapted_request = request(examples(), None);
+        adapted_request.encoder_adapter = Some(adapter);
+        train_new_pack(&models, "adapted", adapted_request, &mut |_| {}).unwrap();
+        train_new_pack(&models, "plain", request(examples(), None), &mut |_| {}).unwrap();
+        let adapted = Classifier::load(&models, "adapted", None).unwrap();
+        assert!(adapted.pack().manifest.encoder.adapter.is_some());
+        assert!(models.join("adapted/encoder-adapter.safetensors").is_file());
+
+        // The same vectors as an encoder whose weight already holds W + B·A.
+        let shared = adapted.pack().encoder_dir();
+        let merged = dir.path().join("merged");
+        std::fs::create_dir_all(&merged).unwrap();
+        for file in ["config.json", "tokenizer.json"] {
+            std::fs::copy(shared.join(file), merged.join(file)).unwrap();
+        }
+        let mut weights =
+            candle_core::safetensors::load(shared.join("model.safetensors"), &dev).unwrap();
+        let key = format!("{layer}.weight");
+        let w = (&weights[&key] + b.matmul(&a).unwrap()).unwrap();
+        weights.insert(key, w);
+        candle_core::safetensors::save(&weights, merged.join("model.safetensors")).unwrap();
+        let spec = &adapted.pack().manifest.encoder;
+        let by_hand = Embedder::load(
+            &merged,
+            None,
+            spec.architecture,
+            spec.pooling,
+            spec.max_tokens,
+        )
+        .unwrap();
+        let text = ["patient with chest pain"];
+        let expected = by_hand.embed_texts(&text).unwrap();
+        let got = adapted.embedder().embed_texts(&text).unwrap();
+        let max_diff = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0f32, f32::max)
+        };
+        assert!(max_diff(&got[0], &expected[0]) < 1e-5);
+        let plain = Classifier::load(&models, "plain", None).unwrap();
+        let unadapted = plain.embedder().embed_texts(&text).unwrap();
+        assert!(max_diff(&got[0], &unadapted[0]) > 1e-3);
+
+        // A replaced adapter is refused, named, before any text is read.
+        let file = models.join("adapted/encoder-adapter.safetensors");
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+        let err = Classifier::load(&models, "adapted", None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("encoder-adapter.safetensors") && err.contains("sha256 mismatch"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -74,13 +74,13 @@ fn check_sequence_classifier(name: &str, encoder: &dyn Encoder, architecture: Ar
 
 #[test]
 fn tiny_bert_matches_pytorch() {
-    let encoder = bert::load(&fixture("bert")).unwrap();
+    let encoder = bert::load(&fixture("bert"), None).unwrap();
     check_sequence_classifier("bert", &encoder, Architecture::Bert);
 }
 
 #[test]
 fn tiny_distilbert_matches_pytorch() {
-    let encoder = distilbert::load(&fixture("distilbert")).unwrap();
+    let encoder = distilbert::load(&fixture("distilbert"), None).unwrap();
     check_sequence_classifier("distilbert", &encoder, Architecture::Distilbert);
 }
 
@@ -92,7 +92,7 @@ fn minilm_embeddings_match_pytorch() {
     let Some(encoder_dir) = minilm_dir() else {
         return;
     };
-    let encoder = bert::load(&encoder_dir).unwrap();
+    let encoder = bert::load(&encoder_dir, None).unwrap();
     let r = reference(&fixture("minilm"));
     let (input_ids, mask) = (ids(&r["input_ids"]), ids(&r["attention_mask"]));
     let hidden = encoder.forward(&input_ids, &mask).unwrap();

@@ -53,7 +53,7 @@ const NAMES: WeightNames = WeightNames {
 /// Loads `config.json` and `model.safetensors` from `dir`. Tensor names may
 /// carry a `bert.` prefix (Hugging Face checkpoints) or not (sentence
 /// transformers exports such as MiniLM).
-pub fn load(dir: &Path) -> Result<TransformerEncoder> {
+pub fn load(dir: &Path, adapter: Option<&Path>) -> Result<TransformerEncoder> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let config: Config = serde_json::from_str(&text)
@@ -75,7 +75,13 @@ pub fn load(dir: &Path) -> Result<TransformerEncoder> {
         layer_norm_eps: config.layer_norm_eps,
         activation: Activation::from_config_name(&config.hidden_act, &config_path)?,
     };
-    TransformerEncoder::load(&dir.join("model.safetensors"), "bert", &NAMES, dims)
+    TransformerEncoder::load(
+        &dir.join("model.safetensors"),
+        adapter,
+        "bert",
+        &NAMES,
+        dims,
+    )
 }
 
 #[cfg(test)]
@@ -143,7 +149,7 @@ pub(crate) mod tests {
     fn tiny_bert_loads_and_ignores_padding() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_bert(dir.path(), 14);
-        let enc = load(dir.path()).unwrap();
+        let enc = load(dir.path(), None).unwrap();
         assert_eq!((enc.hidden_size(), enc.max_positions()), (8, 64));
         assert_padding_is_ignored(&enc);
         assert_both_passes_agree(&enc);
@@ -159,7 +165,7 @@ pub(crate) mod tests {
             cfg.replace("\"hidden_size\":8", "\"hidden_size\":12"),
         )
         .unwrap();
-        let err = load(dir.path()).err().unwrap();
+        let err = load(dir.path(), None).err().unwrap();
         assert!(err.to_string().contains("model.safetensors"), "{err}");
     }
 
@@ -170,7 +176,7 @@ pub(crate) mod tests {
         let weights = dir.path().join("model.safetensors");
         let bytes = std::fs::read(&weights).unwrap();
         std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
-        let err = load(dir.path()).err().unwrap();
+        let err = load(dir.path(), None).err().unwrap();
         assert!(err.to_string().contains("model.safetensors"), "{err}");
     }
 
@@ -184,7 +190,7 @@ pub(crate) mod tests {
             "\"model_type\":\"bert\",\"position_embedding_type\":\"relative_key\"",
         );
         std::fs::write(&config, text).unwrap();
-        let err = load(dir.path()).err().unwrap();
+        let err = load(dir.path(), None).err().unwrap();
         assert!(err.to_string().contains("relative_key"), "{err}");
     }
 }

@@ -47,7 +47,7 @@ const NAMES: WeightNames = WeightNames {
 
 /// Loads `config.json` and `model.safetensors` from `dir`; tensor names may
 /// carry a `distilbert.` prefix (Hugging Face checkpoints) or not.
-pub fn load(dir: &Path) -> Result<TransformerEncoder> {
+pub fn load(dir: &Path, adapter: Option<&Path>) -> Result<TransformerEncoder> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
     let config: Config = serde_json::from_str(&text)
@@ -61,7 +61,13 @@ pub fn load(dir: &Path) -> Result<TransformerEncoder> {
         layer_norm_eps: LAYER_NORM_EPS,
         activation: Activation::from_config_name(&config.activation, &config_path)?,
     };
-    TransformerEncoder::load(&dir.join("model.safetensors"), "distilbert", &NAMES, dims)
+    TransformerEncoder::load(
+        &dir.join("model.safetensors"),
+        adapter,
+        "distilbert",
+        &NAMES,
+        dims,
+    )
 }
 
 #[cfg(test)]
@@ -123,7 +129,7 @@ pub(crate) mod tests {
     fn tiny_distilbert_loads_and_ignores_padding() {
         let dir = tempfile::tempdir().unwrap();
         write_tiny_distilbert(dir.path(), 14);
-        let enc = load(dir.path()).unwrap();
+        let enc = load(dir.path(), None).unwrap();
         assert_eq!((enc.hidden_size(), enc.max_positions()), (8, 64));
         assert_padding_is_ignored(&enc);
         assert_both_passes_agree(&enc);

@@ -1,6 +1,7 @@
 //! Text encoders: one module per architecture behind one small trait, so the
 //! classifier, pooling and heads never depend on a particular model family.
 
+pub mod adapter;
 mod attention;
 pub mod bert;
 pub mod distilbert;
@@ -41,8 +42,12 @@ pub trait Encoder: Send + Sync {
     fn max_positions(&self) -> usize;
 }
 
-/// Memory-maps a `model.safetensors` as f32 weights on the CPU.
-fn map_weights(weights: &Path) -> Result<VarBuilder<'static>> {
+/// Memory-maps a `model.safetensors` as f32 weights on the CPU, or, with an
+/// adapter, reads them and adds its deltas (see [`adapter`]).
+fn map_weights(weights: &Path, adapter: Option<&Path>) -> Result<VarBuilder<'static>> {
+    if let Some(adapter) = adapter {
+        return adapter::adapted_weights(weights, adapter);
+    }
     // SAFETY: a read-only mapping of a file whose hash the pack verified;
     // MedText never writes to model files.
     unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, &Device::Cpu) }

@@ -166,14 +166,16 @@ impl TransformerEncoder {
     /// Loads the weights in `weights` (a `model.safetensors` the pack verified),
     /// refusing any tensor whose shape does not match `dims`, with the file
     /// named. Names may carry `model_prefix` (`bert.`, `distilbert.`: Hugging
-    /// Face checkpoints) or not (sentence-transformers exports).
+    /// Face checkpoints) or not (sentence-transformers exports). `adapter`:
+    /// low-rank deltas to add to the weights (see [`super::adapter`]).
     pub fn load(
         weights: &Path,
+        adapter: Option<&Path>,
         model_prefix: &str,
         names: &WeightNames,
         dims: Dimensions,
     ) -> Result<Self> {
-        let vb = super::map_weights(weights)?;
+        let vb = super::map_weights(weights, adapter)?;
         let prefixed = format!("{model_prefix}.{}", names.word_embeddings);
         let vb = if vb.contains_tensor(&prefixed) {
             vb.pp(model_prefix)

@@ -1,0 +1,401 @@
+#!/usr/bin/env python3
+"""Fine-tunes a pack's encoder with LoRA on the training part of a MedText
+split, and writes the low-rank delta that MedText adds to the encoder's
+weights when it loads the pack (`encoder.adapter` in the manifest).
+
+Why a recipe outside MedText: fine-tuning a transformer wants a GPU and
+PyTorch; classifying with the result does not. The split comes from
+`medtext train --write-split`, so the encoder never sees the validation or
+test part (for the ICD pack: whole held-out categories), and the figures
+MedText measures afterwards stay honest. Several `--task` splits over the
+same texts (chapter and block) are trained together, one head each.
+
+The forward pass below is written out rather than taken from a library so
+that it is, line for line, the one MedText runs (mean pooling over windows
+of `--max-tokens` overlapping by a quarter, unit-length vectors).
+
+    python3 lora.py --encoder models/encoders/all-minilm-l6-v2 \\
+        --task chapter=split-chapter.csv --task block=split-block.csv \\
+        --max-tokens 128 --rank 16 --epochs 4 --out adapter.safetensors
+
+Needs torch, numpy, safetensors and tokenizers; seeded, and deterministic on
+one machine (not bit-for-bit across GPUs).
+"""
+
+import argparse
+import csv
+import gzip
+import json
+import math
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer
+
+# The linear layers of each transformer layer that get a low-rank delta.
+ADAPTED = (
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
+)
+PARTS = ("train", "validation", "test")
+
+
+def read_split(path):
+    """{text: (part, label)} from a `medtext train --write-split` CSV."""
+    opener = gzip.open if path.endswith(".gz") else open
+    rows = {}
+    with opener(path, "rt", encoding="utf-8", newline="") as f:
+        for r in csv.DictReader(f):
+            rows[r["text"]] = (r["part"], r["label"])
+    return rows
+
+
+class Encoder(torch.nn.Module):
+    """A BERT encoder from `config.json` and `model.safetensors`, frozen,
+    with trainable low-rank deltas on the linear layers in ADAPTED."""
+
+    def __init__(self, folder, rank, alpha, dropout, full, device):
+        super().__init__()
+        with open(f"{folder}/config.json") as f:
+            cfg = json.load(f)
+        self.hidden = cfg["hidden_size"]
+        self.heads = cfg["num_attention_heads"]
+        self.layers = cfg["num_hidden_layers"]
+        self.eps = cfg.get("layer_norm_eps", 1e-12)
+        weights = load_file(f"{folder}/model.safetensors")
+        weights = {k.removeprefix("bert."): v.float() for k, v in weights.items()}
+        self.w = torch.nn.ParameterDict(
+            {
+                k.replace(".", "/"): torch.nn.Parameter(v, requires_grad=full)
+                for k, v in weights.items()
+            }
+        )
+        self.scale = alpha / rank if rank else 0.0
+        self.dropout = dropout
+        self.lora = torch.nn.ParameterDict()
+        if rank:
+            for i in range(self.layers):
+                for name in ADAPTED:
+                    key = f"encoder.layer.{i}.{name}"
+                    out_dim, in_dim = self.weight(f"{key}.weight").shape
+                    a = torch.empty(rank, in_dim)
+                    torch.nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+                    self.lora[key.replace(".", "/") + "/a"] = torch.nn.Parameter(a)
+                    self.lora[key.replace(".", "/") + "/b"] = torch.nn.Parameter(
+                        torch.zeros(out_dim, rank)
+                    )
+        self.to(device)
+
+    def weight(self, name):
+        return self.w[name.replace(".", "/")]
+
+    def norm(self, x, name):
+        try:
+            w, b = self.weight(f"{name}.weight"), self.weight(f"{name}.bias")
+        except KeyError:
+            w, b = self.weight(f"{name}.gamma"), self.weight(f"{name}.beta")
+        return F.layer_norm(x, (self.hidden,), w, b, self.eps)
+
+    def linear(self, x, name):
+        y = F.linear(x, self.weight(f"{name}.weight"), self.weight(f"{name}.bias"))
+        key = name.replace(".", "/")
+        if key + "/a" in self.lora:
+            a, b = self.lora[key + "/a"], self.lora[key + "/b"]
+            x = F.dropout(x, self.dropout, self.training)
+            y = y + (x @ a.t() @ b.t()) * self.scale
+        return y
+
+    def forward(self, ids, mask):
+        """Unit-length mean-pooled vectors `[batch, hidden]` of windows."""
+        batch, length = ids.shape
+        positions = torch.arange(length, device=ids.device)
+        x = self.weight("embeddings.word_embeddings.weight")[ids]
+        x = x + self.weight("embeddings.position_embeddings.weight")[positions]
+        x = x + self.weight("embeddings.token_type_embeddings.weight")[0]
+        x = self.norm(x, "embeddings.LayerNorm")
+        d = self.hidden // self.heads
+        keep = mask[:, None, None, :].bool()
+        for i in range(self.layers):
+            p = f"encoder.layer.{i}."
+
+            def split_heads(t):
+                return t.view(batch, length, self.heads, d).transpose(1, 2)
+
+            q = split_heads(self.linear(x, p + "attention.self.query"))
+            k = split_heads(self.linear(x, p + "attention.self.key"))
+            v = split_heads(self.linear(x, p + "attention.self.value"))
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+            ctx = ctx.transpose(1, 2).reshape(batch, length, self.hidden)
+            x = self.norm(x + self.linear(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm")
+            inner = F.gelu(self.linear(x, p + "intermediate.dense"))
+            x = self.norm(x + self.linear(inner, p + "output.dense"), p + "output.LayerNorm")
+        m = mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1e-9)
+        return F.normalize(pooled, dim=-1)
+
+    def adapter(self):
+        """The deltas as MedText reads them: `<linear>.lora_a` `[rank, in]`
+        and `<linear>.lora_b` `[out, rank]`, the scale folded into B, so that
+        the new weight is `weight + lora_b @ lora_a`."""
+        out = {}
+        for key, value in self.lora.items():
+            name = key[: -len("/a")].replace("/", ".")
+            if key.endswith("/a"):
+                out[f"{name}.lora_a"] = value.detach().float().cpu().contiguous()
+            else:
+                out[f"{name}.lora_b"] = (value.detach().float() * self.scale).cpu().contiguous()
+        return out
+
+
+class Windows:
+    """Token windows of each text, as MedText cuts them."""
+
+    def __init__(self, tokenizer_path, max_tokens):
+        self.tok = Tokenizer.from_file(tokenizer_path)
+        self.tok.no_truncation()
+        self.tok.no_padding()
+        self.cls = self.tok.token_to_id("[CLS]")
+        self.sep = self.tok.token_to_id("[SEP]")
+        self.body = max_tokens - 2
+        self.step = self.body - self.body // 4
+
+    def __call__(self, text):
+        ids = self.tok.encode(text, add_special_tokens=False).ids
+        windows, start = [], 0
+        while True:
+            end = min(start + self.body, len(ids))
+            windows.append([self.cls] + ids[start:end] + [self.sep])
+            if end == len(ids):
+                return windows
+            start += self.step
+
+
+def embed(encoder, windows_of, texts, device, grad):
+    """Unit vectors of `texts`: the normalised sum of their windows' vectors."""
+    flat, owner = [], []
+    for i, t in enumerate(texts):
+        for w in windows_of[t]:
+            flat.append(w)
+            owner.append(i)
+    longest = max(len(w) for w in flat)
+    ids = torch.zeros(len(flat), longest, dtype=torch.long)
+    mask = torch.zeros(len(flat), longest, dtype=torch.long)
+    for r, w in enumerate(flat):
+        ids[r, : len(w)] = torch.tensor(w)
+        mask[r, : len(w)] = 1
+    with torch.set_grad_enabled(grad), torch.autocast(device.type, torch.bfloat16, enabled=grad):
+        pooled = encoder(ids.to(device), mask.to(device)).float()
+    sums = torch.zeros(len(texts), pooled.shape[1], device=device)
+    sums = sums.index_add(0, torch.tensor(owner, device=device), pooled)
+    return F.normalize(sums, dim=-1)
+
+
+def embed_all(encoder, windows_of, texts, device, batch=512):
+    encoder.eval()
+    order = sorted(range(len(texts)), key=lambda i: len(windows_of[texts[i]][0]))
+    out = torch.zeros(len(texts), encoder.hidden, device=device)
+    for s in range(0, len(order), batch):
+        rows = order[s : s + batch]
+        out[rows] = embed(encoder, windows_of, [texts[i] for i in rows], device, False)
+    return out
+
+
+def macro_f1(truth, predicted, n_labels):
+    """Macro-F1 over the labels that are true or predicted (as MedText counts it)."""
+    f1s = []
+    for label in range(n_labels):
+        tp = int(((predicted == label) & (truth == label)).sum())
+        fp = int(((predicted == label) & (truth != label)).sum())
+        fn = int(((predicted != label) & (truth == label)).sum())
+        if tp + fp + fn == 0:
+            continue
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(f1s))
+
+
+def probe(vectors, labels, parts, n_labels, seed):
+    """A linear head like MedText's (class-weighted cross-entropy, AdamW,
+    kept at its lowest validation loss), trained on the frozen vectors:
+    validation and test accuracy and macro-F1."""
+    torch.manual_seed(seed)
+    device = vectors.device
+    y = torch.tensor(labels, device=device)
+    idx = {p: torch.tensor([i for i, q in enumerate(parts) if q == p], device=device) for p in PARTS}
+    counts = torch.bincount(y[idx["train"]], minlength=n_labels).float()
+    weight = torch.where(counts > 0, counts.sum() / (n_labels * counts.clamp(min=1)), torch.zeros_like(counts))
+    head = torch.nn.Linear(vectors.shape[1], n_labels).to(device)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-2, weight_decay=1e-4)
+    train_x, train_y = vectors[idx["train"]], y[idx["train"]]
+    val_x, val_y = vectors[idx["validation"]], y[idx["validation"]]
+    best, best_state, since = float("inf"), None, 0
+    # Full-batch steps: a few hundred take a second on a GPU.
+    for _ in range(1000):
+        loss = F.cross_entropy(head(train_x), train_y, weight=weight)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            val = F.cross_entropy(head(val_x), val_y).item()
+        if val < best:
+            best, best_state, since = val, {k: v.clone() for k, v in head.state_dict().items()}, 0
+        else:
+            since += 1
+            if since >= 50:
+                break
+    head.load_state_dict(best_state)
+    result = {}
+    with torch.no_grad():
+        for p in ("validation", "test"):
+            pred = head(vectors[idx[p]]).argmax(1).cpu().numpy()
+            truth = y[idx[p]].cpu().numpy()
+            result[p] = {
+                "accuracy": float((pred == truth).mean()),
+                "macro_f1": macro_f1(truth, pred, n_labels),
+                "n": int(len(truth)),
+            }
+    return result
+
+
+def save(args, tasks, history, best_epoch, best_adapter):
+    """Writes the report and the adapter of the epoch kept so far."""
+    report = {
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "report")},
+        "kept_epoch": best_epoch,
+        "kept_because": f"highest validation macro-F1 of {tasks[0][0]}",
+        "history": history,
+    }
+    if args.out and args.rank and not args.full:
+        save_file(best_adapter, args.out, metadata={"rank": str(args.rank), "kept_epoch": str(best_epoch)})
+    if args.report:
+        with open(args.report, "w") as f:
+            json.dump(report, f, indent=1)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoder", required=True, help="folder with config.json, model.safetensors, tokenizer.json")
+    ap.add_argument("--task", action="append", required=True, help="NAME=SPLIT.csv[.gz]; the first selects the epoch")
+    ap.add_argument("--out", help="where to write the adapter (.safetensors)")
+    ap.add_argument("--report", help="where to write the figures (JSON)")
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--rank", type=int, default=16, help="0: no adapter (with --full, or to measure the base)")
+    ap.add_argument("--alpha", type=float, default=32.0)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--full", action="store_true", help="also train every weight (figures only: no adapter)")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--head-lr", type=float, default=5e-3)
+    ap.add_argument("--batch", type=int, default=64, help="texts per step")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--time-limit", type=float, default=0, help="start no epoch past this many seconds (0: none)")
+    args = ap.parse_args()
+
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.time()
+
+    tasks = []
+    for spec in args.task:
+        name, path = spec.split("=", 1)
+        tasks.append((name, read_split(path)))
+    texts = sorted(set().union(*(rows.keys() for _, rows in tasks)))
+    row_of = {t: i for i, t in enumerate(texts)}
+    # Every task must agree on which part a text is in: a text the encoder
+    # trains on must be in no task's validation or test part.
+    part_of = {}
+    for name, rows in tasks:
+        for t, (part, _) in rows.items():
+            if part_of.setdefault(t, part) != part:
+                sys.exit(f"error: a text is in the {part_of[t]} part of one task and the {part} part of {name}")
+    parts = [part_of[t] for t in texts]
+    label_sets = []
+    for name, rows in tasks:
+        ids = sorted({label for _, label in rows.values()})
+        index = {l: i for i, l in enumerate(ids)}
+        y = np.full(len(texts), -1)
+        for t, (_, label) in rows.items():
+            y[row_of[t]] = index[label]
+        label_sets.append((name, ids, y))
+
+    windows = Windows(f"{args.encoder}/tokenizer.json", args.max_tokens)
+    windows_of = {t: windows(t) for t in texts}
+    encoder = Encoder(args.encoder, args.rank, args.alpha, args.dropout, args.full, device)
+
+    heads = []
+    for _, ids, y in label_sets:
+        train_y = y[[i for i, p in enumerate(parts) if p == "train" and y[i] >= 0]]
+        counts = np.bincount(train_y, minlength=len(ids)).astype(np.float64)
+        w = np.where(counts > 0, counts.sum() / (len(ids) * np.maximum(counts, 1)), 0.0)
+        heads.append((torch.nn.Linear(encoder.hidden, len(ids)).to(device), torch.tensor(w, dtype=torch.float32, device=device)))
+    train_rows = [i for i, p in enumerate(parts) if p == "train"]
+    groups = [
+        {"params": [p for p in encoder.parameters() if p.requires_grad], "lr": args.lr},
+        {"params": [p for h, _ in heads for p in h.parameters()], "lr": args.head_lr},
+    ]
+    groups = [g for g in groups if g["params"]]
+    opt = torch.optim.AdamW(groups, weight_decay=0.01)
+    steps = args.epochs * math.ceil(len(train_rows) / args.batch)
+    warmup = max(1, steps // 16)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
+    ys = [torch.tensor(y, device=device) for _, _, y in label_sets]
+
+    def measure():
+        vectors = embed_all(encoder, windows_of, texts, device)
+        return {
+            name: probe(vectors, np.where(y >= 0, y, 0).tolist(), [p if y[i] >= 0 else "none" for i, p in enumerate(parts)], len(ids), args.seed)
+            for name, ids, y in label_sets
+        }
+
+    history = [{"epoch": 0, "figures": measure(), "seconds": time.time() - started}]
+    print(json.dumps(history[-1]), flush=True)
+    best_epoch, best_score, best_adapter = 0, history[0]["figures"][tasks[0][0]]["validation"]["macro_f1"], encoder.adapter()
+    for epoch in range(1, args.epochs + 1):
+        if args.time_limit and epoch > 1:
+            per_epoch = (time.time() - started) / epoch
+            if time.time() - started + per_epoch > args.time_limit:
+                print(f"stopping before epoch {epoch}: --time-limit", flush=True)
+                break
+        encoder.train()
+        order = random.sample(train_rows, len(train_rows))
+        total = 0.0
+        for s in range(0, len(order), args.batch):
+            rows = order[s : s + args.batch]
+            vectors = embed(encoder, windows_of, [texts[i] for i in rows], device, True)
+            index = torch.tensor(rows, device=device)
+            loss = 0.0
+            for (head, weight), y in zip(heads, ys):
+                target = y[index]
+                keep = target >= 0
+                if keep.any():
+                    # Unit vectors times 20: logits of a useful size early on.
+                    loss = loss + F.cross_entropy(head(20 * vectors[keep]), target[keep], weight=weight)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(rows)
+        history.append({"epoch": epoch, "train_loss": total / len(order), "figures": measure(), "seconds": time.time() - started})
+        print(json.dumps(history[-1]), flush=True)
+        score = history[-1]["figures"][tasks[0][0]]["validation"]["macro_f1"]
+        if score > best_score:
+            best_epoch, best_score, best_adapter = epoch, score, encoder.adapter()
+        # After every epoch, so a run stopped from outside keeps what it has.
+        save(args, tasks, history, best_epoch, best_adapter)
+
+    save(args, tasks, history, best_epoch, best_adapter)
+    print(f"kept epoch {best_epoch}: validation macro-F1 {best_score:.4f}; {time.time() - started:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
