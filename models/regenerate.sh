@@ -44,7 +44,7 @@ echo "==> medical-abstracts (data: $SHARED/data/medical-abstracts)"
   --input "$SHARED/data/medical-abstracts/abstracts.csv" \
   --text-column medical_abstract --label-column condition_label \
   --label-names "$SHARED/data/medical-abstracts/labels.csv" \
-  --out "$SCRATCH/medical-abstracts" --name medical-abstracts \
+  --out "$SCRATCH/medical-abstracts" --name medical-abstracts --version 0.2.0 \
   --head-kind linear --drop-conflicting \
   --encoder-adapter "$ROOT/models/medical-abstracts/encoder-adapter.safetensors" \
   --task "Disease category of a medical abstract or note" \
@@ -71,7 +71,7 @@ for level in block chapter; do
     --group-column category --head "$level" --head-kind linear --max-tokens 128 \
     --drop-conflicting --abbreviations "$ROOT/scripts/icd10cm/abbreviations.csv" \
     --encoder-adapter "$ROOT/models/icd10cm/encoder-adapter.safetensors" \
-    --out "$SCRATCH/icd10cm" --name icd10cm \
+    --out "$SCRATCH/icd10cm" --name icd10cm --version 0.2.0 \
     --task "ICD-10-CM chapter and block suggestion from diagnosis text" \
     --license "Head: ICD-10-CM is a public-domain US CDC/NCHS publication; encoder: Apache-2.0" \
     --attribution "ICD-10-CM tabular list (April 2026) via PyPI simple-icd-10-cm 1.5.0; encoder all-MiniLM-L6-v2, Apache-2.0" \

@@ -534,6 +534,48 @@ fn train_writes_a_pack_that_classifies_and_reuses_cached_vectors() {
     assert_eq!(heads, ["category", "by-note"]);
     assert!(out.join("evaluation-by-note.json").is_file());
 
+    // The split goes out to a file and comes back for another head.
+    let split = dir.path().join("split.csv");
+    let written = train(&["--write-split", split.to_str().unwrap()]);
+    assert!(written.status.success(), "{}", stderr(&written));
+    let parts: Vec<String> = std::fs::read_to_string(&split)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    assert_eq!(parts.len(), 16);
+    let again = train(&[
+        "--head",
+        "again",
+        "--add-to-pack",
+        "--split-from",
+        split.to_str().unwrap(),
+    ]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("evaluation-again.json")).unwrap()).unwrap();
+    for part in ["train", "validation", "test"] {
+        let n = parts.iter().filter(|p| *p == part).count();
+        assert_eq!(report["split"][part], n, "{part}");
+    }
+    // A head on an adapted encoder cannot join a pack whose encoder has none.
+    let adapter = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models/medical-abstracts/encoder-adapter.safetensors");
+    let mixed = train(&[
+        "--head",
+        "adapted",
+        "--add-to-pack",
+        "--encoder-adapter",
+        adapter.to_str().unwrap(),
+    ]);
+    assert!(!mixed.status.success());
+    assert!(
+        stderr(&mixed).contains("encoder adapter"),
+        "{}",
+        stderr(&mixed)
+    );
+
     // The same text under two labels is refused, naming the rows.
     let mut conflicting = lines.clone();
     conflicting.push(serde_json::json!({"text": cardiac[0], "label": "respiratory"}).to_string());

@@ -242,16 +242,24 @@ pub fn train_pack(
                 .map_or_else(|| capitalised(id), |(_, d)| d.clone()),
         })
         .collect();
-    let split_kind = if groups.is_some() {
-        "a 70/10/20 split by group (test groups never seen in training)"
-    } else {
-        "a stratified 70/10/20 split"
+    let file_name = |path: &Path| {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     };
-    let input_name = request
-        .input
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let split_kind = match (&request.split_from, groups.is_some()) {
+        (Some(path), true) => format!(
+            "the split by group in {} (test groups never seen in training)",
+            file_name(path)
+        ),
+        (Some(path), false) => format!("the split in {}", file_name(path)),
+        (None, true) => format!(
+            "a 70/10/20 split by group (test groups never seen in training), seed {}",
+            request.seed
+        ),
+        (None, false) => format!("a stratified 70/10/20 split, seed {}", request.seed),
+    };
+    let input_name = file_name(&request.input);
     let manifest = train::write_pack(
         &request.out,
         PackDraft {
@@ -280,10 +288,7 @@ pub fn train_pack(
                 .map(|path| copy_into_pack(path, &request.out, "encoder-adapter.safetensors"))
                 .transpose()?,
             evaluation: Some(ShippedEvaluation {
-                dataset: format!(
-                    "{input_name}: the test part of {split_kind}, seed {}",
-                    request.seed
-                ),
+                dataset: format!("{input_name}: the test part of {split_kind}"),
                 n: calibrated.n,
                 accuracy: calibrated.accuracy,
                 macro_f1: calibrated.macro_f1,
@@ -309,7 +314,13 @@ pub fn train_pack(
         "temperature": temperature,
         "test": calibrated,
         "test_ece_before_calibration": uncalibrated.ece,
-        "validation": validation,
+        // The headline figures only: the test part carries the full table.
+        "validation": {
+            "n": validation.n,
+            "accuracy": validation.accuracy,
+            "macro_f1": validation.macro_f1,
+            "ece": validation.ece,
+        },
     });
     let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Training {
         problem: format!("cannot write the evaluation report: {e}"),
