@@ -142,7 +142,20 @@ pub fn train_pack(
         (None, Some(groups)) => train::grouped_split(&truth, groups, 0.1, 0.2, request.seed),
         (None, None) => train::stratified_split(&truth, 0.1, 0.2, request.seed),
     };
-
+    // A split from a file may leave a label without training rows (the
+    // train_head check would only give its index).
+    if let Some(label) = label_ids
+        .iter()
+        .enumerate()
+        .find(|(l, _)| !split.train.iter().any(|&r| truth[r] == *l))
+        .map(|(_, id)| id)
+    {
+        return Err(Error::Training {
+            problem: format!(
+                "label '{label}' has no examples in the training part of the split; give it more examples, or draw the split with this label column"
+            ),
+        });
+    }
     if let Some(path) = &request.split_out {
         split_file::write(path, &examples, &split, abbreviations.as_ref())?;
     }
@@ -652,6 +665,37 @@ mod tests {
             std::fs::read(models.join("mine/manifest.json")).unwrap(),
             manifest
         );
+    }
+
+    #[test]
+    fn a_split_file_that_leaves_a_label_untrained_is_refused_naming_the_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        let split = dir.path().join("split.csv");
+        let mut rows = vec!["part,label,group,text".to_string()];
+        let mut seen = std::collections::HashSet::new();
+        for (i, e) in examples().into_iter().enumerate() {
+            if seen.insert(e.text.clone()) {
+                let part = match (e.label.as_str(), i % 3) {
+                    ("cardiac", _) => "test",
+                    (_, 0) => "validation",
+                    _ => "train",
+                };
+                rows.push(format!("{part},{},,{}", e.label, e.text));
+            }
+        }
+        std::fs::write(&split, rows.join("\n")).unwrap();
+        let mut from_file = request(examples(), None);
+        from_file.split_from = Some(split);
+        let err = train_new_pack(&models, "mine", from_file, &mut |_| {})
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("label 'cardiac' has no examples in the training part"),
+            "{err}"
+        );
+        assert!(!models.join("mine").exists());
     }
 
     #[test]
