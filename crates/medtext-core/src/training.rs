@@ -144,11 +144,15 @@ pub fn train_pack(
     };
     // A split from a file may leave a label without training rows (the
     // train_head check would only give its index).
+    let mut trained = vec![false; label_ids.len()];
+    for &row in &split.train {
+        trained[truth[row]] = true;
+    }
     if let Some(label) = label_ids
         .iter()
-        .enumerate()
-        .find(|(l, _)| !split.train.iter().any(|&r| truth[r] == *l))
-        .map(|(_, id)| id)
+        .zip(&trained)
+        .find(|(_, t)| !**t)
+        .map(|(id, _)| id)
     {
         return Err(Error::Training {
             problem: format!(
