@@ -1,5 +1,5 @@
 //! Training heads on frozen encoder vectors: a linear layer or a small MLP,
-//! fitted with candle-nn's AdamW on class-weighted cross-entropy with early
+//! fitted with candle-nn's AdamW on class-weighted (capped) cross-entropy with early
 //! stopping on a validation split, then calibrated by fitting the soft-max
 //! temperature on that same split. Seeded throughout, so the same data and
 //! seed give the same head.
@@ -242,8 +242,32 @@ fn matrix(vectors: &[Vec<f32>], rows: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(flat, (rows.len(), hidden), &Device::Cpu)?)
 }
 
-/// Trains a head with AdamW on cross-entropy weighted by inverse class
-/// frequency (so a rare class counts as much as a common one), in
+/// How much more than the median label a rare label may weigh in the loss.
+pub(crate) const MAX_CLASS_WEIGHT_OVER_MEDIAN: f32 = 10.0;
+
+/// Loss weight of each label: inverse frequency (`total / (labels × count)`,
+/// so a rare label counts as much as a common one), capped at
+/// `MAX_CLASS_WEIGHT_OVER_MEDIAN` times the median label's weight.
+///
+/// Why the cap: a label with a handful of examples among thousands (ICD-10-CM
+/// chapter U00-U85 has 14 training rows of 44,000) otherwise weighs hundreds
+/// of times more than the rest, and the head then puts it on unrelated text
+/// now and then. Two such predictions in 13,000 cost a whole label's F1 in
+/// the macro average, and they cost a clinician a nonsensical suggestion.
+fn class_weights(counts: &[usize]) -> Vec<f32> {
+    let total: usize = counts.iter().sum();
+    let inverse: Vec<f32> = counts
+        .iter()
+        .map(|&c| total as f32 / (counts.len() as f32 * c.max(1) as f32))
+        .collect();
+    let mut sorted = inverse.clone();
+    sorted.sort_by(f32::total_cmp);
+    let cap = sorted.get(sorted.len() / 2).copied().unwrap_or(1.0) * MAX_CLASS_WEIGHT_OVER_MEDIAN;
+    inverse.into_iter().map(|w| w.min(cap)).collect()
+}
+
+/// Trains a head with AdamW on cross-entropy weighted by capped inverse class
+/// frequency (`class_weights`), in
 /// mini-batches shuffled with `fit.seed`, and keeps the weights of the epoch
 /// with the lowest validation loss, stopping after `fit.patience` epochs
 /// without improvement. Initialisation is seeded too: the same data and seed
@@ -271,12 +295,7 @@ pub fn train_head(
             problem: "the validation part is empty: add examples".into(),
         });
     }
-    let total = split.train.len() as f32;
-    let class_weights: Vec<f32> = counts
-        .iter()
-        .map(|&c| total / (n_labels as f32 * c as f32))
-        .collect();
-    let class_weights = Tensor::new(class_weights, &Device::Cpu)?;
+    let class_weights = Tensor::new(class_weights(&counts), &Device::Cpu)?;
 
     let mut rng = SplitMix64(fit.seed ^ 0x5EED);
     let mut init = |rows: usize, cols: usize| -> Result<Var> {
@@ -566,6 +585,18 @@ mod tests {
     use crate::pack::tests::write_tiny_pack;
     use crate::pack::Pack;
     use crate::Classifier;
+
+    #[test]
+    fn rare_labels_weigh_more_but_at_most_ten_times_the_median() {
+        // 1,000 / (4 × count): 0.5, 0.63, 2.5 and 250 before the cap.
+        let w = class_weights(&[500, 399, 100, 1]);
+        assert_eq!(w[0], 0.5);
+        assert_eq!(w[2], 2.5);
+        // The median weight (the upper middle one) is 2.5: the cap is 25.
+        assert_eq!(w[3], 25.0);
+        // Balanced labels all weigh 1.
+        assert_eq!(class_weights(&[10, 10, 10]), vec![1.0, 1.0, 1.0]);
+    }
 
     #[test]
     fn split_is_stratified_disjoint_complete_and_seeded() {

@@ -320,8 +320,9 @@ pub fn train_pack(
         .join(format!("evaluation-{}.json", request.head_name));
     let report = serde_json::json!({
         "method": format!(
-            "{} head on mean-pooled encoder vectors (AdamW, class-weighted cross-entropy, early stopping at epoch {} of {}), temperature fitted on validation",
+            "{} head on mean-pooled encoder vectors (AdamW, cross-entropy weighted by inverse label frequency capped at {} times the median label's weight, early stopping at epoch {} of {}), temperature fitted on validation",
             match request.shape { HeadShape::Linear => "linear".to_string(), HeadShape::Mlp { hidden } => format!("MLP ({hidden} hidden)") },
+            train::MAX_CLASS_WEIGHT_OVER_MEDIAN,
             head.best_epoch,
             head.epochs
         ),
