@@ -1,8 +1,8 @@
 //! Training heads on frozen encoder vectors: a linear layer or a small MLP,
-//! fitted with candle-nn's AdamW on class-weighted (capped) cross-entropy with early
-//! stopping on a validation split, then calibrated by fitting the soft-max
-//! temperature on that same split. Seeded throughout, so the same data and
-//! seed give the same head.
+//! fitted with candle-nn's AdamW on class-weighted (capped) cross-entropy
+//! with early stopping on a validation split, then calibrated by fitting the
+//! soft-max temperature on that same split. Seeded throughout, so the same
+//! data and seed give the same head.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -250,10 +250,11 @@ pub(crate) const MAX_CLASS_WEIGHT_OVER_MEDIAN: f32 = 10.0;
 /// `MAX_CLASS_WEIGHT_OVER_MEDIAN` times the median label's weight.
 ///
 /// Why the cap: a label with a handful of examples among thousands (ICD-10-CM
-/// chapter U00-U85 has 14 training rows of 44,000) otherwise weighs hundreds
-/// of times more than the rest, and the head then puts it on unrelated text
-/// now and then. Two such predictions in 13,000 cost a whole label's F1 in
-/// the macro average, and they cost a clinician a nonsensical suggestion.
+/// chapter U00-U85 has 14 training rows of 44,000) otherwise weighs about 100
+/// times the median chapter, and the head then puts it on unrelated text now
+/// and then. Where that label has no test rows, two such predictions in
+/// 13,000 add a label with F1 0 to the macro average; and each is a
+/// nonsensical suggestion to a clinician.
 fn class_weights(counts: &[usize]) -> Vec<f32> {
     let total: usize = counts.iter().sum();
     let inverse: Vec<f32> = counts
@@ -267,11 +268,10 @@ fn class_weights(counts: &[usize]) -> Vec<f32> {
 }
 
 /// Trains a head with AdamW on cross-entropy weighted by capped inverse class
-/// frequency (`class_weights`), in
-/// mini-batches shuffled with `fit.seed`, and keeps the weights of the epoch
-/// with the lowest validation loss, stopping after `fit.patience` epochs
-/// without improvement. Initialisation is seeded too: the same data and seed
-/// give the same head.
+/// frequency (`class_weights`), in mini-batches shuffled with `fit.seed`, and
+/// keeps the weights of the epoch with the lowest validation loss, stopping
+/// after `fit.patience` epochs without improvement. Initialisation is seeded
+/// too: the same data and seed give the same head.
 pub fn train_head(
     vectors: &[Vec<f32>],
     truth: &[usize],
