@@ -6,6 +6,12 @@
 #   models/regenerate.sh --write   also replace the committed heads when no
 #                                  figure got worse
 #
+# When an input changes on purpose (a new encoder adapter) and trades one
+# head's figure for another's, name the head that may get worse, and say why
+# in its pack's CARD.md:
+#
+#   MEDTEXT_ACCEPT_WORSE="icd10cm/block" models/regenerate.sh --write
+#
 # Needs network access to PyPI (or the wheels in pip's cache) and a release
 # build of the CLI, which it makes. Training is seeded; figures may move in
 # the last digit with floating-point rounding, so a drop of up to 0.005 is
@@ -29,14 +35,21 @@ figure() {
   python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/manifest.json")); print(next(h["evaluation"]["macro_f1"] for h in m["heads"] if h["name"]==sys.argv[2]))' "$1" "$2"
 }
 
-# Fails when the new figure is worse than the committed one.
+# Fails when the new figure is worse than the committed one, unless the head
+# is named in MEDTEXT_ACCEPT_WORSE.
 compare() {
   local pack="$1" head="$2" committed new
   committed="$(figure "$ROOT/models/$pack" "$head")"
   new="$(figure "$SCRATCH/$pack" "$head")"
   echo "$pack/$head: macro-F1 committed $committed, regenerated $new"
   python3 -c 'import sys; sys.exit(0 if float(sys.argv[2]) >= float(sys.argv[1]) - 0.005 else 1)' "$committed" "$new" \
-    || { echo "error: $pack/$head got worse" >&2; exit 1; }
+    && return
+  if [[ " ${MEDTEXT_ACCEPT_WORSE:-} " == *" $pack/$head "* ]]; then
+    echo "warning: $pack/$head got worse; accepted (MEDTEXT_ACCEPT_WORSE)" >&2
+  else
+    echo "error: $pack/$head got worse" >&2
+    exit 1
+  fi
 }
 
 echo "==> medical-abstracts (data: $SHARED/data/medical-abstracts)"
@@ -71,7 +84,7 @@ for level in block chapter; do
     --group-column category --head "$level" --head-kind linear --max-tokens 128 \
     --drop-conflicting --abbreviations "$ROOT/scripts/icd10cm/abbreviations.csv" \
     --encoder-adapter "$ROOT/models/icd10cm/encoder-adapter.safetensors" \
-    --out "$SCRATCH/icd10cm" --name icd10cm --version 0.2.0 \
+    --out "$SCRATCH/icd10cm" --name icd10cm --version 0.3.0 \
     --task "ICD-10-CM chapter and block suggestion from diagnosis text" \
     --license "Head: ICD-10-CM is a public-domain US CDC/NCHS publication; encoder: Apache-2.0" \
     --attribution "ICD-10-CM tabular list (April 2026) via PyPI simple-icd-10-cm 1.5.0; encoder all-MiniLM-L6-v2, Apache-2.0" \
