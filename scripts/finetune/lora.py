@@ -236,11 +236,10 @@ def class_weights(counts, cap):
     `cap` 0 leaves them uncapped (how the 0.2.0 adapters were made). Labels
     without training rows weigh 0."""
     counts = np.asarray(counts, dtype=np.float64)
-    w = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
+    inverse = counts.sum() / (len(counts) * np.maximum(counts, 1))
     if cap:
-        inverse = counts.sum() / (len(counts) * np.maximum(counts, 1))
-        w = np.minimum(w, np.sort(inverse)[len(inverse) // 2] * cap)
-    return torch.tensor(w, dtype=torch.float32)
+        inverse = np.minimum(inverse, np.sort(inverse)[len(inverse) // 2] * cap)
+    return torch.tensor(np.where(counts > 0, inverse, 0.0), dtype=torch.float32)
 
 
 def weighted_loss(logits, target, weight):
