@@ -436,7 +436,7 @@ def main():
                 keep = target >= 0
                 if keep.any():
                     # Unit vectors times 20: logits of a useful size early on.
-                    loss = loss + F.cross_entropy(head(20 * vectors[keep]), target[keep], weight=weight)
+                    loss = loss + weighted_loss(head(20 * vectors[keep]), target[keep], weight)
             if args.supcon:
                 loss = loss + args.supcon * supervised_contrastive(vectors, ys[0][index], args.supcon_temperature)
             opt.zero_grad()
