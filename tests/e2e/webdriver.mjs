@@ -52,33 +52,61 @@ export class WebDriver {
   }
 
   async type(css, text) {
-    const id = await this.find(css);
-    await this.request("POST", this.s(`/element/${id}/value`), { text });
+    await this.fresh(async () => {
+      const id = await this.find(css);
+      await this.request("POST", this.s(`/element/${id}/value`), { text });
+    });
   }
 
   async clear(css) {
-    const id = await this.find(css);
-    await this.request("POST", this.s(`/element/${id}/clear`), {});
+    await this.fresh(async () => {
+      const id = await this.find(css);
+      await this.request("POST", this.s(`/element/${id}/clear`), {});
+    });
   }
 
   async click(css) {
-    const id = await this.find(css);
-    await this.request("POST", this.s(`/element/${id}/click`), {});
+    await this.fresh(async () => {
+      const id = await this.find(css);
+      await this.request("POST", this.s(`/element/${id}/click`), {});
+    });
   }
 
   async text(css) {
-    const id = await this.find(css);
-    return this.request("GET", this.s(`/element/${id}/text`));
+    return this.fresh(async () => {
+      const id = await this.find(css);
+      return this.request("GET", this.s(`/element/${id}/text`));
+    });
   }
 
   async texts(css) {
-    const ids = await this.findAll(css);
-    return Promise.all(ids.map((id) => this.request("GET", this.s(`/element/${id}/text`))));
+    return this.fresh(async () => {
+      const ids = await this.findAll(css);
+      return Promise.all(ids.map((id) => this.request("GET", this.s(`/element/${id}/text`))));
+    });
   }
 
   async displayed(css) {
-    const id = await this.find(css);
-    return this.request("GET", this.s(`/element/${id}/displayed`));
+    return this.fresh(async () => {
+      const id = await this.find(css);
+      return this.request("GET", this.s(`/element/${id}/displayed`));
+    });
+  }
+
+  /**
+   * Runs a find-then-read `step` again when the page replaced the element
+   * between the two requests (a panel re-rendered from a second status
+   * reply), so a read reflects the page as it is, not a race with it.
+   */
+  async fresh(step, tries = 5) {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await step();
+      } catch (e) {
+        if (attempt >= tries || !/stale element reference/.test(String(e?.message))) throw e;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
   }
 
   /** Runs `script` (a function body) in the page and returns its value. */
