@@ -347,7 +347,7 @@ def main():
     ap.add_argument("--batch", type=int, default=64, help="texts per step")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--class-weight-cap", type=float, default=10.0, help="cap each label's loss weight at this many times the median label's, as MedText does (0: uncapped, as the 0.2.0 adapters were made)")
-    ap.add_argument("--supcon", type=float, default=0.0, help="weight of a supervised contrastive loss on the first task's labels (0: none)")
+    ap.add_argument("--supcon", action="append", default=[], metavar="[TASK=]W", help="a supervised contrastive loss of weight W on TASK's labels (no TASK: the first task's); repeat for several tasks")
     ap.add_argument("--supcon-temperature", type=float, default=0.1)
     ap.add_argument("--base-adapter", help="an adapter (.safetensors, as MedText reads it) added to the frozen weights first: with --rank 0 --epochs 0 it measures that adapter")
     ap.add_argument("--time-limit", type=float, default=0, help="start no epoch past this many seconds (0: none)")
@@ -381,6 +381,17 @@ def main():
         for t, (_, label) in rows.items():
             y[row_of[t]] = index[label]
         label_sets.append((name, ids, y))
+
+    contrastive = []
+    for spec in args.supcon:
+        name, _, weight = spec.rpartition("=")
+        names = [n for n, _ in tasks]
+        if (name or names[0]) not in names:
+            sys.exit(f"error: --supcon {spec}: no task {name!r} (tasks: {', '.join(names)})")
+        try:
+            contrastive.append((names.index(name or names[0]), float(weight)))
+        except ValueError:
+            sys.exit(f"error: --supcon {spec}: the weight must be a number")
 
     windows = Windows(f"{args.encoder}/tokenizer.json", args.max_tokens)
     windows_of = {t: windows(t) for t in texts}
@@ -437,8 +448,8 @@ def main():
                 if keep.any():
                     # Unit vectors times 20: logits of a useful size early on.
                     loss = loss + weighted_loss(head(20 * vectors[keep]), target[keep], weight)
-            if args.supcon:
-                loss = loss + args.supcon * supervised_contrastive(vectors, ys[0][index], args.supcon_temperature)
+            for task, weight in contrastive:
+                loss = loss + weight * supervised_contrastive(vectors, ys[task][index], args.supcon_temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()
