@@ -12,6 +12,9 @@
 #
 #   MEDTEXT_ACCEPT_WORSE="icd10cm/block" models/regenerate.sh --write
 #
+# MEDTEXT_SPLITS_DIR=DIR also writes the ICD-10-CM splits that fine-tuning
+# uses (split-chapter.csv, split-block.csv, split-category.csv) into DIR.
+#
 # Needs network access to PyPI (or the wheels in pip's cache) and a release
 # build of the CLI, which it makes. Training is seeded; figures may move in
 # the last digit with floating-point rounding, so a drop of up to 0.005 is
@@ -91,6 +94,12 @@ for level in block chapter; do
     "${extra[@]}"
   compare icd10cm "$level"
 done
+# The splits the encoder adapter is fine-tuned on (scripts/finetune/), when
+# asked for: the same held-out categories as these heads.
+if [[ -n "${MEDTEXT_SPLITS_DIR:-}" ]]; then
+  python3 "$ROOT/scripts/finetune/icd_splits.py" "$SCRATCH/icd-split.csv" \
+    "$SCRATCH/icd-data/terms.csv" "$MEDTEXT_SPLITS_DIR"
+fi
 # Both heads on statements written the way clinicians write.
 for level in chapter block; do
   for set in clinical-statements clinical-statements-2 clinical-statements-3; do
