@@ -389,9 +389,11 @@ def main():
         if (name or names[0]) not in names:
             sys.exit(f"error: --supcon {spec}: no task {name!r} (tasks: {', '.join(names)})")
         try:
-            contrastive.append((names.index(name or names[0]), float(weight)))
+            weight = float(weight)
         except ValueError:
             sys.exit(f"error: --supcon {spec}: the weight must be a number")
+        if weight:
+            contrastive.append((names.index(name or names[0]), weight))
 
     windows = Windows(f"{args.encoder}/tokenizer.json", args.max_tokens)
     windows_of = {t: windows(t) for t in texts}
