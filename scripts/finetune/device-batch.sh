@@ -21,7 +21,7 @@ TASKS="${TASKS:-chapter block}"
 COMMON="${COMMON:---max-tokens 128 --batch 128 --rank 16 --alpha 32 --lr 1e-3 --epochs 6 --probe first}"
 
 usage() {
-  sed -n '7,16p' "$0" >&2
+  sed -n '/^#   device-batch.sh prepare/,/^# Environment/p' "$0" >&2
   exit 2
 }
 
@@ -45,6 +45,10 @@ run() {
   local carry="$1" seconds="$2" task name args
   shift 2
   : "${OUT:?OUT must name the folder whose files come back}"
+  # Every job is checked before anything starts, so a typo stops nothing half-way.
+  for job in "$@"; do
+    [[ "${job%%=*}" =~ ^[A-Za-z0-9_-]+$ && "$job" == *=* ]] || { echo "bad job \"$job\": NAME=ARGS" >&2; exit 2; }
+  done
   local encoder=/tmp/medtext-encoder runs=/tmp/medtext-runs
   rm -rf "$runs" && mkdir -p "$runs"
   python3 "$here/transport.py" unpack "$carry/encoder16.safetensors" "$carry" "$encoder"
@@ -56,7 +60,6 @@ run() {
   for job in "$@"; do
     name="${job%%=*}"
     args="${job#*=}"
-    [[ "$name" =~ ^[A-Za-z0-9_-]+$ && "$job" == *=* ]] || { echo "bad job \"$job\": NAME=ARGS" >&2; exit 2; }
     # shellcheck disable=SC2086 # COMMON and ARGS are word lists
     OMP_NUM_THREADS=$threads python3 "$here/lora.py" --encoder "$encoder" "${tasks[@]}" $COMMON $args \
       --time-limit "$seconds" --out "$runs/$name.safetensors" --report "$runs/$name.json" \

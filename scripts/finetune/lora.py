@@ -382,18 +382,19 @@ def main():
             y[row_of[t]] = index[label]
         label_sets.append((name, ids, y))
 
-    contrastive = []
+    names = [name for name, _ in tasks]
+    contrastive = []  # (task index, weight)
     for spec in args.supcon:
         name, _, weight = spec.rpartition("=")
-        names = [n for n, _ in tasks]
-        if (name or names[0]) not in names:
+        name = name or names[0]
+        if name not in names:
             sys.exit(f"error: --supcon {spec}: no task {name!r} (tasks: {', '.join(names)})")
         try:
             weight = float(weight)
         except ValueError:
             sys.exit(f"error: --supcon {spec}: the weight must be a number")
         if weight:
-            contrastive.append((names.index(name or names[0]), weight))
+            contrastive.append((names.index(name), weight))
 
     windows = Windows(f"{args.encoder}/tokenizer.json", args.max_tokens)
     windows_of = {t: windows(t) for t in texts}

@@ -52,31 +52,19 @@ export class WebDriver {
   }
 
   async type(css, text) {
-    await this.fresh(async () => {
-      const id = await this.find(css);
-      await this.request("POST", this.s(`/element/${id}/value`), { text });
-    });
+    await this.onElement(css, "POST", "value", { text });
   }
 
   async clear(css) {
-    await this.fresh(async () => {
-      const id = await this.find(css);
-      await this.request("POST", this.s(`/element/${id}/clear`), {});
-    });
+    await this.onElement(css, "POST", "clear", {});
   }
 
   async click(css) {
-    await this.fresh(async () => {
-      const id = await this.find(css);
-      await this.request("POST", this.s(`/element/${id}/click`), {});
-    });
+    await this.onElement(css, "POST", "click", {});
   }
 
   async text(css) {
-    return this.fresh(async () => {
-      const id = await this.find(css);
-      return this.request("GET", this.s(`/element/${id}/text`));
-    });
+    return this.onElement(css, "GET", "text");
   }
 
   async texts(css) {
@@ -87,9 +75,14 @@ export class WebDriver {
   }
 
   async displayed(css) {
+    return this.onElement(css, "GET", "displayed");
+  }
+
+  /** Finds the element `css` names and sends it one WebDriver element command. */
+  async onElement(css, method, command, body) {
     return this.fresh(async () => {
       const id = await this.find(css);
-      return this.request("GET", this.s(`/element/${id}/displayed`));
+      return this.request(method, this.s(`/element/${id}/${command}`), body);
     });
   }
 
