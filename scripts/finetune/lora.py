@@ -187,21 +187,32 @@ class Windows:
             start += self.step
 
 
-def embed(encoder, windows_of, texts, device, grad):
-    """Unit vectors of `texts`: the normalised sum of their windows' vectors."""
+def embed(encoder, windows_of, texts, device, grad, pieces=1):
+    """Unit vectors of `texts`: the normalised sum of their windows' vectors.
+    With `pieces` > 1 the windows go through the encoder shortest first in
+    that many pieces, each padded only to its own longest window: a window's
+    vector does not depend on the padding, so only the cost changes."""
     flat, owner = [], []
     for i, t in enumerate(texts):
         for w in windows_of[t]:
             flat.append(w)
             owner.append(i)
-    longest = max(len(w) for w in flat)
-    ids = torch.zeros(len(flat), longest, dtype=torch.long)
-    mask = torch.zeros(len(flat), longest, dtype=torch.long)
-    for r, w in enumerate(flat):
-        ids[r, : len(w)] = torch.tensor(w)
-        mask[r, : len(w)] = 1
-    with torch.set_grad_enabled(grad), torch.autocast(device.type, torch.bfloat16, enabled=grad):
-        pooled = encoder(ids.to(device), mask.to(device)).float()
+    if pieces > 1:
+        by_length = sorted(range(len(flat)), key=lambda r: len(flat[r]))
+        flat, owner = [flat[r] for r in by_length], [owner[r] for r in by_length]
+    size = math.ceil(len(flat) / max(1, pieces))
+    pooled = []
+    for s in range(0, len(flat), size):
+        piece = flat[s : s + size]
+        longest = max(len(w) for w in piece)
+        ids = torch.zeros(len(piece), longest, dtype=torch.long)
+        mask = torch.zeros(len(piece), longest, dtype=torch.long)
+        for r, w in enumerate(piece):
+            ids[r, : len(w)] = torch.tensor(w)
+            mask[r, : len(w)] = 1
+        with torch.set_grad_enabled(grad), torch.autocast(device.type, torch.bfloat16, enabled=grad):
+            pooled.append(encoder(ids.to(device), mask.to(device)).float())
+    pooled = torch.cat(pooled)
     sums = torch.zeros(len(texts), pooled.shape[1], device=device)
     sums = sums.index_add(0, torch.tensor(owner, device=device), pooled)
     return F.normalize(sums, dim=-1)
@@ -294,11 +305,13 @@ def probe(vectors, labels, parts, n_labels, seed, cap, batch=64, patience=15):
     return result
 
 
-def supervised_contrastive(vectors, labels, temperature):
+def supervised_contrastive(vectors, labels, temperature, label_weight=None):
     """Supervised contrastive loss (Khosla et al., 2020) over a batch of unit
     vectors: each text is pulled towards the others with its label and pushed
     from the rest. Texts without a label (-1), or alone with theirs, are no
-    anchors."""
+    anchors. With `label_weight`, each anchor counts as much as its label does
+    in the weighted cross-entropy, so that, as there, large labels do not
+    drown small ones (macro-F1 counts every label alike)."""
     keep = labels >= 0
     z, y = vectors[keep], labels[keep]
     logits = z @ z.t() / temperature
@@ -311,7 +324,10 @@ def supervised_contrastive(vectors, labels, temperature):
     if not anchors.any():
         return vectors.sum() * 0
     mean_log_p = log_p.masked_fill(~positive, 0).sum(1)[anchors] / count[anchors]
-    return -mean_log_p.mean()
+    if label_weight is None:
+        return -mean_log_p.mean()
+    w = label_weight[y[anchors]]
+    return -(mean_log_p * w).sum() / w.sum()
 
 
 def save(args, tasks, history, best_epoch, best_adapter):
@@ -349,9 +365,15 @@ def main():
     ap.add_argument("--class-weight-cap", type=float, default=10.0, help="cap each label's loss weight at this many times the median label's, as MedText does (0: uncapped, as the 0.2.0 adapters were made)")
     ap.add_argument("--supcon", action="append", default=[], metavar="[TASK=]W", help="a supervised contrastive loss of weight W on TASK's labels (no TASK: the first task's); repeat for several tasks")
     ap.add_argument("--supcon-temperature", type=float, default=0.1)
+    ap.add_argument("--supcon-weighting", choices=("none", "class"), default="none", help="'class': weigh each anchor of the contrastive loss by its label's (capped) class weight, as the cross-entropy does")
+    ap.add_argument("--pieces", type=int, default=1, metavar="N", help="run each training batch through the encoder in N pieces of similar length, then take the losses over the whole batch: the same batches and the same loss, with less padding (on a CPU, an ICD epoch in 240 seconds instead of 330)")
+    ap.add_argument("--probe-from", type=int, default=0, metavar="EPOCH", help="measure (and so keep) no epoch before this one: the probe costs a third of a CPU epoch")
     ap.add_argument("--base-adapter", help="an adapter (.safetensors, as MedText reads it) added to the frozen weights first: with --rank 0 --epochs 0 it measures that adapter")
     ap.add_argument("--time-limit", type=float, default=0, help="start no epoch past this many seconds (0: none)")
+    ap.add_argument("--stop-after", type=int, default=0, metavar="EPOCH", help="train no epoch after this one, the learning rate still following the --epochs schedule (0: all of them); the CPU seeds of session 8 stopped this way, after 4 of 6, by --time-limit")
     args = ap.parse_args()
+    if args.probe_from > (args.stop_after or args.epochs):
+        sys.exit(f"error: --probe-from {args.probe_from} is after the last epoch trained: no epoch would be measured or kept")
 
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -428,10 +450,15 @@ def main():
             for name, ids, y in probed
         }
 
-    history = [{"epoch": 0, "figures": measure(), "seconds": time.time() - started}]
+    history = [{"epoch": 0, "seconds": time.time() - started}]
+    best_epoch, best_score, best_adapter = 0, -1.0, encoder.adapter()
+    if args.probe_from <= 0:
+        history[0]["figures"] = measure()
+        best_score = history[0]["figures"][tasks[0][0]]["validation"]["macro_f1"]
     print(json.dumps(history[-1]), flush=True)
-    best_epoch, best_score, best_adapter = 0, history[0]["figures"][tasks[0][0]]["validation"]["macro_f1"], encoder.adapter()
     for epoch in range(1, args.epochs + 1):
+        if args.stop_after and epoch > args.stop_after:
+            break
         if args.time_limit and epoch > 1:
             per_epoch = (time.time() - started) / epoch
             if time.time() - started + per_epoch > args.time_limit:
@@ -442,7 +469,7 @@ def main():
         total = 0.0
         for s in range(0, len(order), args.batch):
             rows = order[s : s + args.batch]
-            vectors = embed(encoder, windows_of, [texts[i] for i in rows], device, True)
+            vectors = embed(encoder, windows_of, [texts[i] for i in rows], device, True, args.pieces)
             index = torch.tensor(rows, device=device)
             loss = 0.0
             for (head, weight), y in zip(heads, ys):
@@ -452,13 +479,19 @@ def main():
                     # Unit vectors times 20: logits of a useful size early on.
                     loss = loss + weighted_loss(head(20 * vectors[keep]), target[keep], weight)
             for task, weight in contrastive:
-                loss = loss + weight * supervised_contrastive(vectors, ys[task][index], args.supcon_temperature)
+                label_weight = heads[task][1] if args.supcon_weighting == "class" else None
+                loss = loss + weight * supervised_contrastive(vectors, ys[task][index], args.supcon_temperature, label_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(rows)
-        history.append({"epoch": epoch, "train_loss": total / len(order), "figures": measure(), "seconds": time.time() - started})
+        history.append({"epoch": epoch, "train_loss": total / len(order), "seconds": time.time() - started})
+        if epoch < args.probe_from:
+            print(json.dumps(history[-1]), flush=True)
+            continue
+        history[-1]["figures"] = measure()
+        history[-1]["seconds"] = time.time() - started
         print(json.dumps(history[-1]), flush=True)
         score = history[-1]["figures"][tasks[0][0]]["validation"]["macro_f1"]
         if score > best_score:
