@@ -440,6 +440,8 @@ def main():
     warmup = max(1, steps // 16)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     ys = [torch.tensor(y, device=device) for _, _, y in label_sets]
+    # (task index, weight, each label's anchor weight or None), settled once.
+    contrastive_terms = [(task, weight, heads[task][1] if args.supcon_weighting == "class" else None) for task, weight in contrastive]
 
     def measure():
         # The probe runs on the CPU: its small mini-batches are faster there.
@@ -478,8 +480,7 @@ def main():
                 if keep.any():
                     # Unit vectors times 20: logits of a useful size early on.
                     loss = loss + weighted_loss(head(20 * vectors[keep]), target[keep], weight)
-            for task, weight in contrastive:
-                label_weight = heads[task][1] if args.supcon_weighting == "class" else None
+            for task, weight, label_weight in contrastive_terms:
                 loss = loss + weight * supervised_contrastive(vectors, ys[task][index], args.supcon_temperature, label_weight)
             opt.zero_grad()
             loss.backward()
