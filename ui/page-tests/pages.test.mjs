@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { NOTE, status, working } from "./fixtures.mjs";
+import { classification, NOTE, status, working } from "./fixtures.mjs";
 import { launch, openPage, serve, shot, violations } from "./harness.mjs";
 
 let server;
@@ -295,6 +295,47 @@ test("the lock screen, and the first-run passphrase IT requires", async () => {
   );
   await setup.page.getByText("Choose an unlock passphrase").waitFor();
   await checked(setup.page, setup.errors, "lock-setup");
+});
+
+test("a reply on its way when the app locks never reaches the locked page", async () => {
+  // The evidence and the history list of a note are still on their way when
+  // the clinician locks: they must be dropped, not drawn behind the lock.
+  let locked = false;
+  let holding = false;
+  const held = [];
+  const hold = (value) => () => (holding ? new Promise((resolve) => held.push(() => resolve(value))) : value);
+  const history = working().recent_history;
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({
+      lock_status: () => ({ ...status().lock, locked }),
+      lock_now: () => {
+        locked = true;
+        return null;
+      },
+      explain: hold(classification.evidence),
+      recent_history: hold(history),
+    }),
+  );
+  await page.getByText("medical-abstracts 0.1.0").waitFor();
+  await page.locator("#history-list li").first().waitFor();
+  holding = true;
+  await page.fill("#note-input", NOTE);
+  await page.click("#classify-button");
+  await page.locator("#result-label").getByText("Cardiovascular diseases").waitFor();
+  while (held.length < 2) await page.waitForTimeout(20);
+  await page.click("#lock-button");
+  await page.locator("#lock-dialog").waitFor();
+  for (const release of held) release();
+  await page.locator("#classify-button").getByText("Classify", { exact: true }).waitFor();
+  await page.waitForTimeout(300);
+  const html = await page.evaluate(() => document.body.innerHTML);
+  for (const words of ["Quillbrook", "substernal", "hippocampal", "adenocarcinoma"]) {
+    assert.ok(!html.includes(words), `"${words}" drawn on the locked page`);
+  }
+  assert.equal(await page.locator("#history-list li").count(), 0);
+  assert.deepEqual(errors, []);
 });
 
 test("a malformed machine policy stops the app with its message", async () => {

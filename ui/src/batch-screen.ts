@@ -1,7 +1,7 @@
 // The Batch screen's IPC: read the texts, classify them part by part with
 // progress and Cancel, save the results as CSV.
 
-import { invoke } from "@tauri-apps/api/core";
+import { invoke } from "./ipc";
 import { appendRows, PART, progressLine, readTextFiles, type BatchItem } from "./batch";
 import type { BatchRow } from "./types";
 import { $ } from "./dom";

@@ -1,7 +1,7 @@
 // The History screen's IPC: search with filters and paging, open a record,
 // delete and export a selection.
 
-import { invoke } from "@tauri-apps/api/core";
+import { invoke } from "./ipc";
 import { countLine, hasOlder, PAGE_SIZE, queryFrom, renderDetail, renderRows, type SearchForm } from "./history";
 import type { HistoryPage, HistoryRecord, PackList } from "./types";
 import { $ } from "./dom";

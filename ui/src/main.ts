@@ -1,4 +1,5 @@
-import { Channel, invoke } from "@tauri-apps/api/core";
+import { Channel } from "@tauri-apps/api/core";
+import { invoke, invokeLockCommand, noteLock } from "./ipc";
 import {
   inputProblem,
   renderEvidence,
@@ -69,8 +70,10 @@ function showLockDialog(mode: "unlock" | "setup", lock: LockStatus): void {
   // Setting up happens before any patient text is shown (and must not close
   // the first-run recovery key dialog).
   if (mode === "unlock") {
+    noteLock();
     clearPatientText();
     clearBatch();
+    lastResult = null;
   }
   lockMode = mode;
   (document.getElementById("lock-title") as HTMLElement).textContent =
@@ -94,7 +97,7 @@ function showLockDialog(mode: "unlock" | "setup", lock: LockStatus): void {
 
 /** Shows the lock screen if the Rust side says the app is locked. */
 async function checkLock(): Promise<LockStatus> {
-  const lock = await invoke<LockStatus>("lock_status");
+  const lock = await invokeLockCommand<LockStatus>("lock_status");
   lockButton.disabled = !canUnlock(lock);
   if (lock.locked && lockMode === null) showLockDialog("unlock", lock);
   else if (!canUnlock(lock) && lock.idle_minutes !== null && lockMode === null) showLockDialog("setup", lock);
@@ -120,10 +123,10 @@ lockDialog.addEventListener("cancel", (e) => e.preventDefault());
   const passphrase = unlockField.value;
   const steps =
     lockMode === "setup"
-      ? invoke("set_unlock_passphrase", { current: null, passphrase }).then(() =>
-          invoke("unlock", { passphrase }).catch(() => undefined),
+      ? invokeLockCommand("set_unlock_passphrase", { current: null, passphrase }).then(() =>
+          invokeLockCommand("unlock", { passphrase }).catch(() => undefined),
         )
-      : invoke("unlock", { passphrase });
+      : invokeLockCommand("unlock", { passphrase });
   void steps
     .then(async () => {
       unlockField.value = "";
@@ -140,7 +143,7 @@ lockDialog.addEventListener("cancel", (e) => e.preventDefault());
 });
 
 async function lockNow(): Promise<void> {
-  await invoke("lock_now");
+  await invokeLockCommand("lock_now");
   await checkLock();
 }
 lockButton.addEventListener("click", () => void lockNow());
@@ -150,7 +153,7 @@ document.addEventListener("keydown", (e) => {
     void lockNow();
   }
 });
-const reportActivity = throttle(() => void invoke("activity"), 20_000);
+const reportActivity = throttle(() => void invokeLockCommand("activity"), 20_000);
 for (const kind of ["keydown", "pointerdown", "input", "wheel"]) {
   document.addEventListener(kind, () => {
     if (lockMode === null) reportActivity();

@@ -1,7 +1,7 @@
 // The Settings screen's history retention, theme and status facts. The
 // lock and passphrase controls on it are wired with the lock (main.ts).
 
-import { invoke } from "@tauri-apps/api/core";
+import { invoke } from "./ipc";
 import type { AppStatus, HistorySettings } from "./types";
 import { $ } from "./dom";
 
