@@ -1,8 +1,9 @@
 // Every IPC call of the page goes through here. A reply that was on its way
 // when the app locked (the evidence of the note just classified, the history
 // list) would otherwise be drawn on the page the lock has just cleared; it is
-// turned into the Rust side's own "locked" refusal instead, which every
-// handler already answers by showing nothing.
+// turned into the Rust side's own "locked" refusal instead, which the
+// handlers already meet with the lock screen (or, on a settings or export
+// button, that message): never with the reply.
 
 import { invoke as tauriInvoke, type InvokeArgs, type InvokeOptions } from "@tauri-apps/api/core";
 
