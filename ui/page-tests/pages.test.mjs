@@ -54,6 +54,12 @@ test("classify: a result with every probability, evidence, feedback and copy", a
     await dark.locator("#result-evidence mark").first().waitFor();
     await checked(dark, e2, "classify-result-dark");
   });
+  // A note that cannot be classified never stands beside the label of the one before.
+  await page.fill("#note-input", "   ");
+  await page.click("#classify-button");
+  await page.getByText("Type or paste a note").waitFor();
+  assert.equal(await page.locator("#result").isVisible(), false);
+  assert.equal(await page.locator("#feedback-form").isVisible(), false);
 });
 
 test("classify: the states before and around a result", async () => {
@@ -335,6 +341,75 @@ test("a reply on its way when the app locks never reaches the locked page", asyn
     assert.ok(!html.includes(words), `"${words}" drawn on the locked page`);
   }
   assert.equal(await page.locator("#history-list li").count(), 0);
+  assert.deepEqual(errors, []);
+});
+
+test("an error on its way when the app locks is not drawn behind the lock either", async () => {
+  // The Rust side's messages hold no patient text; this one pretends to, to
+  // show that the page would not draw it whatever it said.
+  let locked = false;
+  let release = null;
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({
+      lock_status: () => ({ ...status().lock, locked }),
+      lock_now: () => {
+        locked = true;
+        return null;
+      },
+      classify: () =>
+        new Promise((_, reject) => {
+          release = () => reject("could not classify 'crushing substernal chest pain'");
+        }),
+    }),
+  );
+  await page.getByText("medical-abstracts 0.1.0").waitFor();
+  await page.fill("#note-input", NOTE);
+  await page.click("#classify-button");
+  while (release === null) await page.waitForTimeout(20);
+  await page.click("#lock-button");
+  await page.locator("#lock-dialog").waitFor();
+  release();
+  await page.locator("#classify-button").getByText("Classify", { exact: true }).waitFor();
+  await page.waitForTimeout(300);
+  assert.ok(!(await page.evaluate(() => document.body.innerHTML)).includes("substernal"), "the error drawn behind the lock");
+  assert.deepEqual(errors, []);
+});
+
+test("the lock forgets the history selection: nothing unseen can be exported or deleted after it", async () => {
+  let locked = false;
+  const { page, errors } = await openPage(
+    browser,
+    base,
+    working({
+      lock_status: () => ({ ...status().lock, locked }),
+      lock_now: () => {
+        locked = true;
+        return null;
+      },
+      unlock: () => {
+        locked = false;
+        return null;
+      },
+    }),
+  );
+  await page.click('a[data-nav="history"]');
+  await page.locator("#history-rows .pick").first().check();
+  await page.click("#history-delete");
+  assert.equal(await page.locator("#history-export").isEnabled(), true);
+  await page.click("#lock-button");
+  await page.locator("#lock-dialog").waitFor();
+  assert.equal(await page.locator("#history-rows tr").count(), 0);
+  assert.equal(await page.locator("#history-delete-confirm").isVisible(), false);
+  await page.fill("#unlock-passphrase", "night shift 42");
+  await page.click("#unlock-button");
+  await page.locator("#lock-dialog").waitFor({ state: "hidden" });
+  assert.equal(await page.locator("#history-export").isEnabled(), false);
+  assert.equal(await page.locator("#history-delete").isEnabled(), false);
+  // "Select all" has no old page to draw from memory.
+  await page.locator("#history-select-all").click();
+  assert.equal(await page.locator("#history-rows tr").count(), 0);
   assert.deepEqual(errors, []);
 });
 

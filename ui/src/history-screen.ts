@@ -1,7 +1,7 @@
 // The History screen's IPC: search with filters and paging, open a record,
 // delete and export a selection.
 
-import { invoke } from "./ipc";
+import { invoke, invokeNoPatientText } from "./ipc";
 import { countLine, hasOlder, PAGE_SIZE, queryFrom, renderDetail, renderRows, type SearchForm } from "./history";
 import type { HistoryPage, HistoryRecord, PackList } from "./types";
 import { $ } from "./dom";
@@ -46,6 +46,18 @@ async function load(at: number, onError: (e: unknown) => void): Promise<void> {
   } catch (e) {
     onError(e);
   }
+}
+
+/** Forgets the page of records and the selection (the lock calls this), so
+ * that nothing can be exported or deleted after it that is not on screen. */
+export function clearHistoryScreen(): void {
+  page = { entries: [], total: 0, more_than_total: false };
+  offset = 0;
+  selected.clear();
+  $("history-delete-confirm").hidden = true;
+  $("history-page").textContent = "";
+  say("");
+  updateActions();
 }
 
 /** Model and label filter choices: every installed pack, and every label of them once. */
@@ -116,7 +128,7 @@ export function initHistoryScreen(onError: (e: unknown) => void): { refresh: () 
   });
   $("history-delete-yes").addEventListener("click", () => {
     confirmBox.hidden = true;
-    void invoke<number>("delete_records", { ids: [...selected] })
+    void invokeNoPatientText<number>("delete_records", { ids: [...selected] })
       .then(async (n) => {
         selected.clear();
         say(`Deleted ${n} record(s).`);
@@ -126,7 +138,7 @@ export function initHistoryScreen(onError: (e: unknown) => void): { refresh: () 
   });
   $("history-export").addEventListener("click", () => {
     const format = $<HTMLSelectElement>("history-export-format").value;
-    void invoke<{ path: string; records: number }>("export_records", { ids: [...selected], format })
+    void invokeNoPatientText<{ path: string; records: number }>("export_records", { ids: [...selected], format })
       .then((r) => say(`Exported ${r.records} record(s) to ${r.path}. The file is not encrypted: keep it safe.`))
       .catch((e: unknown) => say(typeof e === "string" ? e : "The export failed."));
   });

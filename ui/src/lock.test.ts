@@ -12,12 +12,17 @@ describe("clearPatientText", () => {
       <ol id="history-list"><li>${secret}</li></ol>
       <div id="train-result"><p id="train-summary">${secret}</p><table id="train-figures"><tr><td>${secret}</td></tr></table></div>
       <dialog id="recovery-dialog"><code id="recovery-key">ABCD-EFGH</code></dialog>
+      <input id="recover-key" /><input id="new-passphrase" type="password" />
       <p id="error">${secret}</p>`;
     (document.getElementById("note-input") as HTMLTextAreaElement).value = secret;
+    (document.getElementById("recover-key") as HTMLInputElement).value = "WXYZ-1234";
+    (document.getElementById("new-passphrase") as HTMLInputElement).value = "night shift 42";
     clearPatientText();
     expect(document.body.innerHTML).not.toContain("Jane Roe");
     expect(document.body.innerHTML).not.toContain("ABCD-EFGH");
     expect((document.getElementById("note-input") as HTMLTextAreaElement).value).toBe("");
+    expect((document.getElementById("recover-key") as HTMLInputElement).value).toBe("");
+    expect((document.getElementById("new-passphrase") as HTMLInputElement).value).toBe("");
     expect((document.getElementById("result") as HTMLElement).hidden).toBe(true);
     expect(document.getElementById("char-count")?.textContent).toBe("0 characters");
   });

@@ -10,8 +10,20 @@ import type { PolicyStatus } from "./types";
  * recovery key and any message. Element ids are the page's (index.html).
  */
 export function clearPatientText(doc: Document = document): void {
-  // Typed text: the note, a feedback note, and search words (they may name a patient).
-  for (const id of ["note-input", "feedback-note", "history-text", "batch-file", "batch-folder"]) {
+  // Typed text: the note, a feedback note and search words (they may name a
+  // patient); the files chosen (so may their names); and secrets typed but not
+  // sent (the recovery key opens the whole history).
+  for (const id of [
+    "note-input",
+    "feedback-note",
+    "history-text",
+    "batch-file",
+    "batch-folder",
+    "train-file",
+    "recover-key",
+    "current-passphrase",
+    "new-passphrase",
+  ]) {
     const field = doc.getElementById(id) as HTMLInputElement | HTMLTextAreaElement | null;
     if (field) field.value = "";
   }

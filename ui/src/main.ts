@@ -1,5 +1,5 @@
 import { Channel } from "@tauri-apps/api/core";
-import { invoke, invokeLockCommand, noteLock } from "./ipc";
+import { invoke, invokeNoPatientText, lockWatch, noteLock } from "./ipc";
 import {
   inputProblem,
   renderEvidence,
@@ -12,7 +12,7 @@ import {
   trainingProgress,
 } from "./render";
 import { clearBatch, initBatchScreen } from "./batch-screen";
-import { fillHistoryFilters, initHistoryScreen } from "./history-screen";
+import { clearHistoryScreen, fillHistoryFilters, initHistoryScreen } from "./history-screen";
 import { clearPatientText, managedLines, throttle } from "./lock";
 import { renderModelCards, signatureHeader } from "./models-screen";
 import { followHash } from "./nav";
@@ -73,6 +73,7 @@ function showLockDialog(mode: "unlock" | "setup", lock: LockStatus): void {
     noteLock();
     clearPatientText();
     clearBatch();
+    clearHistoryScreen();
     lastResult = null;
   }
   lockMode = mode;
@@ -97,7 +98,7 @@ function showLockDialog(mode: "unlock" | "setup", lock: LockStatus): void {
 
 /** Shows the lock screen if the Rust side says the app is locked. */
 async function checkLock(): Promise<LockStatus> {
-  const lock = await invokeLockCommand<LockStatus>("lock_status");
+  const lock = await invokeNoPatientText<LockStatus>("lock_status");
   lockButton.disabled = !canUnlock(lock);
   if (lock.locked && lockMode === null) showLockDialog("unlock", lock);
   else if (!canUnlock(lock) && lock.idle_minutes !== null && lockMode === null) showLockDialog("setup", lock);
@@ -123,10 +124,10 @@ lockDialog.addEventListener("cancel", (e) => e.preventDefault());
   const passphrase = unlockField.value;
   const steps =
     lockMode === "setup"
-      ? invokeLockCommand("set_unlock_passphrase", { current: null, passphrase }).then(() =>
-          invokeLockCommand("unlock", { passphrase }).catch(() => undefined),
+      ? invokeNoPatientText("set_unlock_passphrase", { current: null, passphrase }).then(() =>
+          invokeNoPatientText("unlock", { passphrase }).catch(() => undefined),
         )
-      : invokeLockCommand("unlock", { passphrase });
+      : invokeNoPatientText("unlock", { passphrase });
   void steps
     .then(async () => {
       unlockField.value = "";
@@ -143,7 +144,7 @@ lockDialog.addEventListener("cancel", (e) => e.preventDefault());
 });
 
 async function lockNow(): Promise<void> {
-  await invokeLockCommand("lock_now");
+  await invokeNoPatientText("lock_now");
   await checkLock();
 }
 lockButton.addEventListener("click", () => void lockNow());
@@ -153,7 +154,7 @@ document.addEventListener("keydown", (e) => {
     void lockNow();
   }
 });
-const reportActivity = throttle(() => void invokeLockCommand("activity"), 20_000);
+const reportActivity = throttle(() => void invokeNoPatientText("activity"), 20_000);
 for (const kind of ["keydown", "pointerdown", "input", "wheel"]) {
   document.addEventListener(kind, () => {
     if (lockMode === null) reportActivity();
@@ -202,7 +203,7 @@ async function loadSecurity(): Promise<void> {
 
 idleSelect.addEventListener("change", () => {
   const minutes = idleSelect.value === "" ? null : Number(idleSelect.value);
-  void invoke<LockStatus>("set_idle_lock_minutes", { minutes })
+  void invokeNoPatientText<LockStatus>("set_idle_lock_minutes", { minutes })
     .then(() => {
       securityStatus.textContent = minutes === null ? "Idle lock off." : `Locks after ${minutes} minutes without use.`;
     })
@@ -216,7 +217,7 @@ idleSelect.addEventListener("change", () => {
   const currentField = document.getElementById("current-passphrase") as HTMLInputElement;
   const newField = document.getElementById("new-passphrase") as HTMLInputElement;
   const current = currentField.value === "" ? null : currentField.value;
-  void invoke("set_unlock_passphrase", { current, passphrase: newField.value })
+  void invokeNoPatientText("set_unlock_passphrase", { current, passphrase: newField.value })
     .then(async () => {
       securityStatus.textContent = "Unlock passphrase set.";
       await loadSecurity();
@@ -234,6 +235,7 @@ async function classify(): Promise<void> {
   const text = input.value;
   const problem = inputProblem(text, maxChars);
   if (problem) {
+    forgetResult();
     showError(problem);
     return;
   }
@@ -254,10 +256,20 @@ async function classify(): Promise<void> {
     if (r.save_error) showError(`Result shown but not saved: ${r.save_error}`);
     await refreshHistory();
   } catch (e) {
+    forgetResult();
     if (!(await lockedOut(e))) showError(errorText(e));
   } finally {
     button.disabled = false;
     button.textContent = "Classify";
+  }
+}
+
+/** Takes the last result off the screen, so that a note that could not be
+ * classified is never shown beside the label of the one before it. */
+function forgetResult(): void {
+  lastResult = null;
+  for (const id of ["result", "result-evidence-block", "feedback-form"]) {
+    (document.getElementById(id) as HTMLElement).hidden = true;
   }
 }
 
@@ -314,7 +326,7 @@ const recoverForm = document.getElementById("recover-form") as HTMLFormElement;
 recoverForm.addEventListener("submit", (e) => {
   e.preventDefault();
   const field = document.getElementById("recover-key") as HTMLInputElement;
-  void invoke("recover_history", { recoveryKey: field.value })
+  void invokeNoPatientText("recover_history", { recoveryKey: field.value })
     .then(async () => {
       field.value = "";
       recoverForm.hidden = true;
@@ -337,7 +349,7 @@ async function loadPacks(): Promise<void> {
 async function selectPack(pack: string, head: string): Promise<void> {
   packSelect.disabled = true;
   try {
-    showModel(await invoke<ModelInfo>("select_pack", { pack, head }));
+    showModel(await invokeNoPatientText<ModelInfo>("select_pack", { pack, head }));
     showError(null);
   } catch (e) {
     // The pack in use is unchanged: say why and point the picker back at it.
@@ -366,6 +378,7 @@ async function train(): Promise<void> {
   trainBar.hidden = false;
   trainBar.value = 0;
   trainStatus.textContent = "Sending the file to the trainer…";
+  const lockedSince = lockWatch();
   try {
     // Raw bytes, so the trainer itself checks the encoding and names bad rows.
     const kind = /\.(jsonl|ndjson)$/i.test(file.name) ? "jsonl" : "csv";
@@ -378,7 +391,7 @@ async function train(): Promise<void> {
       trainBar.value = shown.fraction;
       trainStatus.textContent = shown.text;
     };
-    const outcome = await invoke<TrainOutcome>("train_pack", {
+    const outcome = await invokeNoPatientText<TrainOutcome>("train_pack", {
       options: {
         name,
         textColumn: field("train-text-column"),
@@ -391,11 +404,17 @@ async function train(): Promise<void> {
     trainStatus.textContent = `Model “${name}” is installed. Check its figures before you use it.`;
     trainedPack = name;
     await loadPacks();
-    renderTrainResult(outcome);
+    // Not drawn behind the lock; the Models screen shows the pack's figures.
+    if (!lockedSince()) renderTrainResult(outcome);
   } catch (e) {
     trainBar.hidden = true;
     trainStatus.textContent = "";
-    showError(`Training failed: ${errorText(e)}`);
+    if (lockedSince() || (await lockedOut(e))) {
+      // Nothing of the run is drawn behind the lock.
+      trainStatus.textContent = "Training stopped while MedText was locked. Start it again.";
+    } else {
+      showError(`Training failed: ${errorText(e)}`);
+    }
   } finally {
     trainButton.disabled = false;
   }
@@ -413,7 +432,9 @@ input.addEventListener("input", () => {
   count.textContent = `${[...input.value].length.toLocaleString("en")} characters`;
 });
 input.addEventListener("keydown", (e) => {
-  if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) void classify();
+  // Not while a classification runs: the button is disabled then, and two
+  // at once could show the older result last.
+  if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && !button.disabled) void classify();
 });
 button.addEventListener("click", () => void classify());
 packSelect.addEventListener("change", () => {
@@ -507,14 +528,20 @@ async function openTextFile(file: File): Promise<void> {
     showError(`${file.name} is too large: the longest text MedText classifies is ${maxChars.toLocaleString("en")} characters.`);
     return;
   }
+  // A file picker left open can return after the app has locked.
+  const lockedSince = lockWatch();
+  let text: string;
   try {
-    input.value = new TextDecoder("utf-8", { fatal: true }).decode(await file.arrayBuffer());
-    input.dispatchEvent(new Event("input"));
-    showError(null);
-    input.focus();
+    text = new TextDecoder("utf-8", { fatal: true }).decode(await file.arrayBuffer());
   } catch {
-    showError(`${file.name} is not UTF-8 text: save it as UTF-8 and open it again.`);
+    if (!lockedSince()) showError(`${file.name} is not UTF-8 text: save it as UTF-8 and open it again.`);
+    return;
   }
+  if (lockedSince()) return;
+  input.value = text;
+  input.dispatchEvent(new Event("input"));
+  showError(null);
+  input.focus();
 }
 const openFile = document.getElementById("open-file") as HTMLInputElement;
 openFile.addEventListener("change", () => {
@@ -548,7 +575,7 @@ importForm.addEventListener("submit", (e) => {
   importStatus.textContent = `Checking and installing ${archive.name}…`;
   void (async () => {
     const headers: Record<string, string> = sig ? { "x-signature": signatureHeader(await sig.text()) } : {};
-    const done = await invoke<{ pack: string; version: string; signer: string | null }>(
+    const done = await invokeNoPatientText<{ pack: string; version: string; signer: string | null }>(
       "import_pack",
       new Uint8Array(await archive.arrayBuffer()),
       { headers },
