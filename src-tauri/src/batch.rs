@@ -41,7 +41,14 @@ pub async fn read_batch_file(
         .map_err(|e| e.to_string())?
         .join("batch");
     // Kept owner-only under a random name while it is read, then removed.
-    let staged = StagedFile::write(&dir, &format!("batch.{kind}"), bytes).map_err(fail)?;
+    let staged = StagedFile::write_limited(
+        &dir,
+        kind,
+        bytes,
+        medtext_core::training::MAX_STAGED_FILE_BYTES,
+        "batch files",
+    )
+    .map_err(fail)?;
     let texts = tauri::async_runtime::spawn_blocking(move || {
         medtext_core::dataset::read_texts(staged.path(), &column)
     })

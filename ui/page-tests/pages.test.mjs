@@ -230,7 +230,7 @@ test("batch: nothing chosen, and a file that cannot be read", async () => {
     base,
     working({
       read_batch_file: () => {
-        throw "data file /tmp/notes.csv: no column 'text'; the columns are: id, note";
+        throw "data file /tmp/notes.csv: no column 'text' in the first row (2 columns); the file's first row must hold the column names (for example text,label), and the names given must match them exactly";
       },
     }),
   );

@@ -1040,7 +1040,8 @@ fn day_start_ms(day: &str) -> Result<i64, String> {
         m.parse().map_err(|_| bad())?,
         d.parse().map_err(|_| bad())?,
     );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    // Years past 9999 would overflow the milliseconds below.
+    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return Err(bad());
     }
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -1268,7 +1269,11 @@ fn read_examples(
                 .find(|(value, _)| *value == e.label)
                 .map(|(_, name)| name.clone())
                 .ok_or_else(|| {
-                    format!("label value '{}' is not in {}", e.label, names.display())
+                    format!(
+                        "label value {} is not in {}",
+                        dataset::cell_for_message(&e.label),
+                        names.display()
+                    )
                 })?;
         }
     }
@@ -1305,9 +1310,9 @@ fn eval(args: EvalArgs) -> CliResult {
     for (row, e) in examples.iter().enumerate() {
         let t = ids.iter().position(|id| *id == e.label).ok_or_else(|| {
             format!(
-                "row {}: label '{}' is not one of this head's labels ({})",
+                "row {}: label {} is not one of this head's labels ({})",
                 row + 1,
-                e.label,
+                dataset::cell_for_message(&e.label),
                 ids.join(", ")
             )
         })?;
@@ -1480,4 +1485,26 @@ fn bench(pack: &str, plan: BenchPlan, json: bool) -> CliResult {
         println!("peak RSS: {mb:.0} MB");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_are_utc_midnights_and_impossible_dates_are_refused() {
+        assert_eq!(day_start_ms("1970-01-01"), Ok(0));
+        assert_eq!(day_start_ms("2000-02-29"), Ok(951_782_400_000));
+        assert_eq!(day_start_ms("2026-11-26"), Ok(1_795_651_200_000));
+        for bad in [
+            "300000000-01-01",
+            "0-01-01",
+            "2026-13-01",
+            "2026-11-32",
+            "yesterday",
+        ] {
+            let e = day_start_ms(bad).unwrap_err();
+            assert!(e.contains("YYYY-MM-DD"), "{bad}: {e}");
+        }
+    }
 }

@@ -36,6 +36,24 @@ pub struct Columns<'a> {
 /// split into train, validation and test parts that each say something.
 pub const MIN_PER_LABEL: usize = 5;
 
+/// How an error message names a cell of the user's file (a label, a part).
+/// Labels are quoted so that the user can find them; a cell long enough to be
+/// a note, as when the label column is really the text column, is described
+/// by its length instead, so that patient text does not reach the message.
+pub fn cell_for_message(value: &str) -> String {
+    const MOST_CHARS: usize = 40;
+    const MOST_WORDS: usize = 4;
+    let chars = value.chars().count();
+    if chars <= MOST_CHARS
+        && value.split_whitespace().count() <= MOST_WORDS
+        && !value.chars().any(char::is_control)
+    {
+        format!("'{value}'")
+    } else {
+        format!("a value of {chars} characters")
+    }
+}
+
 /// Reads labelled examples from a CSV file with a header row, or from JSON
 /// Lines (`.jsonl`, `.ndjson`: one object per line) where `text_field` and
 /// `label_field` name the keys.
@@ -163,19 +181,33 @@ pub fn check_training_set(path: &Path, examples: &[Example], min_per_label: usiz
     }
     if counts.len() < 2 {
         return Err(bad(format!(
-            "every row has the label '{}': a classifier needs at least two labels",
-            counts.keys().next().unwrap_or(&"")
+            "every row has the label {}: a classifier needs at least two labels",
+            cell_for_message(counts.keys().next().unwrap_or(&""))
         )));
     }
+    // A label column with a value for every other row holds text, not labels:
+    // say so without quoting any of it.
+    if counts.len() > (examples.len() / 2).max(20) {
+        return Err(bad(format!(
+            "the label column has {} different values in {} rows: it looks like text, not labels; check which column holds the labels",
+            counts.len(),
+            examples.len()
+        )));
+    }
+    const MOST_NAMED: usize = 10;
     let thin: Vec<String> = counts
         .iter()
         .filter(|(_, &n)| n < min_per_label)
-        .map(|(label, n)| format!("'{label}' ({n})"))
+        .map(|(label, n)| format!("{} ({n})", cell_for_message(label)))
         .collect();
     if !thin.is_empty() {
+        let more = match thin.len().saturating_sub(MOST_NAMED) {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         return Err(bad(format!(
-            "these labels have fewer than {min_per_label} examples: {}; add examples or merge them",
-            thin.join(", ")
+            "these labels have fewer than {min_per_label} examples: {}{more}; add examples or merge them",
+            thin[..thin.len().min(MOST_NAMED)].join(", ")
         )));
     }
     let mut first_seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
@@ -184,11 +216,11 @@ pub fn check_training_set(path: &Path, examples: &[Example], min_per_label: usiz
         match first_seen.get(key) {
             Some(&j) if examples[j].label != e.label => {
                 return Err(bad(format!(
-                    "rows {} and {} have the same text but different labels ('{}' and '{}'): keep one",
+                    "rows {} and {} have the same text but different labels ({} and {}): keep one",
                     j + 1,
                     i + 1,
-                    examples[j].label,
-                    e.label
+                    cell_for_message(&examples[j].label),
+                    cell_for_message(&e.label)
                 )));
             }
             Some(_) => {}
@@ -242,6 +274,29 @@ pub fn deduplicate(examples: Vec<Example>, drop_conflicting: bool) -> (Vec<Examp
     (kept, removed)
 }
 
+/// Why the first row has no column `name`. The row's cells are not listed:
+/// in a file without a header row they are the first note. Only a cell that
+/// is `name` but for case or spaces is named, as it is the user's own word.
+fn missing_column(name: &str, headers: &csv::StringRecord) -> String {
+    let near = headers
+        .iter()
+        .position(|h| h.trim().eq_ignore_ascii_case(name.trim()));
+    let hint = match near {
+        Some(i) => format!(
+            "; column {} is named {}: names must match exactly",
+            i + 1,
+            cell_for_message(&headers[i])
+        ),
+        None => String::from(
+            "; the file's first row must hold the column names (for example text,label), and the names given must match them exactly",
+        ),
+    };
+    format!(
+        "no column '{name}' in the first row ({} columns){hint}",
+        headers.len()
+    )
+}
+
 fn csv_fields(path: &Path, names: &[&str]) -> Result<Vec<Row>> {
     let bad = |problem: String| Error::Dataset {
         path: path.to_path_buf(),
@@ -255,12 +310,10 @@ fn csv_fields(path: &Path, names: &[&str]) -> Result<Vec<Row>> {
     let at: Vec<usize> = names
         .iter()
         .map(|name| {
-            headers.iter().position(|h| h == *name).ok_or_else(|| {
-                bad(format!(
-                    "no column '{name}'; the columns are: {}",
-                    headers.iter().collect::<Vec<_>>().join(", ")
-                ))
-            })
+            headers
+                .iter()
+                .position(|h| h == *name)
+                .ok_or_else(|| bad(missing_column(name, &headers)))
         })
         .collect::<Result<_>>()?;
     reader
@@ -331,9 +384,63 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("no column 'note'") && err.contains("label, text"),
+            err.contains("no column 'note'") && err.contains("(2 columns)"),
             "{err}"
         );
+        let err = read_labelled(
+            &path,
+            Columns {
+                text: "Text",
+                ..TEXT_LABEL
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("column 2 is named 'text'"), "{err}");
+    }
+
+    #[test]
+    fn a_file_without_a_header_row_is_refused_without_quoting_its_first_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csv");
+        std::fs::write(
+            &path,
+            "Jane Roe has crushing chest pain since noon,cardio\ncough,resp\n",
+        )
+        .unwrap();
+        let err = read_labelled(&path, TEXT_LABEL).unwrap_err().to_string();
+        assert!(err.contains("no column 'text'"), "{err}");
+        assert!(!err.contains("Jane") && !err.contains("cardio"), "{err}");
+    }
+
+    #[test]
+    fn a_label_column_that_holds_text_is_refused_without_quoting_it() {
+        let path = Path::new("d.csv");
+        let notes: Vec<Example> = (0..40)
+            .map(|i| Example {
+                text: format!("row {i}"),
+                label: format!("Jane Roe {i}"),
+                group: None,
+            })
+            .collect();
+        let err = check_training_set(path, &notes, MIN_PER_LABEL)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("40 different values in 40 rows"), "{err}");
+        assert!(!err.contains("Jane"), "{err}");
+        // Fewer, but long: described by their length.
+        let long: Vec<Example> = (0..4)
+            .map(|i| Example {
+                text: format!("row {i}"),
+                label: format!("patient seen in clinic today with cough {}", i % 2),
+                group: None,
+            })
+            .collect();
+        let err = check_training_set(path, &long, MIN_PER_LABEL)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a value of 41 characters (2)"), "{err}");
+        assert!(!err.contains("patient"), "{err}");
     }
 
     #[test]

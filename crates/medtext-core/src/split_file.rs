@@ -83,8 +83,9 @@ pub fn read(
         let part = record.get(part_at).unwrap_or_default();
         let index = PARTS.iter().position(|p| *p == part).ok_or_else(|| {
             bad(format!(
-                "row {}: part '{part}' is not train, validation or test",
-                i + 2
+                "row {}: part {} is not train, validation or test",
+                i + 2,
+                crate::dataset::cell_for_message(part)
             ))
         })?;
         let key = record.get(key_at).unwrap_or_default().to_string();

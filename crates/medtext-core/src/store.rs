@@ -1203,10 +1203,19 @@ fn store_error(path: &Path, e: rusqlite::Error) -> Error {
 }
 
 /// Writes `bytes` beside `out` and renames the file into place, so `out` is
-/// complete or absent.
+/// complete or absent. Readable by the owner only: an export is patient data
+/// outside the encrypted database, and the umask may let others read it.
 fn write_whole(out: &Path, bytes: &[u8]) -> Result<()> {
     let partial = out.with_extension("partial");
-    std::fs::write(&partial, bytes).map_err(|e| Error::io(&partial, e))?;
+    // One left by a crash may have other permissions: start anew.
+    match std::fs::remove_file(&partial) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&partial, e)),
+        _ => {}
+    }
+    let mut file = paths::create_new_private_file(&partial)?;
+    std::io::Write::write_all(&mut file, bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(&partial, e))?;
     std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))
 }
 
@@ -1812,6 +1821,19 @@ pub(crate) mod tests {
         assert_eq!(exports[0].record_ids, [a, c]);
         assert_eq!(exports[0].detail.as_deref(), Some("format=csv rows=2"));
         assert_eq!(s.matching_ids(&HistoryQuery::default()).unwrap().len(), 3);
+        #[cfg(unix)]
+        {
+            // Owner-only whatever the umask, even over a readable old file.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&json_out, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(json_out.with_extension("partial"), "stale").unwrap();
+            s.export_records(&[c], ExportFormat::Json, &json_out)
+                .unwrap();
+            for out in [&csv_out, &json_out] {
+                let mode = std::fs::metadata(out).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o600, "{}", out.display());
+            }
+        }
     }
 
     #[test]

@@ -156,7 +156,8 @@ pub fn train_pack(
     {
         return Err(Error::Training {
             problem: format!(
-                "label '{label}' has no examples in the training part of the split; give it more examples, or draw the split with this label column"
+                "label {} has no examples in the training part of the split; give it more examples, or draw the split with this label column",
+                crate::dataset::cell_for_message(label)
             ),
         });
     }
@@ -406,8 +407,8 @@ pub struct StagedFile {
     path: PathBuf,
 }
 
-/// Largest training file the app accepts.
-pub const MAX_TRAINING_FILE_BYTES: usize = 256 * 1024 * 1024;
+/// Largest file the app accepts to train on or to classify as a batch.
+pub const MAX_STAGED_FILE_BYTES: usize = 256 * 1024 * 1024;
 
 impl StagedFile {
     /// Writes `bytes` into `dir`, keeping the extension of `file_name`
@@ -423,7 +424,7 @@ impl StagedFile {
             dir,
             &extension,
             bytes,
-            MAX_TRAINING_FILE_BYTES,
+            MAX_STAGED_FILE_BYTES,
             "training files",
         )
     }
