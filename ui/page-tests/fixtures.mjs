@@ -152,3 +152,23 @@ export function working(overrides = {}) {
     ...overrides,
   };
 }
+
+/**
+ * Answers for a working app whose lock the page can use: `lock_now` locks,
+ * `unlock` unlocks, `lock_status` tells. `overrides` as for `working`.
+ */
+export function lockable(overrides = {}) {
+  let locked = false;
+  return working({
+    lock_status: () => ({ ...status().lock, locked }),
+    lock_now: () => {
+      locked = true;
+      return null;
+    },
+    unlock: () => {
+      locked = false;
+      return null;
+    },
+    ...overrides,
+  });
+}

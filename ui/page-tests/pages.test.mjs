@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { classification, NOTE, status, working } from "./fixtures.mjs";
+import { classification, lockable, NOTE, status, working } from "./fixtures.mjs";
 import { launch, openPage, serve, shot, violations } from "./harness.mjs";
 
 let server;
@@ -306,7 +306,6 @@ test("the lock screen, and the first-run passphrase IT requires", async () => {
 test("a reply on its way when the app locks never reaches the locked page", async () => {
   // The evidence and the history list of a note are still on their way when
   // the clinician locks: they must be dropped, not drawn behind the lock.
-  let locked = false;
   let holding = false;
   const held = [];
   const hold = (value) => () => (holding ? new Promise((resolve) => held.push(() => resolve(value))) : value);
@@ -314,12 +313,7 @@ test("a reply on its way when the app locks never reaches the locked page", asyn
   const { page, errors } = await openPage(
     browser,
     base,
-    working({
-      lock_status: () => ({ ...status().lock, locked }),
-      lock_now: () => {
-        locked = true;
-        return null;
-      },
+    lockable({
       explain: hold(classification.evidence),
       recent_history: hold(history),
     }),
@@ -347,17 +341,11 @@ test("a reply on its way when the app locks never reaches the locked page", asyn
 test("an error on its way when the app locks is not drawn behind the lock either", async () => {
   // The Rust side's messages hold no patient text; this one pretends to, to
   // show that the page would not draw it whatever it said.
-  let locked = false;
   let release = null;
   const { page, errors } = await openPage(
     browser,
     base,
-    working({
-      lock_status: () => ({ ...status().lock, locked }),
-      lock_now: () => {
-        locked = true;
-        return null;
-      },
+    lockable({
       classify: () =>
         new Promise((_, reject) => {
           release = () => reject("could not classify 'crushing substernal chest pain'");
@@ -378,22 +366,7 @@ test("an error on its way when the app locks is not drawn behind the lock either
 });
 
 test("the lock forgets the history selection: nothing unseen can be exported or deleted after it", async () => {
-  let locked = false;
-  const { page, errors } = await openPage(
-    browser,
-    base,
-    working({
-      lock_status: () => ({ ...status().lock, locked }),
-      lock_now: () => {
-        locked = true;
-        return null;
-      },
-      unlock: () => {
-        locked = false;
-        return null;
-      },
-    }),
-  );
+  const { page, errors } = await openPage(browser, base, lockable());
   await page.click('a[data-nav="history"]');
   await page.locator("#history-rows .pick").first().check();
   await page.click("#history-delete");

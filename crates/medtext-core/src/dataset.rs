@@ -399,56 +399,50 @@ mod tests {
         assert!(err.contains("column 2 is named 'text'"), "{err}");
     }
 
-    #[test]
-    fn a_file_without_a_header_row_is_refused_without_quoting_its_first_note() {
+    /// The error of reading `csv` as a labelled file with columns text, label.
+    fn refusal(csv: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.csv");
-        std::fs::write(
-            &path,
-            "Jane Roe has crushing chest pain since noon,cardio\ncough,resp\n",
-        )
-        .unwrap();
-        let err = read_labelled(&path, TEXT_LABEL).unwrap_err().to_string();
+        std::fs::write(&path, csv).unwrap();
+        read_labelled(&path, TEXT_LABEL).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_file_without_a_header_row_is_refused_without_quoting_its_first_note() {
+        let err = refusal("Jane Roe has crushing chest pain since noon,cardio\ncough,resp\n");
         assert!(err.contains("no column 'text'"), "{err}");
         assert!(!err.contains("Jane") && !err.contains("cardio"), "{err}");
     }
 
     #[test]
     fn a_label_column_that_holds_text_is_refused_without_quoting_it() {
-        let path = Path::new("d.csv");
-        let notes: Vec<Example> = (0..40)
-            .map(|i| Example {
-                text: format!("row {i}"),
-                label: format!("Jane Roe {i}"),
-                group: None,
-            })
-            .collect();
-        let err = check_training_set(path, &notes, MIN_PER_LABEL)
-            .unwrap_err()
-            .to_string();
+        // The refusal of `n` rows whose labels are `label(i)`.
+        let refusal = |n: usize, label: &dyn Fn(usize) -> String| {
+            let rows: Vec<Example> = (0..n)
+                .map(|i| Example {
+                    text: format!("row {i}"),
+                    label: label(i),
+                    group: None,
+                })
+                .collect();
+            check_training_set(Path::new("d.csv"), &rows, MIN_PER_LABEL)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refusal(40, &|i| format!("Jane Roe {i}"));
         assert!(err.contains("40 different values in 40 rows"), "{err}");
         assert!(!err.contains("Jane"), "{err}");
         // Fewer, but long: described by their length.
-        let long: Vec<Example> = (0..4)
-            .map(|i| Example {
-                text: format!("row {i}"),
-                label: format!("patient seen in clinic today with cough {}", i % 2),
-                group: None,
-            })
-            .collect();
-        let err = check_training_set(path, &long, MIN_PER_LABEL)
-            .unwrap_err()
-            .to_string();
+        let err = refusal(4, &|i| {
+            format!("patient seen in clinic today with cough {}", i % 2)
+        });
         assert!(err.contains("a value of 41 characters (2)"), "{err}");
         assert!(!err.contains("patient"), "{err}");
     }
 
     #[test]
     fn empty_rows_are_refused_without_quoting_text() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.csv");
-        std::fs::write(&path, "label,text\n1,secret words\n,\n").unwrap();
-        let err = read_labelled(&path, TEXT_LABEL).unwrap_err().to_string();
+        let err = refusal("label,text\n1,secret words\n,\n");
         assert!(err.contains("row 2") && !err.contains("secret"), "{err}");
     }
 
