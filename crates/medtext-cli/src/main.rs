@@ -321,9 +321,11 @@ struct ClassifyArgs {
     /// Read the text from this file (`-` for standard input) instead of TEXT.
     #[arg(long, conflicts_with = "text")]
     file: Option<PathBuf>,
-    /// The text to classify.
-    #[arg(required_unless_present = "file")]
-    text: Option<String>,
+    /// The text to classify. Quotes are optional: several words are joined
+    /// by single spaces (so that clap never quotes a word of a note back as
+    /// an "unexpected argument").
+    #[arg(required_unless_present = "file", num_args = 1..)]
+    text: Vec<String>,
 }
 
 #[derive(Args)]
@@ -699,15 +701,15 @@ fn load_classifier(args: &PackArgs) -> Result<Classifier, String> {
 }
 
 fn read_input(args: &ClassifyArgs) -> Result<String, String> {
-    match (&args.text, &args.file) {
-        (Some(text), _) => Ok(text.clone()),
-        (None, Some(path)) if path.as_os_str() == "-" => {
+    match (args.text.is_empty(), &args.file) {
+        (false, _) => Ok(args.text.join(" ")),
+        (true, Some(path)) if path.as_os_str() == "-" => {
             text::read_bounded(std::io::stdin().lock(), Path::new("standard input")).map_err(err)
         }
-        (None, Some(path)) => std::fs::File::open(path)
+        (true, Some(path)) => std::fs::File::open(path)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|file| text::read_bounded(file, path).map_err(err)),
-        (None, None) => Err("give the text to classify, or --file".into()),
+        (true, None) => Err("give the text to classify, or --file".into()),
     }
 }
 

@@ -114,6 +114,15 @@ fn evidence_gives_character_spans_of_the_text() {
     let p: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
     assert!(p.get("evidence").is_none());
     assert_eq!(p["top"], v["top"]);
+    // Quotes are optional: the words are joined by single spaces.
+    let unquoted = [
+        &["classify", "--json"][..],
+        &text.split(' ').collect::<Vec<_>>(),
+    ]
+    .concat();
+    let u: serde_json::Value =
+        serde_json::from_slice(&medtext(&unquoted, dir.path()).stdout).unwrap();
+    assert_eq!(u, p);
 }
 
 #[test]
