@@ -386,6 +386,31 @@ test("the lock forgets the history selection: nothing unseen can be exported or 
   assert.deepEqual(errors, []);
 });
 
+test("history: a slow older search never replaces the newer one's rows", async () => {
+  const answers = working();
+  const search = answers.search_history;
+  let release = null;
+  answers.search_history = (args) =>
+    args.query.text === "memory"
+      ? new Promise((resolve) => (release = () => resolve(search(args))))
+      : search(args);
+  const { page, errors } = await openPage(browser, base, answers);
+  await page.click('a[data-nav="history"]');
+  await page.locator("#history-rows tr").nth(2).waitFor();
+  await page.fill("#history-text", "memory");
+  await page.click("#history-search-button");
+  while (release === null) await page.waitForTimeout(20);
+  await page.fill("#history-text", "colon");
+  await page.click("#history-search-button");
+  await page.locator("#history-rows tr").getByText(/Colon adenocarcinoma/).waitFor();
+  release();
+  await page.waitForTimeout(300);
+  const rows = await page.locator("#history-rows tr").allTextContents();
+  assert.equal(rows.length, 1, JSON.stringify(rows));
+  assert.match(rows[0], /Colon adenocarcinoma/);
+  assert.deepEqual(errors, []);
+});
+
 test("a malformed machine policy stops the app with its message", async () => {
   const { page, errors } = await openPage(
     browser,

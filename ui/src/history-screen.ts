@@ -32,10 +32,18 @@ function say(message: string): void {
   $("history-message").textContent = message;
 }
 
+/** Count searches and records opened, so that only the latest reply is
+ * drawn (and none for a record closed before it came). */
+let searches = 0;
+let openings = 0;
+
 /** Loads the page at `at` of the current search. */
 async function load(at: number, onError: (e: unknown) => void): Promise<void> {
+  const search = ++searches;
   try {
-    page = await invoke<HistoryPage>("search_history", { query: queryFrom(form(), at) });
+    const reply = await invoke<HistoryPage>("search_history", { query: queryFrom(form(), at) });
+    if (search !== searches) return;
+    page = reply;
     offset = at;
     renderRows(page, selected);
     $("history-count").textContent = countLine(page, offset);
@@ -44,13 +52,14 @@ async function load(at: number, onError: (e: unknown) => void): Promise<void> {
     $<HTMLButtonElement>("history-next").disabled = !hasOlder(page, offset);
     updateActions();
   } catch (e) {
-    onError(e);
+    if (search === searches) onError(e);
   }
 }
 
 /** Forgets the page of records and the selection (the lock calls this), so
  * that nothing can be exported or deleted after it that is not on screen. */
 export function clearHistoryScreen(): void {
+  searches += 1;
   page = { entries: [], total: 0, more_than_total: false };
   offset = 0;
   selected.clear();
@@ -104,14 +113,17 @@ export function initHistoryScreen(onError: (e: unknown) => void): { refresh: () 
     const open = (e.target as HTMLElement).closest(".open-record");
     const id = Number(open?.closest("tr")?.dataset.recordId);
     if (!open || !id) return;
+    const opening = ++openings;
     void invoke<HistoryRecord>("history_record", { id })
       .then((r) => {
+        if (opening !== openings) return;
         renderDetail(r);
         $("detail-close").focus();
       })
       .catch(onError);
   });
   $("detail-close").addEventListener("click", () => {
+    openings += 1;
     $("history-detail").hidden = true;
     $("detail-text").replaceChildren();
   });

@@ -46,9 +46,14 @@ function errorText(e: unknown): string {
   return typeof e === "string" ? e : "Something went wrong; please try again.";
 }
 
+/** Counts refreshes of the recent list, so that an older reply never replaces a newer one. */
+let refreshes = 0;
+
 async function refreshHistory(): Promise<void> {
+  const refresh = ++refreshes;
   try {
-    renderHistory(await invoke<HistoryEntry[]>("recent_history"));
+    const entries = await invoke<HistoryEntry[]>("recent_history");
+    if (refresh === refreshes) renderHistory(entries);
   } catch (e) {
     if (!(await lockedOut(e))) showError(`History unavailable: ${errorText(e)}`);
   }
