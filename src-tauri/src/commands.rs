@@ -306,6 +306,10 @@ pub async fn set_unlock_passphrase(
     // No lock check: a first passphrase is what a locked app without one
     // needs, and changing one needs the current one.
     state.policy.as_ref().map_err(Clone::clone)?;
+    // Under the OS method a passphrase would be a second way in.
+    if unlock_method(&state) == UnlockMethod::Os {
+        return Err("this machine's policy unlocks MedText with the computer account's password: there is no unlock passphrase to set".into());
+    }
     let history = state.history()?;
     let mut store = history.lock_or("the history store")?;
     if let Some(hash) = store.unlock_passphrase_hash().map_err(fail)? {

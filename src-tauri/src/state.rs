@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use medtext_core::engine::Engine;
 use medtext_core::lock::IdleLock;
-use medtext_core::policy::Policy;
+use medtext_core::policy::{Policy, UnlockMethod};
 use medtext_core::training::StagedFile;
 use medtext_core::{logging, paths, HistoryStore};
 
@@ -97,10 +97,23 @@ impl AppState {
                 .flatten(),
             Err(_) => policy.as_ref().ok().and_then(|p| p.idle_lock_minutes),
         };
+        // With a way to unlock set up, the app starts locked: otherwise
+        // closing a locked window and starting it again would open it.
+        let can_unlock = match (&policy, &history) {
+            (Ok(p), _) if p.unlock_method() == UnlockMethod::Os => true,
+            (_, Ok(store)) => store
+                .lock()
+                .is_ok_and(|s| matches!(s.unlock_passphrase_hash(), Ok(Some(_)))),
+            (_, Err(_)) => false,
+        };
+        let mut lock = IdleLock::new(idle_minutes, Instant::now());
+        if can_unlock {
+            lock.lock();
+        }
         Self {
             policy,
             log_file,
-            lock: Mutex::new(IdleLock::new(idle_minutes, Instant::now())),
+            lock: Mutex::new(lock),
             engine,
             history: RwLock::new(history),
             training_file: Mutex::new(None),

@@ -63,9 +63,20 @@ async function driverUp() {
   throw new Error("tauri-driver did not start on 127.0.0.1:4444");
 }
 
+/** The unlock passphrase, once the lock test has set one: the app then starts locked. */
+let passphrase = null;
+
 async function openApp() {
   await wd.start(APP);
   await wd.waitFor("the model to load", async () => (await wd.text("#status")).includes("offline"), 60_000);
+  if (passphrase !== null) await unlock(passphrase);
+}
+
+async function unlock(secret) {
+  await wd.waitFor("the lock screen", async () => wd.displayed("#lock-dialog"));
+  await wd.type("#unlock-passphrase", secret);
+  await wd.click("#unlock-button");
+  await wd.waitFor("the lock screen gone", async () => !(await wd.displayed("#lock-dialog")));
 }
 
 /** Saves a screenshot when MEDTEXT_E2E_SCREENSHOTS names a folder (for people, not assertions). */
@@ -413,12 +424,23 @@ test("the lock clears every patient text, refuses commands, and opens only with 
   await wd.click("#unlock-button");
   await wd.waitFor("the refusal", async () => (await wd.text("#unlock-error")).includes("not the unlock passphrase"));
   assert.equal(await wd.displayed("#lock-dialog"), true);
-  await wd.type("#unlock-passphrase", "night shift 42");
-  await wd.click("#unlock-button");
-  await wd.waitFor("the lock screen gone", async () => !(await wd.displayed("#lock-dialog")));
+  await unlock("night shift 42");
   await wd.waitFor("the history back", async () => (await wd.texts("#history-list li")).length > 0);
   // Leave the idle lock off for the tests that follow.
   assert.equal((await wd.invoke("set_idle_lock_minutes", { minutes: null })).err, undefined);
+  // Locked, then closed and started again: it starts locked, even with the
+  // idle lock off, and refuses patient data until unlocked.
+  await wd.click("#lock-button");
+  await wd.waitFor("the lock screen", async () => wd.displayed("#lock-dialog"));
+  await wd.quit();
+  await wd.start(APP);
+  await wd.waitFor("the model to load", async () => (await wd.text("#status")).includes("offline"), 60_000);
+  await wd.waitFor("the lock screen at start", async () => wd.displayed("#lock-dialog"));
+  assert.equal(await wd.execute(`return document.querySelectorAll("#history-list li").length;`), 0);
+  assert.match((await wd.invoke("recent_history")).err ?? "", /locked/);
+  passphrase = "night shift 42";
+  await unlock(passphrase);
+  await wd.waitFor("the history back", async () => (await wd.texts("#history-list li")).length > 0);
   await wd.quit();
 });
 
