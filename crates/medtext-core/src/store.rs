@@ -291,9 +291,17 @@ impl HistoryStore {
     /// a pending keychain entry before the database uses it, and
     /// [`HistoryStore::open_in`] finishes an interrupted rotation.
     pub fn rotate_key(&mut self) -> Result<()> {
+        let current = keychain::database_key(&self.path)?;
         let key = DatabaseKey::generate()?;
         keychain::store_pending_key(&self.path, &key)?;
-        self.rekey(&key)?;
+        if let Err(e) = self.rekey(&key) {
+            // The file kept its key (a second connection read it): go on
+            // with that, and forget the new one. If the old key does not
+            // open it either, the pending key stays for `open_in` to try.
+            self.reopen(&current)?;
+            keychain::delete_pending_key(&self.path)?;
+            return Err(e);
+        }
         keychain::store_database_key(&self.path, &key)?;
         keychain::delete_pending_key(&self.path)?;
         self.ensure_recovery(&key)
@@ -301,7 +309,9 @@ impl HistoryStore {
 
     /// Re-encrypts every page with `key` and records it in the audit trail.
     /// The caller keeps the key: [`HistoryStore::rotate_key`] does so in the
-    /// keychain.
+    /// keychain. On an error nothing more is written through this
+    /// connection, whose keys are then unsure: reopen the store (as
+    /// `rotate_key` does).
     pub fn rekey(&mut self, key: &DatabaseKey) -> Result<()> {
         let path = self.path.clone();
         // SQLCipher re-encrypts in rollback-journal mode: leave WAL for the
@@ -309,15 +319,23 @@ impl HistoryStore {
         self.conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA journal_mode = DELETE;")
             .map_err(|e| store_error(&path, e))?;
-        let rekeyed = self
-            .conn
+        self.conn
             .execute_batch(&format!("PRAGMA rekey = \"x'{}'\";", key.to_hex()))
-            .map_err(|e| store_error(&path, e));
+            .map_err(|e| store_error(&path, e))?;
+        confirm_key(&path, key)?;
         self.conn
             .execute_batch("PRAGMA journal_mode = WAL;")
             .map_err(|e| store_error(&path, e))?;
-        rekeyed?;
         self.in_transaction(|tx| audit::append(tx, Action::KeyRotation, Event::default(), now_ms()))
+    }
+
+    /// Closes this connection and opens the file again with `key`.
+    fn reopen(&mut self, key: &DatabaseKey) -> Result<()> {
+        let placeholder = Connection::open_in_memory().map_err(|e| store_error(&self.path, e))?;
+        // Closed before the new one opens: it may hold the rekey's keys.
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        self.conn = Self::open(&self.path, key)?.conn;
+        Ok(())
     }
 
     /// Opens the database at `path` with `key`, creating it only if no file is
@@ -479,13 +497,19 @@ impl HistoryStore {
     }
 
     /// Runs `work` in a transaction: committed when it succeeds, rolled back
-    /// (nothing written) when it fails.
+    /// (nothing written) when it fails. It takes the write lock at once: a
+    /// transaction that reads first (the audit trail's last entry) and then
+    /// writes would fail at once with "database is locked" while another
+    /// process (the CLI beside the app) writes, instead of waiting for it.
     fn in_transaction<T>(
         &mut self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| store_error(&path, e))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| store_error(&path, e))?;
         let value = work(&tx).map_err(|e| store_error(&path, e))?;
         tx.commit().map_err(|e| store_error(&path, e))?;
         Ok(value)
@@ -1219,6 +1243,43 @@ fn write_whole(out: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))
 }
 
+/// Checks, through a second connection, that `key` opens every page of the
+/// file at `path`. SQLCipher answers a rekey with success even when
+/// rewriting the pages failed and was rolled back (a full disk, a lock held
+/// by another process), so only reading the file with the new key tells.
+fn confirm_key(path: &Path, key: &DatabaseKey) -> Result<()> {
+    let unfinished = || {
+        Error::Store {
+        path: path.to_path_buf(),
+        problem: "the re-encryption with the new key did not finish (is the disk full, or is another MedText using the history?); the history keeps its old key".into(),
+    }
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| store_error(path, e))?;
+    conn.execute_batch(&format!("PRAGMA key = \"x'{}'\";", key.to_hex()))
+        .map_err(|e| store_error(path, e))?;
+    let mut check = conn
+        .prepare("PRAGMA cipher_integrity_check")
+        .map_err(|_| unfinished())?;
+    let problems = check
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(|_| unfinished())?;
+    let readable = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .is_ok();
+    if problems.is_empty() && readable {
+        Ok(())
+    } else {
+        Err(unfinished())
+    }
+}
+
 /// `data_dir/history.db`, the directory created owner-only and resolved (the
 /// keychain entry is named by the full path).
 fn database_path(data_dir: &Path) -> Result<PathBuf> {
@@ -1756,6 +1817,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_second_process_writing_makes_an_audited_action_wait_not_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = store(dir.path(), 17);
+        let id = app.save("first", &sample("x")).unwrap();
+        let cli = store(dir.path(), 17);
+        // The CLI holds the write lock for a moment (as a long delete would).
+        cli.conn
+            .execute_batch("BEGIN IMMEDIATE; DELETE FROM classifications WHERE id = -1;")
+            .unwrap();
+        // Viewing a record is audited: the audit entry reads the trail's
+        // last entry before it writes.
+        let viewing = std::thread::spawn(move || app.record(id).map(|_| app));
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        cli.conn.execute_batch("COMMIT;").unwrap();
+        let app = viewing.join().unwrap().unwrap();
+        let last = app.audit_entries().unwrap().pop().map(|e| e.action);
+        assert_eq!(last.as_deref(), Some("view"));
+        assert!(audit::verify(&app.audit_entries().unwrap())
+            .problems
+            .is_empty());
+    }
+
+    #[test]
     fn a_rekeyed_database_opens_only_with_the_new_key_and_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join(DATABASE_FILE);
@@ -1766,6 +1850,10 @@ pub(crate) mod tests {
         }
         s.rekey(&key(18)).unwrap();
         s.save("after the rekey", &sample("x")).unwrap();
+        // What the rekey checks before the new key is kept.
+        confirm_key(&db, &key(18)).unwrap();
+        let unfinished = confirm_key(&db, &key(17)).unwrap_err().to_string();
+        assert!(unfinished.contains("keeps its old key"), "{unfinished}");
         drop(s);
         assert!(matches!(
             HistoryStore::open(&db, &key(17)),
