@@ -157,6 +157,9 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
     let live = current.path().to_path_buf();
     let live_key = crate::keychain::database_key(&live)?;
     drop(current);
+    // Nobody else may have it open while it is replaced: an app writing to
+    // the old file's log would lose what it writes.
+    let _alone = crate::store::hold_history_alone(&live)?;
     // The backup's rows, re-encrypted with the history's own key.
     let incoming = partial_path(&live);
     let _ = std::fs::remove_file(&incoming);
@@ -175,10 +178,15 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
         crate::store::DATABASE_FILE,
         crate::store::now_ms()
     ));
-    std::fs::rename(&live, &kept).map_err(|e| Error::io(&kept, e))?;
+    // With every connection closed the log is empty; none may meet the new file.
     for suffix in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", live.display()));
     }
+    // The old file is kept under a second name first, then the new one
+    // takes its place in one rename: at no moment is there no history.
+    std::fs::hard_link(&live, &kept)
+        .or_else(|_| std::fs::copy(&live, &kept).map(|_| ()))
+        .map_err(|e| Error::io(&kept, e))?;
     std::fs::rename(&incoming, &live).map_err(|e| Error::io(&live, e))?;
     let mut restored = HistoryStore::open(&live, &live_key)?;
     restored.audit_only(Action::Restore, format!("records={records}"))?;

@@ -207,6 +207,9 @@ pub struct HistoryStore {
     /// backups. Loaded by [`HistoryStore::open_in`] and
     /// [`HistoryStore::recover`] so no caller can forget it.
     policy: Policy,
+    /// The history's lock file, held shared while the history is open
+    /// through `open_in` or `recover` (see [`hold_history_alone`]).
+    _in_use: Option<std::fs::File>,
 }
 
 impl HistoryStore {
@@ -216,6 +219,7 @@ impl HistoryStore {
     /// under its own keychain entry until then) opens it and becomes the key.
     pub fn open_in(data_dir: &Path) -> Result<Self> {
         let path = database_path(data_dir)?;
+        let in_use = hold_history(&path)?;
         let key = keychain::database_key(&path)?;
         let (mut store, key) = match Self::open(&path, &key) {
             Err(Error::WrongKeyOrNotADatabase { .. })
@@ -232,6 +236,7 @@ impl HistoryStore {
         };
         store.policy = Policy::load()?;
         store.ensure_recovery(&key)?;
+        store._in_use = Some(in_use);
         Ok(store)
     }
 
@@ -278,7 +283,9 @@ impl HistoryStore {
         }
         let recovery_key = RecoveryKey::parse(recovery_text)?;
         let key = recovery::read(&path, &recovery_key)?;
+        let in_use = hold_history(&path)?;
         let mut store = Self::open(&path, &key)?;
+        store._in_use = Some(in_use);
         store.policy = Policy::load()?;
         keychain::store_database_key(&path, &key)?;
         keychain::store_recovery_key(&path, &recovery_key)?;
@@ -397,6 +404,7 @@ impl HistoryStore {
             path: path.to_path_buf(),
             new_recovery_key: None,
             policy: Policy::default(),
+            _in_use: None,
         };
         store.migrate()?;
         Ok(store)
@@ -1241,6 +1249,35 @@ fn write_whole(out: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(&partial, e))?;
     std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))
+}
+
+/// The lock file beside the database `db`. Every process that has the
+/// history open (the app, a `medtext` command) holds it shared; one that
+/// replaces the file (a restore) must hold it alone.
+fn lock_path(db: &Path) -> PathBuf {
+    db.with_extension("lock")
+}
+
+/// Holds the history's lock file shared (waiting while a restore runs).
+fn hold_history(db: &Path) -> Result<std::fs::File> {
+    let path = lock_path(db);
+    let file = paths::open_private_append(&path)?;
+    file.lock_shared().map_err(|e| Error::io(&path, e))?;
+    Ok(file)
+}
+
+/// Holds the history's lock file alone, or says who has the history open.
+pub(crate) fn hold_history_alone(db: &Path) -> Result<std::fs::File> {
+    let path = lock_path(db);
+    let file = paths::open_private_append(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Store {
+            path: db.to_path_buf(),
+            problem: "another MedText has the history open (the app, or a medtext command): close it, then try again".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
 }
 
 /// Checks, through a second connection, that `key` opens every page of the

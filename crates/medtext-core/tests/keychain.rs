@@ -206,6 +206,19 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
         "a failed restore changed the history"
     );
 
+    // Not while another MedText has the history open.
+    let app = HistoryStore::open_in(&canonical).unwrap();
+    let err = medtext_core::backup::restore(&canonical, &backup, passphrase)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("another MedText has the history open"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
+    drop(app);
+
     let report = medtext_core::backup::restore(&canonical, &backup, passphrase).unwrap();
     assert_eq!(report.records, 1);
     let kept = report.replaced_kept_at.unwrap();

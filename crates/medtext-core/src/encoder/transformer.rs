@@ -192,7 +192,7 @@ impl TransformerEncoder {
         dims: Dimensions,
     ) -> candle_core::Result<Self> {
         let h = dims.hidden;
-        if dims.heads == 0 || h % dims.heads != 0 {
+        if dims.heads == 0 || !h.is_multiple_of(dims.heads) {
             candle_core::bail!("hidden size {h} does not split into {} heads", dims.heads);
         }
         let word_embeddings = vb.get_unchecked_dtype(names.word_embeddings, DType::F32)?;
