@@ -2,6 +2,9 @@
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
 fn main() {
+    // No core dumps, before any process of the web view starts: they inherit
+    // the limit, and their memory holds the note being typed.
+    medtext_core::logging::install_crash_guards();
     // Before any thread exists: see medtext_core::runtime. The user's choice
     // of threads (Settings) applies from the next start.
     let threads = medtext_core::paths::data_dir()

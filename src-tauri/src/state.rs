@@ -49,7 +49,6 @@ pub struct AppState {
 impl AppState {
     pub fn load(resource_dir: Option<PathBuf>) -> Self {
         let policy = Policy::load().map_err(|e| {
-            logging::install_crash_guards();
             eprintln!("MedText cannot start: {e}");
             e.to_string()
         });
@@ -60,6 +59,13 @@ impl AppState {
         let log_file = paths::log_dir()
             .and_then(|dir| logging::init("app", &dir, log_settings))
             .map_err(|e| e.to_string());
+        // Training and batch files a crash left staged (an hour old at least:
+        // younger ones may be another window's).
+        if let Ok(dir) = paths::data_dir() {
+            for sub in ["training", "batch"] {
+                StagedFile::sweep(&dir.join(sub), std::time::Duration::from_secs(3600));
+            }
+        }
         let mut candidates: Vec<PathBuf> =
             resource_dir.into_iter().map(|d| d.join("models")).collect();
         // A development build runs from the source tree: use its models/.

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
+use crate::text::spreadsheet_cell;
 use crate::{paths, Classification, Error, Result};
 
 /// Most texts one batch call classifies: the screen sends a long batch in
@@ -77,14 +78,15 @@ pub fn save_results(rows: &[BatchRow], folder: &Path, policy: &Policy) -> Result
     ])
     .map_err(fail)?;
     for r in rows {
+        let cell = |value: Option<&str>| spreadsheet_cell(value.unwrap_or("")).into_owned();
         w.write_record([
-            r.name.as_str(),
-            r.label_id.as_deref().unwrap_or(""),
-            r.label.as_deref().unwrap_or(""),
+            cell(Some(&r.name)).as_str(),
+            &cell(r.label_id.as_deref()),
+            &cell(r.label.as_deref()),
             &r.probability.map(|p| format!("{p:.4}")).unwrap_or_default(),
             if r.needs_review { "yes" } else { "no" },
             &r.saved_id.map(|id| id.to_string()).unwrap_or_default(),
-            r.error.as_deref().unwrap_or(""),
+            &cell(r.error.as_deref()),
         ])
         .map_err(fail)?;
     }

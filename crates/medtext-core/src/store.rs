@@ -17,6 +17,7 @@ use crate::evidence::WordEvidence;
 use crate::keychain::{self, DatabaseKey, RecoveryKey};
 use crate::policy::Policy;
 use crate::recovery;
+use crate::text::spreadsheet_cell;
 use crate::{paths, Classification, Error, LabelScore, Result};
 
 /// File name of the history database inside the data directory.
@@ -1158,6 +1159,8 @@ impl ExportFormat {
     }
 }
 
+/// The records as CSV; the cells people typed are made safe for a
+/// spreadsheet ([`spreadsheet_cell`]).
 fn records_csv(records: &[HistoryRecord]) -> std::result::Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
@@ -1181,8 +1184,8 @@ fn records_csv(records: &[HistoryRecord]) -> std::result::Result<Vec<u8>, csv::E
         w.write_record([
             e.id.to_string(),
             e.created_at_ms.to_string(),
-            r.text.clone(),
-            e.top.id.clone(),
+            spreadsheet_cell(&r.text).into_owned(),
+            spreadsheet_cell(&e.top.id).into_owned(),
             e.top.probability.to_string(),
             e.needs_review.to_string(),
             e.pack.clone(),
@@ -1191,9 +1194,11 @@ fn records_csv(records: &[HistoryRecord]) -> std::result::Result<Vec<u8>, csv::E
             r.model_sha256.clone(),
             feedback.map_or("", |f| f.verdict.as_str()).to_string(),
             feedback
-                .and_then(|f| f.corrected_label.clone())
-                .unwrap_or_default(),
-            feedback.and_then(|f| f.note.clone()).unwrap_or_default(),
+                .and_then(|f| f.corrected_label.as_deref())
+                .map_or_else(String::new, |l| spreadsheet_cell(l).into_owned()),
+            feedback
+                .and_then(|f| f.note.as_deref())
+                .map_or_else(String::new, |n| spreadsheet_cell(n).into_owned()),
         ])?;
     }
     w.into_inner().map_err(|e| e.into_error().into())
@@ -1959,6 +1964,18 @@ pub(crate) mod tests {
                 assert_eq!(mode & 0o777, 0o600, "{}", out.display());
             }
         }
+        // A note that starts like a formula is a text in a spreadsheet.
+        let formula = s.save("=HYPERLINK(\"x\") pt", &sample("x")).unwrap();
+        let out = dir.path().join("formula.csv");
+        s.export_records(&[formula], ExportFormat::Csv, &out)
+            .unwrap();
+        let row = csv::Reader::from_path(&out)
+            .unwrap()
+            .records()
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(&row[2], "'=HYPERLINK(\"x\") pt");
     }
 
     #[test]

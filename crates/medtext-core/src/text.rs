@@ -54,9 +54,31 @@ pub fn decode_utf8(bytes: Vec<u8>) -> Result<String> {
     })
 }
 
+/// A cell for a CSV file that people open in a spreadsheet: one that starts
+/// like a formula (`=`, `+`, `-`, `@`, a tab or a carriage return) gets a
+/// leading apostrophe, so that a note beginning "=HYPERLINK(...)" is shown
+/// as text, never run (OWASP's advice on CSV injection). JSON exports keep
+/// every text exactly.
+pub fn spreadsheet_cell(cell: &str) -> std::borrow::Cow<'_, str> {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}").into()
+    } else {
+        cell.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cells_that_look_like_formulas_are_kept_as_text() {
+        assert_eq!(spreadsheet_cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(spreadsheet_cell("-2 mmol/L"), "'-2 mmol/L");
+        assert_eq!(spreadsheet_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(spreadsheet_cell("chest pain"), "chest pain");
+        assert_eq!(spreadsheet_cell(""), "");
+    }
 
     #[test]
     fn input_is_read_up_to_the_limit_and_no_further() {

@@ -460,6 +460,27 @@ impl StagedFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Removes the staged files in `dir` older than `age`: what a crash left
+    /// behind (a staged file is patient text outside the encrypted
+    /// history). Younger ones may belong to another window at work.
+    pub fn sweep(dir: &Path, age: std::time::Duration) -> usize {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let now = std::time::SystemTime::now();
+        entries
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("staged-"))
+            .filter(|entry| {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|modified| now.duration_since(modified).is_ok_and(|d| d >= age))
+            })
+            .filter(|entry| std::fs::remove_file(entry.path()).is_ok())
+            .count()
+    }
 }
 
 impl Drop for StagedFile {
@@ -838,6 +859,27 @@ mod tests {
         let evidence = short.classify_with_evidence("patient FC").unwrap().evidence;
         assert!(evidence.iter().all(|w| w.end <= "patient FC".len()));
         assert!(evidence.iter().any(|w| (w.start, w.end) == (8, 10)));
+    }
+
+    #[test]
+    fn staged_files_a_crash_left_are_swept_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let left = dir.path().join("staged-0011223344556677.csv");
+        std::fs::write(&left, "note,label\n").unwrap();
+        let other = dir.path().join("notes.csv");
+        std::fs::write(&other, "kept").unwrap();
+        let young = StagedFile::write(dir.path(), "b.csv", b"x").unwrap();
+        // Only files at least this old go: the one just staged stays.
+        assert_eq!(
+            StagedFile::sweep(dir.path(), std::time::Duration::from_secs(3600)),
+            0
+        );
+        assert_eq!(StagedFile::sweep(dir.path(), std::time::Duration::ZERO), 2);
+        assert!(!left.exists() && !young.path().exists() && other.exists());
+        assert_eq!(
+            StagedFile::sweep(&dir.path().join("absent"), std::time::Duration::ZERO),
+            0
+        );
     }
 
     #[test]
