@@ -93,7 +93,7 @@ impl AppState {
             .map_err(|e| e.logged("open_history").to_string());
         let integrity = Arc::new(Mutex::new(None));
         if let Ok(store) = &history {
-            check_integrity_in_background(Arc::clone(store), Arc::clone(&integrity));
+            start_background_work(store, &integrity);
         }
         let idle_minutes = match &history {
             Ok(store) => store
@@ -176,12 +176,34 @@ impl AppState {
             lock.set_idle_minutes(Some(minutes));
         }
         let store = Arc::new(Mutex::new(store));
-        check_integrity_in_background(Arc::clone(&store), Arc::clone(&self.integrity));
+        start_background_work(&store, &self.integrity);
         *self.history.write().map_err(|_| {
             "the history store is unavailable after an earlier failure".to_string()
         })? = Ok(store);
         Ok(())
     }
+}
+
+/// What runs beside an opened history: its integrity check once, and the
+/// retention period every hour (not only at start: the app may stay open
+/// for weeks, and records must not outlive what IT set).
+fn start_background_work(
+    store: &Arc<Mutex<HistoryStore>>,
+    integrity: &Arc<Mutex<Option<Result<(), String>>>>,
+) {
+    check_integrity_in_background(Arc::clone(store), Arc::clone(integrity));
+    let store = Arc::downgrade(store);
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+        // Gone when a recovery replaced this store: its own thread took over.
+        let Some(history) = store.upgrade() else {
+            return;
+        };
+        let purged = history.lock().map(|mut open| open.apply_retention());
+        if let Ok(Err(e)) = purged {
+            e.logged("retention");
+        }
+    });
 }
 
 /// Runs both integrity checks (every page's authentication code, then the
