@@ -125,8 +125,9 @@ impl HistoryStore {
                 return Err(e);
             }
         };
-        std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))?;
-        self.audit_only(Action::Backup, format!("records={records}"))?;
+        crate::store::audited_rename(&partial, out, || {
+            self.audit_only(Action::Backup, format!("records={records}"))
+        })?;
         Ok(BackupReport {
             path: out.to_path_buf(),
             records,

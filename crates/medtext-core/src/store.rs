@@ -586,20 +586,22 @@ impl HistoryStore {
                 problem: format!("cannot encode the export: {e}"),
             })?,
         };
-        write_whole(out, &bytes)?;
+        let partial = write_partial(out, &bytes)?;
         let exported: Vec<i64> = records.iter().map(|r| r.entry.id).collect();
         let detail = format!("format={} rows={}", format.as_str(), exported.len());
-        self.in_transaction(|tx| {
-            audit::append(
-                tx,
-                Action::Export,
-                Event {
-                    record_ids: &exported,
-                    detail: Some(detail),
-                    ..Event::default()
-                },
-                now_ms(),
-            )
+        audited_rename(&partial, out, || {
+            self.in_transaction(|tx| {
+                audit::append(
+                    tx,
+                    Action::Export,
+                    Event {
+                        record_ids: &exported,
+                        detail: Some(detail),
+                        ..Event::default()
+                    },
+                    now_ms(),
+                )
+            })
         })?;
         Ok(exported.len())
     }
@@ -1035,11 +1037,13 @@ impl HistoryStore {
             lines.push_str(&line);
             lines.push('\n');
         }
-        write_whole(out, lines.as_bytes())?;
-        self.audit_only(
-            Action::Export,
-            format!("audit-log entries={}", entries.len()),
-        )?;
+        let partial = write_partial(out, lines.as_bytes())?;
+        audited_rename(&partial, out, || {
+            self.audit_only(
+                Action::Export,
+                format!("audit-log entries={}", entries.len()),
+            )
+        })?;
         Ok(entries.len())
     }
 
@@ -1239,10 +1243,11 @@ fn store_error(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
-/// Writes `bytes` beside `out` and renames the file into place, so `out` is
-/// complete or absent. Readable by the owner only: an export is patient data
-/// outside the encrypted database, and the umask may let others read it.
-fn write_whole(out: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` beside `out`, to be put in place by [`audited_rename`],
+/// so that `out` is complete or absent. Readable by the owner only: an
+/// export is patient data outside the encrypted database, and the umask may
+/// let others read it.
+fn write_partial(out: &Path, bytes: &[u8]) -> Result<PathBuf> {
     let partial = out.with_extension("partial");
     // One left by a crash may have other permissions: start anew.
     match std::fs::remove_file(&partial) {
@@ -1253,7 +1258,22 @@ fn write_whole(out: &Path, bytes: &[u8]) -> Result<()> {
     std::io::Write::write_all(&mut file, bytes)
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io(&partial, e))?;
-    std::fs::rename(&partial, out).map_err(|e| Error::io(out, e))
+    Ok(partial)
+}
+
+/// Puts the finished file `partial` in place as `out` once `audit` has
+/// recorded it: no file leaves the history without its audit entry. If the
+/// entry cannot be written, the file is removed.
+pub(crate) fn audited_rename(
+    partial: &Path,
+    out: &Path,
+    audit: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if let Err(e) = audit() {
+        let _ = std::fs::remove_file(partial);
+        return Err(e);
+    }
+    std::fs::rename(partial, out).map_err(|e| Error::io(out, e))
 }
 
 /// The lock file beside the database `db`. Every process that has the
@@ -1856,6 +1876,20 @@ pub(crate) mod tests {
         let problems = audit::verify(&s.audit_entries().unwrap()).problems;
         assert_eq!(problems.len(), 1);
         assert!(problems[0].starts_with("entry 2 "), "{problems:?}");
+    }
+
+    #[test]
+    fn an_export_whose_audit_entry_fails_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("export.csv");
+        let partial = write_partial(&out, b"id,text\n").unwrap();
+        let refused = audited_rename(&partial, &out, || Err(Error::Locked));
+        assert!(matches!(refused, Err(Error::Locked)));
+        assert!(!out.exists() && !partial.exists());
+        let partial = write_partial(&out, b"id,text\n").unwrap();
+        audited_rename(&partial, &out, || Ok(())).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"id,text\n");
+        assert!(!partial.exists());
     }
 
     #[test]
