@@ -13,7 +13,7 @@ use medtext_core::evidence::WordEvidence;
 use medtext_core::policy::{ManagedSetting, UnlockMethod};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainOutcome, TrainRequest};
-use medtext_core::{dataset, network, Classification, HistoryEntry};
+use medtext_core::{dataset, network, Classification, HistoryEntry, HistoryStore};
 use zeroize::Zeroizing;
 
 use crate::state::{AppState, LockOr};
@@ -283,15 +283,33 @@ pub async fn unlock(passphrase: String, state: State<'_, AppState>) -> Result<()
         ),
         UnlockMethod::Os => None,
     };
-    let mut lock = state.lock.lock_or("the lock")?;
     let check = || match &hash {
         Some(hash) => medtext_core::lock::verify_passphrase(&passphrase, hash),
         None => medtext_core::os_auth::current_user()
             .and_then(|user| medtext_core::os_auth::verify(&user, &passphrase)),
     };
-    lock.unlock_with(check, Instant::now()).map_err(fail)?;
+    // The lock is let go before the history is taken (set_unlock_passphrase
+    // takes them the other way round).
+    let (outcome, failures) = {
+        let mut lock = state.lock.lock_or("the lock")?;
+        let outcome = lock.unlock_with(check, Instant::now());
+        (outcome, lock.failures())
+    };
+    if let Ok(history) = state.history() {
+        keep_unlock_failures(&mut *history.lock_or("the history store")?, failures);
+    }
+    outcome.map_err(fail)?;
     tracing::info!(event = "unlock");
     Ok(())
+}
+
+/// Keeps the count of wrong attempts in the history, so that a restart does
+/// not give a guesser free attempts again. A failure to keep it is logged,
+/// not shown: the unlock itself was decided.
+fn keep_unlock_failures(store: &mut HistoryStore, failures: u32) {
+    if let Err(e) = store.set_unlock_failures(failures) {
+        e.logged("keep_unlock_failures");
+    }
 }
 
 /// Sets the unlock passphrase: the first time freely, after that only with
@@ -316,14 +334,16 @@ pub async fn set_unlock_passphrase(
         let current = current.ok_or("give the current unlock passphrase to change it")?;
         // Through the lock, so guesses here wait as they do at the lock
         // screen (and the right one unlocks, as it would there).
-        state
-            .lock
-            .lock_or("the lock")?
-            .unlock_with(
+        let (outcome, failures) = {
+            let mut lock = state.lock.lock_or("the lock")?;
+            let outcome = lock.unlock_with(
                 || medtext_core::lock::verify_passphrase(&current, &hash),
                 Instant::now(),
-            )
-            .map_err(fail)?;
+            );
+            (outcome, lock.failures())
+        };
+        keep_unlock_failures(&mut store, failures);
+        outcome.map_err(fail)?;
     }
     store.set_unlock_passphrase(&passphrase).map_err(fail)
 }

@@ -116,6 +116,14 @@ impl AppState {
         if can_unlock {
             lock.lock();
         }
+        // Wrong attempts of an earlier run still count.
+        let kept_failures = history
+            .as_ref()
+            .ok()
+            .and_then(|store| store.lock().ok()?.unlock_failures().ok());
+        if let Some(failures) = kept_failures {
+            lock.resume_failures(failures, Instant::now());
+        }
         Self {
             policy,
             log_file,

@@ -112,14 +112,31 @@ impl IdleLock {
             }
             Err(e) => {
                 self.failures = self.failures.saturating_add(1);
-                if self.failures >= FREE_ATTEMPTS {
-                    let wait = 30u64 << (self.failures - FREE_ATTEMPTS).min(5);
-                    self.retry_after = Some(now + Duration::from_secs(wait));
-                }
+                self.retry_after = wait_after(self.failures).map(|wait| now + wait);
                 Err(e)
             }
         }
     }
+
+    /// Wrong unlock attempts in a row, for the caller to keep: a restart
+    /// must not give a guesser five free attempts again.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// Takes up the count kept from an earlier run: past the free attempts,
+    /// the next one waits as it would have then (counted from `now`).
+    pub fn resume_failures(&mut self, failures: u32, now: Instant) {
+        self.failures = failures;
+        self.retry_after = wait_after(failures).map(|wait| now + wait);
+    }
+}
+
+/// How long the attempt after `failures` wrong ones in a row must wait:
+/// nothing for the first [`FREE_ATTEMPTS`], then 30 s doubling up to 16 min.
+fn wait_after(failures: u32) -> Option<Duration> {
+    (failures >= FREE_ATTEMPTS)
+        .then(|| Duration::from_secs(30u64 << (failures - FREE_ATTEMPTS).min(5)))
 }
 
 /// The Argon2id hash of a new unlock passphrase, as a PHC string.
@@ -174,6 +191,26 @@ mod tests {
         // Once locked, activity does not unlock it.
         lock.touch(start + 9 * minute);
         assert!(lock.is_locked(start + 9 * minute));
+    }
+
+    #[test]
+    fn a_count_kept_from_an_earlier_run_makes_the_next_attempt_wait() {
+        let start = Instant::now();
+        let mut lock = IdleLock::new(None, start);
+        lock.lock();
+        lock.resume_failures(FREE_ATTEMPTS, start);
+        let refused = lock.unlock_with(|| Ok(()), start + Duration::from_secs(29));
+        assert!(
+            matches!(&refused, Err(Error::Unlock { problem }) if problem.contains("too many wrong attempts")),
+            "{refused:?}"
+        );
+        assert!(lock
+            .unlock_with(|| Ok(()), start + Duration::from_secs(30))
+            .is_ok());
+        assert_eq!(lock.failures(), 0);
+        // Fewer than the free attempts: no wait.
+        lock.resume_failures(FREE_ATTEMPTS - 1, start);
+        assert!(lock.unlock_with(|| Ok(()), start).is_ok());
     }
 
     #[test]

@@ -923,6 +923,28 @@ impl HistoryStore {
         self.put_setting("unlock_passphrase", Some(hash), false)
     }
 
+    /// Wrong unlock attempts in a row, as last kept (see
+    /// [`crate::lock::IdleLock::resume_failures`]).
+    pub fn unlock_failures(&self) -> Result<u32> {
+        Ok(self
+            .setting("unlock_failures")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Keeps the count of wrong unlock attempts. Not audited: it is a
+    /// counter, not a setting anyone changes.
+    pub fn set_unlock_failures(&mut self, failures: u32) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO settings (name, value) VALUES ('unlock_failures', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [failures.to_string()],
+            )
+            .map(|_| ())
+            .map_err(|e| store_error(&self.path, e))
+    }
+
     fn setting(&self, name: &str) -> Result<Option<String>> {
         self.conn
             .query_row("SELECT value FROM settings WHERE name = ?1", [name], |r| {
@@ -2107,6 +2129,19 @@ pub(crate) mod tests {
             s.set_evidence(id + 100, &words),
             Err(Error::RecordNotFound { .. })
         ));
+    }
+
+    #[test]
+    fn wrong_unlock_attempts_are_counted_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 17);
+        assert_eq!(s.unlock_failures().unwrap(), 0);
+        s.set_unlock_failures(6).unwrap();
+        drop(s);
+        let mut s = store(dir.path(), 17);
+        assert_eq!(s.unlock_failures().unwrap(), 6);
+        s.set_unlock_failures(0).unwrap();
+        assert_eq!(s.unlock_failures().unwrap(), 0);
     }
 
     #[test]
