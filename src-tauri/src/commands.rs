@@ -561,9 +561,6 @@ pub async fn train_pack(
             group: None,
         };
         let examples = dataset::read_labelled(staged.path(), columns).map_err(fail)?;
-        let cache_dir = medtext_core::paths::data_dir()
-            .map(|d| d.join("cache"))
-            .ok();
         let request = TrainRequest {
             input: PathBuf::from("your training file"),
             examples,
@@ -581,7 +578,9 @@ pub async fn train_pack(
             weight_decay: 1e-4,
             seed: 42,
             label_displays: Vec::new(),
-            cache_dir,
+            // No vector cache: the file is patient text, and vectors derived from
+            // it would stay on disk, unencrypted, after the file is gone.
+            cache_dir: None,
             out: PathBuf::new(),
             name: options.name.clone(),
             version: "0.1.0".into(),

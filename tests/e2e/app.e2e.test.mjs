@@ -252,6 +252,9 @@ test("train a model from a labelled file in the app, see its figures, then use i
     // The training file handed to the app is not kept.
     const staged = join(dataDir, "training");
     assert.ok(!existsSync(staged) || readdirSync(staged).length === 0, "the staged training file is removed");
+    // Nor are vectors derived from it (the CLI's cache is for its own runs).
+    const cache = join(dataDir, "cache");
+    assert.ok(!existsSync(cache) || readdirSync(cache).length === 0, "vectors of the training file kept on disk");
   } finally {
     rmSync(file, { force: true });
   }
