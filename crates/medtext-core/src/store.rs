@@ -466,13 +466,26 @@ impl HistoryStore {
         let now = now_ms();
         self.in_transaction(|tx| {
             let mut ids = Vec::with_capacity(items.len());
+            // Ids are never given twice, even after the newest record was
+            // deleted: a stale id (in the app, a script, the audit trail)
+            // must not name another patient's record. The highest id ever
+            // given is kept in the settings.
+            let mut id: i64 = tx.query_row(
+                "SELECT max(
+                    coalesce((SELECT max(id) FROM classifications), 0),
+                    coalesce((SELECT CAST(value AS INTEGER) FROM settings
+                              WHERE name = 'last_record_id'), 0))",
+                [],
+                |r| r.get(0),
+            )?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO classifications
-                 (created_at_ms, text, pack, pack_version, head, top_label, top_probability,
+                 (id, created_at_ms, text, pack, pack_version, head, top_label, top_probability,
                   needs_review, probabilities, windows, evidence, model_sha256)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 VALUES (?13, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
             for ((text, c), (probabilities, evidence)) in items.iter().zip(&encoded) {
+                id += 1;
                 insert.execute(params![
                     now,
                     text,
@@ -486,8 +499,8 @@ impl HistoryStore {
                     c.windows as i64,
                     evidence,
                     c.model_sha256,
+                    id,
                 ])?;
-                let id = tx.last_insert_rowid();
                 audit::append(
                     tx,
                     Action::Classify,
@@ -501,6 +514,11 @@ impl HistoryStore {
                 )?;
                 ids.push(id);
             }
+            tx.execute(
+                "INSERT INTO settings (name, value) VALUES ('last_record_id', ?1)
+                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                [id.to_string()],
+            )?;
             Ok(ids)
         })
     }
@@ -1912,6 +1930,22 @@ pub(crate) mod tests {
         audited_rename(&partial, &out, || Ok(())).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"id,text\n");
         assert!(!partial.exists());
+    }
+
+    #[test]
+    fn a_deleted_record_id_is_never_given_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 17);
+        let first = s.save("first", &sample("x")).unwrap();
+        let newest = s.save("second", &sample("x")).unwrap();
+        s.delete(&[newest]).unwrap();
+        let next = s.save("third", &sample("x")).unwrap();
+        assert!(next > newest, "{next} after {newest}");
+        s.delete_all().unwrap();
+        drop(s);
+        let mut s = store(dir.path(), 17);
+        assert!(s.save("fourth", &sample("x")).unwrap() > next);
+        assert!(first < newest);
     }
 
     #[test]
