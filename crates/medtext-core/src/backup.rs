@@ -144,7 +144,11 @@ impl HistoryStore {
 pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<BackupReport> {
     crate::policy::Policy::load()?.check_backup()?;
     let key = BackupKey::for_file(backup, passphrase)?;
-    let source = HistoryStore::open_raw(backup, &key.sql_literal()).map_err(|e| match e {
+    // Read from a private copy: opening a database writes to it (its log,
+    // its mode, an older schema's migration), and the backup is IT's file,
+    // perhaps read-only, that must stay as it was.
+    let copy = PrivateCopy::of(backup, data_dir)?;
+    let source = HistoryStore::open_raw(&copy.0, &key.sql_literal()).map_err(|e| match e {
         Error::WrongKeyOrNotADatabase { .. } => Error::Backup {
             problem: format!(
                 "{} does not open with that passphrase (or is not a MedText backup)",
@@ -216,6 +220,34 @@ fn check_copy(copy: &HistoryStore, expected: i64) -> Result<i64> {
         });
     }
     Ok(records)
+}
+
+/// A copy of a backup in the private data folder, removed (with the log
+/// SQLite keeps beside it) when dropped.
+struct PrivateCopy(PathBuf);
+
+impl PrivateCopy {
+    fn of(backup: &Path, dir: &Path) -> Result<Self> {
+        crate::paths::ensure_private_dir(dir)?;
+        let copy = Self(dir.join("restore-source.partial"));
+        copy.remove();
+        let mut from = std::fs::File::open(backup).map_err(|e| Error::io(backup, e))?;
+        let mut to = crate::paths::create_new_private_file(&copy.0)?;
+        std::io::copy(&mut from, &mut to).map_err(|e| Error::io(&copy.0, e))?;
+        Ok(copy)
+    }
+
+    fn remove(&self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+        }
+    }
+}
+
+impl Drop for PrivateCopy {
+    fn drop(&mut self) {
+        self.remove();
+    }
 }
 
 fn partial_path(path: &Path) -> PathBuf {

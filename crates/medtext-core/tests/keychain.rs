@@ -206,6 +206,13 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
         "a failed restore changed the history"
     );
 
+    // The backup is IT's file: a restore reads it and leaves it as it was.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o444)).unwrap();
+    }
+    let backup_bytes = std::fs::read(&backup).unwrap();
     // Not while another MedText has the history open.
     let app = HistoryStore::open_in(&canonical).unwrap();
     let err = medtext_core::backup::restore(&canonical, &backup, passphrase)
@@ -221,6 +228,14 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
 
     let report = medtext_core::backup::restore(&canonical, &backup, passphrase).unwrap();
     assert_eq!(report.records, 1);
+    assert_eq!(std::fs::read(&backup).unwrap(), backup_bytes);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&backup).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o444, "the restore changed the backup's mode");
+    }
+    assert!(!canonical.join("restore-source.partial").exists());
     let kept = report.replaced_kept_at.unwrap();
     assert!(kept.exists());
     let store = HistoryStore::open_in(&canonical).unwrap();
