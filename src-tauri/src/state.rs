@@ -106,7 +106,7 @@ impl AppState {
         // With a way to unlock set up, the app starts locked: otherwise
         // closing a locked window and starting it again would open it.
         let can_unlock = match (&policy, &history) {
-            (Ok(p), _) if p.unlock_method() == UnlockMethod::Os => true,
+            (Ok(p), _) if p.unlock_method() == UnlockMethod::Os => medtext_core::os_auth::AVAILABLE,
             (_, Ok(store)) => store
                 .lock()
                 .is_ok_and(|s| matches!(s.unlock_passphrase_hash(), Ok(Some(_)))),

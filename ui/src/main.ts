@@ -138,6 +138,7 @@ lockDialog.addEventListener("cancel", (e) => e.preventDefault());
       unlockField.value = "";
       lockMode = null;
       lockDialog.close();
+      await showRecoveryKey();
       await refreshHistory();
       await loadSecurity();
     })
@@ -459,9 +460,14 @@ async function watchIntegrity(): Promise<void> {
   }
 }
 
-/** A history created at this start has a recovery key to show, once. */
+/** A history created at this start has a recovery key to show, once: at
+ * start, or after the first unlock when the app started locked (IT's
+ * `unlock = "os"` locks even a new history). */
 async function showRecoveryKey(): Promise<void> {
-  const key = await invoke<string | null>("take_recovery_key");
+  const key = await invoke<string | null>("take_recovery_key").catch(async (e: unknown) => {
+    if (await lockedOut(e)) return null;
+    throw e;
+  });
   if (key === null) return;
   const dialog = document.getElementById("recovery-dialog") as HTMLDialogElement;
   (document.getElementById("recovery-key") as HTMLElement).textContent = key;

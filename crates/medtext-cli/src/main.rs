@@ -230,6 +230,11 @@ enum KeyCommand {
     /// from the command line, which shells keep) and store its key in the
     /// keychain again.
     Recover,
+    /// Forget the app's unlock passphrase and its count of wrong attempts,
+    /// for a clinician who forgot it: the app then asks for a new one. The
+    /// lock guards the screen, not the file: this OS account can read the
+    /// history with these commands anyway. Audited.
+    ResetLock,
 }
 
 #[derive(Subcommand)]
@@ -1069,6 +1074,12 @@ fn key_command(command: KeyCommand) -> CliResult {
                 store.path().display()
             );
             println!("{}", key.to_text());
+        }
+        KeyCommand::ResetLock => {
+            open_history()?.reset_unlock().map_err(err)?;
+            eprintln!(
+                "the unlock passphrase is forgotten: MedText asks for a new one when it starts"
+            );
         }
         KeyCommand::Rotate => {
             open_history()?.rotate_key().map_err(err)?;

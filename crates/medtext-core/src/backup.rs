@@ -161,6 +161,7 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
     let current = HistoryStore::open_in(data_dir)?;
     let live = current.path().to_path_buf();
     let live_key = crate::keychain::database_key(&live)?;
+    let last_id = current.last_record_id()?;
     drop(current);
     // Nobody else may have it open while it is replaced: an app writing to
     // the old file's log would lose what it writes.
@@ -192,8 +193,15 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
     std::fs::hard_link(&live, &kept)
         .or_else(|_| std::fs::copy(&live, &kept).map(|_| ()))
         .map_err(|e| Error::io(&kept, e))?;
-    std::fs::rename(&incoming, &live).map_err(|e| Error::io(&live, e))?;
+    if let Err(e) = std::fs::rename(&incoming, &live) {
+        // Nothing replaced: the history is as it was, without a second name.
+        let _ = std::fs::remove_file(&kept);
+        let _ = std::fs::remove_file(&incoming);
+        return Err(Error::io(&live, e));
+    }
     let mut restored = HistoryStore::open(&live, &live_key)?;
+    // Ids the replaced history gave after the backup must not come back.
+    restored.keep_ids_above(last_id)?;
     restored.audit_only(Action::Restore, format!("records={records}"))?;
     Ok(BackupReport {
         path: live,

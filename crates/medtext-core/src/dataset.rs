@@ -186,8 +186,9 @@ pub fn check_training_set(path: &Path, examples: &[Example], min_per_label: usiz
         )));
     }
     // A label column with a value for every other row holds text, not labels:
-    // say so without quoting any of it.
-    if counts.len() > (examples.len() / 2).max(20) {
+    // say so without quoting any of it. (With one example a label allowed,
+    // as for ICD blocks, nothing below quotes a label either.)
+    if min_per_label > 1 && counts.len() > (examples.len() / 2).max(20) {
         return Err(bad(format!(
             "the label column has {} different values in {} rows: it looks like text, not labels; check which column holds the labels",
             counts.len(),

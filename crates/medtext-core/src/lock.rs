@@ -166,7 +166,7 @@ pub fn hash_passphrase(passphrase: &str) -> Result<String> {
 /// Checks `passphrase` against a hash from [`hash_passphrase`].
 pub fn verify_passphrase(passphrase: &str, stored_hash: &str) -> Result<()> {
     let hash = PasswordHash::new(stored_hash).map_err(|_| Error::Unlock {
-        problem: "the stored unlock passphrase is damaged; unlock with the recovery key in the command line tool".into(),
+        problem: "the stored unlock passphrase is damaged; forget it with `medtext key reset-lock` and set a new one".into(),
     })?;
     Argon2::default()
         .verify_password(passphrase.as_bytes(), &hash)

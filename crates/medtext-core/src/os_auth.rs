@@ -10,6 +10,11 @@
 
 use crate::{Error, Result};
 
+/// Whether this build can check the OS account's password at all (Linux,
+/// through PAM). Elsewhere `unlock = "os"` cannot unlock, so the app must
+/// not start locked on it.
+pub const AVAILABLE: bool = cfg!(target_os = "linux");
+
 /// The signed-in OS user's name (from the user database, not `$USER`,
 /// which the user can set to anything).
 pub fn current_user() -> Result<String> {

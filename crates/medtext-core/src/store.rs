@@ -88,6 +88,15 @@ pub(crate) const AUDIT_TABLE: &str = "CREATE TABLE audit (
         hash         TEXT    NOT NULL
     );";
 
+/// The highest record id ever given: new ones start above it.
+const LAST_RECORD_ID: &str = "SELECT max(
+    coalesce((SELECT max(id) FROM classifications), 0),
+    coalesce((SELECT CAST(value AS INTEGER) FROM settings WHERE name = 'last_record_id'), 0))";
+
+/// Keeps ?1 as the highest record id ever given.
+const KEEP_LAST_RECORD_ID: &str = "INSERT INTO settings (name, value) VALUES ('last_record_id', ?1)
+    ON CONFLICT(name) DO UPDATE SET value = excluded.value";
+
 /// Most entries one page of a search returns.
 pub const MAX_PAGE: usize = 500;
 
@@ -302,7 +311,7 @@ impl HistoryStore {
         let current = keychain::database_key(&self.path)?;
         let key = DatabaseKey::generate()?;
         keychain::store_pending_key(&self.path, &key)?;
-        if let Err(e) = self.rekey(&key) {
+        if let Err(e) = self.rekey_pages(&key) {
             // The file kept its key (a second connection read it): go on
             // with that, and forget the new one. If the old key does not
             // open it either, the pending key stays for `open_in` to try.
@@ -310,9 +319,12 @@ impl HistoryStore {
             keychain::delete_pending_key(&self.path)?;
             return Err(e);
         }
+        // The file has the new key from here: keep it (and the recovery
+        // file) before anything else can fail.
         keychain::store_database_key(&self.path, &key)?;
         keychain::delete_pending_key(&self.path)?;
-        self.ensure_recovery(&key)
+        self.ensure_recovery(&key)?;
+        self.after_rekey()
     }
 
     /// Re-encrypts every page with `key` and records it in the audit trail.
@@ -321,6 +333,13 @@ impl HistoryStore {
     /// connection, whose keys are then unsure: reopen the store (as
     /// `rotate_key` does).
     pub fn rekey(&mut self, key: &DatabaseKey) -> Result<()> {
+        self.rekey_pages(key)?;
+        self.after_rekey()
+    }
+
+    /// Re-encrypts every page with `key` and checks, through a second
+    /// connection, that the file now opens with it.
+    fn rekey_pages(&mut self, key: &DatabaseKey) -> Result<()> {
         let path = self.path.clone();
         // SQLCipher re-encrypts in rollback-journal mode: leave WAL for the
         // rekey (checkpointing everything into the file first), then return.
@@ -330,10 +349,14 @@ impl HistoryStore {
         self.conn
             .execute_batch(&format!("PRAGMA rekey = \"x'{}'\";", key.to_hex()))
             .map_err(|e| store_error(&path, e))?;
-        confirm_key(&path, key)?;
+        confirm_key(&path, key)
+    }
+
+    /// Back to the write-ahead log, and the rotation in the audit trail.
+    fn after_rekey(&mut self) -> Result<()> {
         self.conn
             .execute_batch("PRAGMA journal_mode = WAL;")
-            .map_err(|e| store_error(&path, e))?;
+            .map_err(|e| store_error(&self.path, e))?;
         self.in_transaction(|tx| audit::append(tx, Action::KeyRotation, Event::default(), now_ms()))
     }
 
@@ -470,14 +493,7 @@ impl HistoryStore {
             // deleted: a stale id (in the app, a script, the audit trail)
             // must not name another patient's record. The highest id ever
             // given is kept in the settings.
-            let mut id: i64 = tx.query_row(
-                "SELECT max(
-                    coalesce((SELECT max(id) FROM classifications), 0),
-                    coalesce((SELECT CAST(value AS INTEGER) FROM settings
-                              WHERE name = 'last_record_id'), 0))",
-                [],
-                |r| r.get(0),
-            )?;
+            let mut id: i64 = tx.query_row(LAST_RECORD_ID, [], |r| r.get(0))?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO classifications
                  (id, created_at_ms, text, pack, pack_version, head, top_label, top_probability,
@@ -514,11 +530,7 @@ impl HistoryStore {
                 )?;
                 ids.push(id);
             }
-            tx.execute(
-                "INSERT INTO settings (name, value) VALUES ('last_record_id', ?1)
-                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                [id.to_string()],
-            )?;
+            tx.execute(KEEP_LAST_RECORD_ID, [id])?;
             Ok(ids)
         })
     }
@@ -941,6 +953,30 @@ impl HistoryStore {
         self.put_setting("unlock_passphrase", Some(hash), false)
     }
 
+    /// The highest record id this history ever gave.
+    pub(crate) fn last_record_id(&self) -> Result<i64> {
+        self.conn
+            .query_row(LAST_RECORD_ID, [], |r| r.get(0))
+            .map_err(|e| store_error(&self.path, e))
+    }
+
+    /// Makes new record ids start above `id` too (a restore keeps those of
+    /// the history it replaced from coming back).
+    pub(crate) fn keep_ids_above(&mut self, id: i64) -> Result<()> {
+        let highest = self.last_record_id()?.max(id);
+        self.conn
+            .execute(KEEP_LAST_RECORD_ID, [highest])
+            .map(|_| ())
+            .map_err(|e| store_error(&self.path, e))
+    }
+
+    /// Forgets the unlock passphrase and the count of wrong attempts (`medtext
+    /// key reset-lock`, for a forgotten passphrase); audited.
+    pub fn reset_unlock(&mut self) -> Result<()> {
+        self.put_setting("unlock_passphrase", None, false)?;
+        self.set_unlock_failures(0)
+    }
+
     /// Wrong unlock attempts in a row, as last kept (see
     /// [`crate::lock::IdleLock::resume_failures`]).
     pub fn unlock_failures(&self) -> Result<u32> {
@@ -1295,25 +1331,29 @@ fn write_partial(out: &Path, bytes: &[u8]) -> Result<PathBuf> {
         _ => {}
     }
     let mut file = paths::create_new_private_file(&partial)?;
-    std::io::Write::write_all(&mut file, bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io(&partial, e))?;
+    if let Err(e) = std::io::Write::write_all(&mut file, bytes).and_then(|()| file.sync_all()) {
+        // Half an export is still patient data: none is left behind.
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::io(&partial, e));
+    }
     Ok(partial)
 }
 
 /// Puts the finished file `partial` in place as `out` once `audit` has
 /// recorded it: no file leaves the history without its audit entry. If the
-/// entry cannot be written, the file is removed.
+/// entry cannot be written, or the rename fails (then the entry stays, and
+/// the error says the file is not there), the file is removed.
 pub(crate) fn audited_rename(
     partial: &Path,
     out: &Path,
     audit: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
-    if let Err(e) = audit() {
+    let placed =
+        audit().and_then(|()| std::fs::rename(partial, out).map_err(|e| Error::io(out, e)));
+    if placed.is_err() {
         let _ = std::fs::remove_file(partial);
-        return Err(e);
     }
-    std::fs::rename(partial, out).map_err(|e| Error::io(out, e))
+    placed
 }
 
 /// The lock file beside the database `db`. Every process that has the
@@ -1326,7 +1366,7 @@ fn lock_path(db: &Path) -> PathBuf {
 /// Holds the history's lock file shared (waiting while a restore runs).
 fn hold_history(db: &Path) -> Result<std::fs::File> {
     let path = lock_path(db);
-    let file = paths::open_private_append(&path)?;
+    let file = paths::create_private_file(&path)?;
     file.lock_shared().map_err(|e| Error::io(&path, e))?;
     Ok(file)
 }
@@ -1334,7 +1374,8 @@ fn hold_history(db: &Path) -> Result<std::fs::File> {
 /// Holds the history's lock file alone, or says who has the history open.
 pub(crate) fn hold_history_alone(db: &Path) -> Result<std::fs::File> {
     let path = lock_path(db);
-    let file = paths::open_private_append(&path)?;
+    // Write access, not append: Windows locks only a file opened for it.
+    let file = paths::create_private_file(&path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Store {
@@ -2174,8 +2215,10 @@ pub(crate) mod tests {
         drop(s);
         let mut s = store(dir.path(), 17);
         assert_eq!(s.unlock_failures().unwrap(), 6);
-        s.set_unlock_failures(0).unwrap();
+        s.set_unlock_passphrase("night shift 42").unwrap();
+        s.reset_unlock().unwrap();
         assert_eq!(s.unlock_failures().unwrap(), 0);
+        assert_eq!(s.unlock_passphrase_hash().unwrap(), None);
     }
 
     #[test]

@@ -191,6 +191,7 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
         .unwrap();
     // More happens after the backup; then the history is restored from it.
     let mut store = HistoryStore::open_in(&canonical).unwrap();
+    let given_after_backup = store.save("a later note", &classification()).unwrap();
     store.delete_all().unwrap();
     assert_eq!(store.count().unwrap(), 0);
     drop(store);
@@ -238,8 +239,15 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
     assert!(!canonical.join("restore-source.partial").exists());
     let kept = report.replaced_kept_at.unwrap();
     assert!(kept.exists());
-    let store = HistoryStore::open_in(&canonical).unwrap();
+    let mut store = HistoryStore::open_in(&canonical).unwrap();
     assert_eq!(store.count().unwrap(), 1);
+    // The id given after the backup does not come back.
+    let next = store.save("after the restore", &classification()).unwrap();
+    assert!(
+        next > given_after_backup,
+        "{next} after {given_after_backup}"
+    );
+    store.delete(&[next]).unwrap();
     let actions: Vec<String> = store
         .audit_entries()
         .unwrap()
@@ -247,8 +255,9 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
         .map(|e| e.action)
         .collect();
     // The backup was taken before its own audit entry was written; the
-    // entries after it stay in the replaced history, which is kept.
-    assert_eq!(actions, ["classify", "restore"]);
+    // entries after it stay in the replaced history, which is kept. Then the
+    // note saved and deleted above.
+    assert_eq!(actions, ["classify", "restore", "classify", "delete"]);
     assert!(medtext_core::audit::verify(&store.audit_entries().unwrap())
         .problems
         .is_empty());
