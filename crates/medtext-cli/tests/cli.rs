@@ -279,6 +279,17 @@ fn saved_results_are_listed_by_history() {
     assert!(out.status.success(), "{report}{}", stderr(&out));
     assert!(report.contains("ok    audit trail: 6 entries"), "{report}");
     assert!(!report.contains("FAIL"), "{report}");
+    // A forgotten unlock passphrase (set as the app sets it) is forgotten.
+    let history_dir = dir.path().canonicalize().unwrap();
+    medtext_core::HistoryStore::open_in(&history_dir)
+        .unwrap()
+        .set_unlock_passphrase("night shift 42")
+        .unwrap();
+    let out = medtext(&["key", "reset-lock"], dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let store = medtext_core::HistoryStore::open_in(&history_dir).unwrap();
+    assert_eq!(store.unlock_passphrase_hash().unwrap(), None);
+    drop(store);
     // The key: note the recovery key, rotate the database key, lose the
     // keychain entry, recover with the recovery key (read from standard
     // input): it survived the rotation.
