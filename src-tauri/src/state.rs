@@ -91,10 +91,6 @@ impl AppState {
                 Ok(Arc::new(Mutex::new(store)))
             })
             .map_err(|e| e.logged("open_history").to_string());
-        let integrity = Arc::new(Mutex::new(None));
-        if let Ok(store) = &history {
-            start_background_work(store, &integrity);
-        }
         let idle_minutes = match &history {
             Ok(store) => store
                 .lock()
@@ -123,6 +119,12 @@ impl AppState {
             .and_then(|store| store.lock().ok()?.unlock_failures().ok());
         if let Some(failures) = kept_failures {
             lock.resume_failures(failures, Instant::now());
+        }
+        // Last: the integrity check holds the store while it reads the whole
+        // file, and the reads above must not wait for it.
+        let integrity = Arc::new(Mutex::new(None));
+        if let Ok(store) = &history {
+            start_background_work(store, &integrity);
         }
         Self {
             policy,
