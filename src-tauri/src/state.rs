@@ -91,33 +91,31 @@ impl AppState {
                 Ok(Arc::new(Mutex::new(store)))
             })
             .map_err(|e| e.logged("open_history").to_string());
-        let idle_minutes = match &history {
-            Ok(store) => store
-                .lock()
-                .ok()
-                .and_then(|s| s.idle_lock_minutes().ok())
-                .flatten(),
-            Err(_) => policy.as_ref().ok().and_then(|p| p.idle_lock_minutes),
+        // What the history keeps for the lock: the idle time, whether a
+        // passphrase is set, and the wrong attempts of earlier runs.
+        let saved = history.as_ref().ok().and_then(|store| {
+            let store = store.lock().ok()?;
+            Some((
+                store.idle_lock_minutes().ok().flatten(),
+                matches!(store.unlock_passphrase_hash(), Ok(Some(_))),
+                store.unlock_failures().unwrap_or(0),
+            ))
+        });
+        let idle_minutes = match saved {
+            Some((minutes, _, _)) => minutes,
+            None => policy.as_ref().ok().and_then(|p| p.idle_lock_minutes),
         };
         // With a way to unlock set up, the app starts locked: otherwise
         // closing a locked window and starting it again would open it.
-        let can_unlock = match (&policy, &history) {
-            (Ok(p), _) if p.unlock_method() == UnlockMethod::Os => medtext_core::os_auth::AVAILABLE,
-            (_, Ok(store)) => store
-                .lock()
-                .is_ok_and(|s| matches!(s.unlock_passphrase_hash(), Ok(Some(_)))),
-            (_, Err(_)) => false,
+        let can_unlock = match &policy {
+            Ok(p) if p.unlock_method() == UnlockMethod::Os => medtext_core::os_auth::AVAILABLE,
+            _ => saved.is_some_and(|(_, has_passphrase, _)| has_passphrase),
         };
         let mut lock = IdleLock::new(idle_minutes, Instant::now());
         if can_unlock {
             lock.lock();
         }
-        // Wrong attempts of an earlier run still count.
-        let kept_failures = history
-            .as_ref()
-            .ok()
-            .and_then(|store| store.lock().ok()?.unlock_failures().ok());
-        if let Some(failures) = kept_failures {
+        if let Some((_, _, failures)) = saved {
             lock.resume_failures(failures, Instant::now());
         }
         // Last: the integrity check holds the store while it reads the whole

@@ -93,8 +93,8 @@ const LAST_RECORD_ID: &str = "SELECT max(
     coalesce((SELECT max(id) FROM classifications), 0),
     coalesce((SELECT CAST(value AS INTEGER) FROM settings WHERE name = 'last_record_id'), 0))";
 
-/// Keeps ?1 as the highest record id ever given.
-const KEEP_LAST_RECORD_ID: &str = "INSERT INTO settings (name, value) VALUES ('last_record_id', ?1)
+/// Sets the setting ?1 to ?2.
+const PUT_SETTING: &str = "INSERT INTO settings (name, value) VALUES (?1, ?2)
     ON CONFLICT(name) DO UPDATE SET value = excluded.value";
 
 /// Most entries one page of a search returns.
@@ -530,7 +530,7 @@ impl HistoryStore {
                 )?;
                 ids.push(id);
             }
-            tx.execute(KEEP_LAST_RECORD_ID, [id])?;
+            tx.execute(PUT_SETTING, ["last_record_id", &id.to_string()])?;
             Ok(ids)
         })
     }
@@ -964,10 +964,7 @@ impl HistoryStore {
     /// the history it replaced from coming back).
     pub(crate) fn keep_ids_above(&mut self, id: i64) -> Result<()> {
         let highest = self.last_record_id()?.max(id);
-        self.conn
-            .execute(KEEP_LAST_RECORD_ID, [highest])
-            .map(|_| ())
-            .map_err(|e| store_error(&self.path, e))
+        self.put_unaudited_setting("last_record_id", highest.to_string())
     }
 
     /// Forgets the unlock passphrase and the count of wrong attempts (`medtext
@@ -986,15 +983,16 @@ impl HistoryStore {
             .unwrap_or(0))
     }
 
-    /// Keeps the count of wrong unlock attempts. Not audited: it is a
-    /// counter, not a setting anyone changes.
+    /// Keeps the count of wrong unlock attempts.
     pub fn set_unlock_failures(&mut self, failures: u32) -> Result<()> {
+        self.put_unaudited_setting("unlock_failures", failures.to_string())
+    }
+
+    /// Writes a value the history keeps for itself (a counter, a mark), not
+    /// a setting anyone changes: not audited.
+    fn put_unaudited_setting(&mut self, name: &str, value: String) -> Result<()> {
         self.conn
-            .execute(
-                "INSERT INTO settings (name, value) VALUES ('unlock_failures', ?1)
-                 ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                [failures.to_string()],
-            )
+            .execute(PUT_SETTING, [name, &value])
             .map(|_| ())
             .map_err(|e| store_error(&self.path, e))
     }
@@ -1018,11 +1016,7 @@ impl HistoryStore {
         };
         self.in_transaction(|tx| {
             match &value {
-                Some(v) => tx.execute(
-                    "INSERT INTO settings (name, value) VALUES (?1, ?2)
-                     ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                    [name, v.as_str()],
-                )?,
+                Some(v) => tx.execute(PUT_SETTING, [name, v.as_str()])?,
                 None => tx.execute("DELETE FROM settings WHERE name = ?1", [name])?,
             };
             audit::append(
