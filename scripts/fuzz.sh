@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes every reader of untrusted input for a fixed time each (default 60 s;
 # FUZZ_SECONDS=600 for a longer run): the pack manifest, pack archives, the
-# labelled files for training and evaluation, the machine policy and the
-# tokenizer. Needs a nightly toolchain and cargo-fuzz:
+# labelled files for training and evaluation, the machine policy, the
+# tokenizer and the local API's request reader. Needs a nightly toolchain and
+# cargo-fuzz:
 #   rustup toolchain install nightly && cargo install cargo-fuzz
 # Seeds come from fuzz/corpus/<target> (committed, small); new inputs go to
 # fuzz/corpus-new/<target> (not committed: copy a few that matter into the
@@ -11,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
-TARGETS=(${FUZZ_TARGETS:-manifest archive dataset policy tokenizer})
+TARGETS=(${FUZZ_TARGETS:-manifest archive dataset policy tokenizer http_request})
 [[ -f models/encoders/all-minilm-l6-v2/tokenizer.json ]] || models/fetch-encoder.sh
 
 cd fuzz

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::OnceLock;
 
+mod api;
+
 use clap::{Args, Parser, Subcommand};
 use medtext_core::archive;
 use medtext_core::audit;
@@ -98,6 +100,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the local API on 127.0.0.1 (never another address) for programs
+    /// on this machine: POST /v1/classify with an API key, GET /health,
+    /// /ready and /metrics. Runs until stopped; each classify call is audited.
+    Serve(api::ServeArgs),
+    /// Make, list and revoke keys for the local API.
+    #[command(subcommand)]
+    ApiKey(api::ApiKeyCommand),
     /// Time the encrypted history at a realistic size (made-up records in a
     /// scratch folder; your history is not touched).
     BenchHistory {
@@ -524,6 +533,8 @@ fn main() -> ExitCode {
             .map(|path| eprintln!("wrote {}", path.display()))
             .map_err(err),
         Command::Pack(command) => pack_command(command),
+        Command::Serve(args) => api::serve(args),
+        Command::ApiKey(command) => api::api_key_command(command),
         Command::Bench {
             pack,
             iterations,
@@ -569,6 +580,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Import { .. } => "import",
         Command::Pack(_) => "pack",
         Command::Bench { .. } => "bench",
+        Command::Serve(_) => "serve",
+        Command::ApiKey(_) => "api-key",
         Command::BenchHistory { .. } => "bench-history",
     }
 }

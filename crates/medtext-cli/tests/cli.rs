@@ -887,3 +887,119 @@ fn a_malformed_policy_stops_every_command_with_the_line_named() {
     assert!(stderr(&out).contains("line 3"), "{}", stderr(&out));
     assert!(out.stdout.is_empty());
 }
+
+/// One request to a running `medtext serve`: status and body.
+fn http(addr: &str, method: &str, path: &str, key: &str, body: &str) -> (u16, String) {
+    use std::io::Read as _;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let status = reply.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = reply.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+#[test]
+fn serve_answers_a_key_from_api_key_create_until_it_is_revoked() {
+    use std::io::BufRead as _;
+    const MARKER: &str = "Zqxserve4471";
+    let dir = tempfile::tempdir().unwrap();
+    let made = medtext(&["api-key", "create", "--name", "ci bridge"], dir.path());
+    assert!(made.status.success(), "{}", stderr(&made));
+    let stdout = String::from_utf8(made.stdout).unwrap();
+    let key = stdout.lines().last().unwrap().to_string();
+    assert!(key.starts_with("mtk_") && key.len() == 68, "{key}");
+    let listed = medtext(&["api-key", "list", "--json"], dir.path());
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.contains("ci bridge") && !listed.contains(&key[4..]),
+        "{listed}"
+    );
+
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args(["serve", "--port", "0"])
+        .env("MEDTEXT_DATA_DIR", dir.path())
+        .env("MEDTEXT_MODELS_DIR", models)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("http://127.0.0.1:")
+        .map(|port| format!("127.0.0.1:{port}"));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let addr = addr.expect("serve prints its loopback address first");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while http(&addr, "GET", "/ready", "", "").0 != 200 {
+            assert!(std::time::Instant::now() < deadline, "never ready");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let text = format!("{MARKER}: adenocarcinoma of the colon with liver metastases.");
+        let body = serde_json::json!({ "text": text }).to_string();
+        let (status, reply) = http(&addr, "POST", "/v1/classify", &key, &body);
+        assert_eq!(status, 200, "{reply}");
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(v["top"]["id"], "neoplasms");
+
+        let revoked = medtext(&["api-key", "revoke", "--name", "ci bridge"], dir.path());
+        assert!(revoked.status.success(), "{}", stderr(&revoked));
+        assert_eq!(http(&addr, "POST", "/v1/classify", &key, &body).0, 401);
+        let (status, metrics) = http(&addr, "GET", "/metrics", "", "");
+        assert_eq!(status, 200);
+        assert!(
+            metrics.contains("medtext_classified_texts_total 1"),
+            "{metrics}"
+        );
+    }));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(outcome.is_ok(), "the server test failed (see above)");
+
+    // The call is audited; neither the log nor the database holds the text.
+    let audit = medtext(&["audit", "verify", "--json"], dir.path());
+    assert!(audit.status.success(), "{}", stderr(&audit));
+    assert!(files_containing(dir.path(), MARKER.as_bytes()).is_empty());
+    let export = dir.path().join("audit.jsonl");
+    let exported = medtext(
+        &["audit", "export", "--out", export.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    let trail = std::fs::read_to_string(&export).unwrap();
+    assert!(
+        trail.contains("api-classify") && trail.contains("key=ci bridge texts=1"),
+        "{trail}"
+    );
+    assert!(trail.contains("api-key-revoke"), "{trail}");
+}
+
+#[test]
+fn serve_stops_at_once_where_the_policy_turns_the_api_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[api]\nallow = false\n").unwrap();
+    let out = medtext_with(
+        &["serve", "--port", "0"],
+        &[
+            ("MEDTEXT_DATA_DIR", dir.path()),
+            ("MEDTEXT_POLICY_FILE", &policy),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("medtext serve"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    // Refused before the history was opened.
+    assert!(!dir.path().join("history.db").exists());
+}

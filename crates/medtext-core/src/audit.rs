@@ -30,6 +30,10 @@ pub enum Action {
     Backup,
     Restore,
     SettingsChange,
+    ApiKeyCreate,
+    ApiKeyRevoke,
+    /// Texts classified through the local API (`medtext serve`); not saved.
+    ApiClassify,
 }
 
 impl Action {
@@ -45,6 +49,9 @@ impl Action {
             Self::Backup => "backup",
             Self::Restore => "restore",
             Self::SettingsChange => "settings-change",
+            Self::ApiKeyCreate => "api-key-create",
+            Self::ApiKeyRevoke => "api-key-revoke",
+            Self::ApiClassify => "api-classify",
         }
     }
 }

@@ -108,6 +108,9 @@ pub enum Error {
 
     #[error("unlock: {problem}")]
     Unlock { problem: String },
+
+    #[error("API key: {problem}")]
+    ApiKey { problem: String },
 }
 
 impl Error {
@@ -143,6 +146,7 @@ impl Error {
             Error::FileTooLarge { .. } => "file_too_large",
             Error::Locked => "locked",
             Error::Unlock { .. } => "unlock",
+            Error::ApiKey { .. } => "api_key",
         }
     }
 

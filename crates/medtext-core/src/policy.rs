@@ -21,6 +21,9 @@
 //! [logs]
 //! keep_days = 14
 //! max_file_mb = 10
+//!
+//! [api]
+//! allow = false               # the loopback API of `medtext serve`
 //! ```
 //!
 //! Every key is optional; a key that is present is *managed*: the user sees
@@ -66,6 +69,7 @@ pub struct Policy {
     pub allowed_pack_signers: Option<Vec<SignerKey>>,
     pub log_keep_days: Option<u32>,
     pub log_max_file_mb: Option<u32>,
+    pub allow_local_api: Option<bool>,
 }
 
 /// One managed setting, for the settings screen and `medtext doctor`.
@@ -88,6 +92,8 @@ struct PolicyFile {
     packs: PacksSection,
     #[serde(default)]
     logs: LogsSection,
+    #[serde(default)]
+    api: ApiSection,
 }
 
 #[derive(Default, Deserialize)]
@@ -122,6 +128,12 @@ struct PacksSection {
 struct LogsSection {
     keep_days: Option<Spanned<u32>>,
     max_file_mb: Option<Spanned<u32>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiSection {
+    allow: Option<bool>,
 }
 
 /// Where IT puts the policy on this OS.
@@ -218,6 +230,7 @@ impl Policy {
             allowed_pack_signers,
             log_keep_days: ranged(&file.logs.keep_days, 1, 3650, "logs.keep_days")?,
             log_max_file_mb: ranged(&file.logs.max_file_mb, 1, 1024, "logs.max_file_mb")?,
+            allow_local_api: file.api.allow,
         })
     }
 
@@ -247,6 +260,14 @@ impl Policy {
     /// Refuses backups when IT turned them off.
     pub fn check_backup(&self) -> Result<()> {
         self.check_allowed(self.allow_backup, "making or restoring a backup")
+    }
+
+    /// Refuses to start the local API (`medtext serve`) when IT turned it off.
+    pub fn check_local_api(&self) -> Result<()> {
+        self.check_allowed(
+            self.allow_local_api,
+            "serving the local API (`medtext serve`)",
+        )
     }
 
     /// Refuses to change a setting IT fixed.
@@ -327,6 +348,7 @@ impl Policy {
             "logs.max_file_mb",
             self.log_max_file_mb.map(|v| v.to_string()),
         );
+        add("api.allow", self.allow_local_api.map(|v| v.to_string()));
         out
     }
 }
@@ -414,7 +436,7 @@ mod tests {
         let text = format!(
             "[lock]\nidle_minutes = 5\nunlock = \"passphrase\"\n[history]\nretention_days = 90\n\
              allow_export = false\nallow_backup = true\n[input]\nmax_text_chars = 2000\n\
-             [packs]\nallowed_signers = [\"{}\"]\n[logs]\nkeep_days = 7\nmax_file_mb = 2\n",
+             [packs]\nallowed_signers = [\"{}\"]\n[logs]\nkeep_days = 7\nmax_file_mb = 2\n[api]\nallow = false\n",
             key.to_text()
         );
         let policy = parse(&text).unwrap();
@@ -430,7 +452,13 @@ mod tests {
                 max_file_bytes: 2 << 20
             }
         );
-        assert_eq!(policy.managed().len(), 9);
+        assert_eq!(policy.managed().len(), 10);
+        let api = policy.check_local_api().unwrap_err().to_string();
+        assert!(
+            api.contains("medtext serve") && api.contains("policy.toml"),
+            "{api}"
+        );
+        assert!(parse("").unwrap().check_local_api().is_ok());
         let os = parse("[lock]\nunlock = \"os\"\n").unwrap();
         assert_eq!(os.unlock_method(), UnlockMethod::Os);
         assert_eq!(parse("").unwrap().unlock_method(), UnlockMethod::Passphrase);

@@ -72,6 +72,16 @@ const MIGRATIONS: &[&str] = &[
     AUDIT_TABLE,
     // 4: settings kept with the history (retention)
     "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 5: keys of the local API, kept as their sha256 (see crate::api_keys)
+    "CREATE TABLE api_keys (
+        id              INTEGER PRIMARY KEY,
+        name            TEXT    NOT NULL,
+        key_sha256      TEXT    NOT NULL UNIQUE,
+        created_at_ms   INTEGER NOT NULL,
+        last_used_at_ms INTEGER,
+        revoked_at_ms   INTEGER
+    );
+    CREATE UNIQUE INDEX api_keys_live_name ON api_keys(name) WHERE revoked_at_ms IS NULL;",
 ];
 
 /// See [`crate::audit`].
@@ -209,8 +219,8 @@ pub struct HistoryPage {
 pub const COUNT_LIMIT: usize = 1_000;
 
 pub struct HistoryStore {
-    conn: Connection,
-    path: PathBuf,
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
     /// See [`HistoryStore::take_new_recovery_key`].
     new_recovery_key: Option<RecoveryKey>,
     /// The machine policy: fixes retention, allows or forbids exports and
@@ -540,7 +550,7 @@ impl HistoryStore {
     /// transaction that reads first (the audit trail's last entry) and then
     /// writes would fail at once with "database is locked" while another
     /// process (the CLI beside the app) writes, instead of waiting for it.
-    fn in_transaction<T>(
+    pub(crate) fn in_transaction<T>(
         &mut self,
         work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
@@ -1289,7 +1299,7 @@ fn fts_query(text: &str) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" "))
 }
 
-fn store_error(path: &Path, e: rusqlite::Error) -> Error {
+pub(crate) fn store_error(path: &Path, e: rusqlite::Error) -> Error {
     if e.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt) {
         return Error::Damaged {
             path: path.to_path_buf(),

@@ -26,6 +26,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dataset", dataset),
     ("policy", policy),
     ("tokenizer", tokenizer),
+    ("http_request", http_request),
 ];
 
 fn scratch() -> &'static Path {
@@ -114,5 +115,19 @@ pub fn tokenizer(data: &[u8]) {
             .char_offsets
             .iter()
             .all(|&(s, e)| s <= e && e <= chars));
+    }
+}
+
+/// A request to the local API (`medtext serve`): the head as read from the
+/// socket, its body length and the body as far as it is there.
+pub fn http_request(data: &[u8]) {
+    use medtext_api::http;
+    let mut reader = data;
+    if let Ok(Some(head)) = http::read_head(&mut reader) {
+        let _ = head.expects_continue();
+        if let Ok(length) = head.content_length() {
+            let available = reader.len();
+            let _ = http::read_body(&mut reader, length.min(available));
+        }
     }
 }
