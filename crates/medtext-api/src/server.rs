@@ -123,7 +123,11 @@ impl Server {
                 .map_err(Error::Thread)?;
         }
         for stream in self.listener.incoming() {
-            let Ok(stream) = stream else { continue };
+            let Ok(stream) = stream else {
+                // Out of file descriptors, say: wait rather than spin.
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
             let state = Arc::clone(&self.state);
             if state.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
                 state.connections.fetch_sub(1, Ordering::SeqCst);

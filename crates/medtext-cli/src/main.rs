@@ -1216,6 +1216,21 @@ fn doctor() -> CliResult {
                 }
             }),
         );
+        report(
+            "local API keys",
+            store.api_keys().map_err(err).map(|keys| {
+                let active = keys.iter().filter(|k| k.revoked_at_ms.is_none()).count();
+                let allowed = if policy().check_local_api().is_ok() {
+                    "`medtext serve` may run"
+                } else {
+                    "the machine policy forbids `medtext serve`"
+                };
+                format!(
+                    "{active} active, {} revoked; {allowed}",
+                    keys.len() - active
+                )
+            }),
+        );
     }
     report(
         "machine policy",

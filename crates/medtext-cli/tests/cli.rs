@@ -983,6 +983,12 @@ fn serve_answers_a_key_from_api_key_create_until_it_is_revoked() {
         "{trail}"
     );
     assert!(trail.contains("api-key-revoke"), "{trail}");
+    let doctor = medtext(&["doctor"], dir.path());
+    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        report.contains("ok    local API keys: 0 active, 1 revoked; `medtext serve` may run"),
+        "{report}"
+    );
 }
 
 #[test]

@@ -3,12 +3,13 @@
 //! written in the same transaction as the action it records, so an action
 //! and its entry are committed together or not at all.
 //!
-//! Entries never hold patient text: a record id, the model's hash and the
-//! sha256 of the input text identify what happened. Each entry's hash covers
+//! Entries never hold patient text: a record id, the model's hash and a
+//! keyed hash of the input text ([`text_digest`]) identify what happened. Each entry's hash covers
 //! its own fields and the previous entry's hash, so editing, removing or
 //! reordering an entry breaks the chain where it happened, and
 //! [`verify`] names the entry.
 
+use hmac::{Hmac, Mac};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -61,6 +62,7 @@ impl Action {
 pub struct Event<'a> {
     pub record_ids: &'a [i64],
     pub model_sha256: Option<&'a str>,
+    /// See [`text_digest`].
     pub text_sha256: Option<String>,
     /// Non-identifying detail ("format=csv", "rows=12"); never text.
     pub detail: Option<String>,
@@ -75,6 +77,8 @@ pub struct Entry {
     pub action: String,
     pub record_ids: Vec<i64>,
     pub model_sha256: Option<String>,
+    /// The text's HMAC-SHA256 under the history's own key ([`text_digest`]);
+    /// a plain sha256 in entries written before MedText keyed it.
     pub text_sha256: Option<String>,
     pub detail: Option<String>,
     pub prev_hash: String,
@@ -100,10 +104,17 @@ impl Entry {
     }
 }
 
-/// sha256 of a text, for entries that must identify an input without
-/// holding it.
-pub fn text_sha256(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
+/// The HMAC-SHA256 of a text under `key`, for entries that must identify
+/// an input without holding it. Keyed, because a plain hash of a short text
+/// ("HIV positive", a name and a diagnosis) lets whoever reads an audit
+/// export test guesses against it; the key is random per history and kept
+/// inside it, so only someone who can open the history (and so read the
+/// text itself) can compute the digest.
+pub fn text_digest(key: &[u8], text: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(text.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The operating-system user acting, as the environment names them.
@@ -246,12 +257,21 @@ mod tests {
             let event = Event {
                 record_ids: &ids,
                 model_sha256: Some("abc"),
-                text_sha256: Some(text_sha256("note")),
+                text_sha256: Some(text_digest(b"key", "note")),
                 detail: None,
             };
             append(&conn, Action::Classify, event, 1_000 + i).unwrap();
         }
         conn
+    }
+
+    #[test]
+    fn the_text_digest_is_hmac_sha256() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            text_digest(b"Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]

@@ -497,7 +497,10 @@ impl HistoryStore {
                 problem: format!("cannot encode a result: {e}"),
             })?;
         let now = now_ms();
+        // Used only if the history has no audit text key yet.
+        let new_text_key = random_hex_key(&self.path)?;
         self.in_transaction(|tx| {
+            let text_key = audit_text_key(tx, &new_text_key)?;
             let mut ids = Vec::with_capacity(items.len());
             // Ids are never given twice, even after the newest record was
             // deleted: a stale id (in the app, a script, the audit trail)
@@ -533,7 +536,7 @@ impl HistoryStore {
                     Event {
                         record_ids: &[id],
                         model_sha256: Some(&c.model_sha256),
-                        text_sha256: Some(audit::text_sha256(text)),
+                        text_sha256: Some(audit::text_digest(text_key.as_bytes(), text)),
                         detail: None,
                     },
                     now,
@@ -1299,6 +1302,35 @@ fn fts_query(text: &str) -> Option<String> {
     (!words.is_empty()).then(|| words.join(" "))
 }
 
+/// 256 random bits as 64 hex digits.
+fn random_hex_key(path: &Path) -> Result<zeroize::Zeroizing<String>> {
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(bytes.as_mut_slice()).map_err(|e| Error::Store {
+        path: path.to_path_buf(),
+        problem: format!("the operating system gave no random bytes: {e}"),
+    })?;
+    Ok(zeroize::Zeroizing::new(hex::encode(bytes.as_slice())))
+}
+
+/// The history's key for the audit's text digests ([`audit::text_digest`]),
+/// made from `candidate` the first time one is needed. It stays inside the
+/// encrypted history (and its backups): never shown, never exported.
+fn audit_text_key(
+    tx: &rusqlite::Transaction<'_>,
+    candidate: &str,
+) -> rusqlite::Result<zeroize::Zeroizing<String>> {
+    tx.execute(
+        "INSERT OR IGNORE INTO settings (name, value) VALUES ('audit_text_key', ?1)",
+        [candidate],
+    )?;
+    tx.query_row(
+        "SELECT value FROM settings WHERE name = 'audit_text_key'",
+        [],
+        |r| r.get(0),
+    )
+    .map(zeroize::Zeroizing::new)
+}
+
 pub(crate) fn store_error(path: &Path, e: rusqlite::Error) -> Error {
     if e.sqlite_error_code() == Some(ErrorCode::DatabaseCorrupt) {
         return Error::Damaged {
@@ -1932,6 +1964,46 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_audit_text_digest_is_keyed_by_the_history() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(dir.path(), 14);
+        let c = sample("I20-I25");
+        s.save(SECRET_NOTE, &c).unwrap();
+        s.save(SECRET_NOTE, &c).unwrap();
+        let digests: Vec<String> = s
+            .audit_entries()
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.text_sha256)
+            .collect();
+        // The same text gives the same digest in one history...
+        assert_eq!(digests.len(), 2);
+        assert_eq!(digests[0], digests[1]);
+        let key: String = s
+            .conn
+            .query_row(
+                "SELECT value FROM settings WHERE name = 'audit_text_key'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(key.len(), 64);
+        assert_eq!(digests[0], audit::text_digest(key.as_bytes(), SECRET_NOTE));
+        // ...but not its plain sha256, nor the digest of another history, so
+        // a reader of an audit export cannot test guesses against it.
+        assert_ne!(
+            digests[0],
+            hex::encode(Sha256::digest(SECRET_NOTE.as_bytes()))
+        );
+        let other_dir = tempfile::tempdir().unwrap();
+        let mut other = store(other_dir.path(), 14);
+        other.save(SECRET_NOTE, &c).unwrap();
+        let other_digest = other.audit_entries().unwrap()[0].text_sha256.clone();
+        assert_ne!(other_digest.as_deref(), Some(digests[0].as_str()));
+    }
+
+    #[test]
     fn every_action_is_audited_without_text_and_the_chain_verifies() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = store(dir.path(), 14);
@@ -1946,10 +2018,7 @@ pub(crate) mod tests {
             entries[0].model_sha256.as_deref(),
             Some(c.model_sha256.as_str())
         );
-        assert_eq!(
-            entries[0].text_sha256.as_deref(),
-            Some(audit::text_sha256(SECRET_NOTE).as_str())
-        );
+        assert_eq!(entries[0].text_sha256.as_deref().map(str::len), Some(64));
         assert_eq!(entries[1].action, "view");
         let all = serde_json::to_string(&entries).unwrap();
         assert!(!all.contains("Zebrafinch") && !all.contains("troponin"));
