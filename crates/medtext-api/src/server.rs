@@ -1,5 +1,5 @@
 //! The server: a loopback listener, one thread per connection (at most
-//! [`MAX_CONNECTIONS`]), and the four routes.
+//! [`MAX_CONNECTIONS`]; more wait to be accepted), and the four routes.
 //!
 //! - `GET /health`: the process answers (always 200).
 //! - `GET /ready`: 200 once the model pack is loaded, 503 before or when it
@@ -17,8 +17,7 @@
 use std::io::{BufReader, Read as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use medtext_core::engine::Engine;
@@ -30,7 +29,7 @@ use crate::http::{self, Head, HttpError, Response};
 use crate::metrics::{self, Gauges, Metrics};
 use crate::Error;
 
-/// Connections served at once; more are answered 503 at once.
+/// Connections served at once; more wait in the accept queue.
 pub const MAX_CONNECTIONS: usize = 32;
 
 /// Largest request body (64 texts of a long note each, JSON-escaped).
@@ -67,7 +66,8 @@ struct State {
     policy: Policy,
     metrics: Metrics,
     port: u16,
-    connections: AtomicUsize,
+    /// Connections being served, and the signal that one ended.
+    connections: (Mutex<usize>, Condvar),
 }
 
 /// The body of `POST /v1/classify`.
@@ -98,7 +98,7 @@ impl Server {
                 policy: config.policy,
                 metrics: Metrics::default(),
                 port,
-                connections: AtomicUsize::new(0),
+                connections: (Mutex::new(0), Condvar::new()),
             }),
             load: Some((config.models_dir, config.pack, config.head)),
         })
@@ -122,41 +122,55 @@ impl Server {
                 })
                 .map_err(Error::Thread)?;
         }
-        for stream in self.listener.incoming() {
-            let Ok(stream) = stream else {
-                // Out of file descriptors, say: wait rather than spin.
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
+        loop {
+            // At most MAX_CONNECTIONS are served at once; the next waits in
+            // the system's accept queue until one ends (the client sees a
+            // slower answer, never a reset).
+            let slot = Slot::take(&self.state);
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
             };
             let state = Arc::clone(&self.state);
-            if state.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-                state.connections.fetch_sub(1, Ordering::SeqCst);
-                refuse_busy(&state, stream);
-                continue;
-            }
-            let spawned = std::thread::Builder::new()
+            // If the thread cannot start, the stream and the slot are dropped
+            // with the closure: the client sees its connection close.
+            let _ = std::thread::Builder::new()
                 .name("medtext-api-conn".into())
                 .spawn(move || {
                     serve_connection(&state, stream);
-                    state.connections.fetch_sub(1, Ordering::SeqCst);
+                    drop(slot);
                 });
-            if spawned.is_err() {
-                // The stream went with the closure; undo its count.
-                self.state.connections.fetch_sub(1, Ordering::SeqCst);
-            }
         }
-        Ok(())
     }
 }
 
-fn refuse_busy(state: &State, mut stream: TcpStream) {
-    let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
-    let response = Response::error(&HttpError::new(
-        503,
-        format!("{MAX_CONNECTIONS} requests are being served: try again shortly"),
-    ));
-    state.metrics.request("other", 503);
-    let _ = response.write_to(&mut stream);
+/// One of the [`MAX_CONNECTIONS`] connections; given back when dropped, also
+/// if its thread panics.
+struct Slot(Arc<State>);
+
+impl Slot {
+    fn take(state: &Arc<State>) -> Self {
+        let (count, freed) = &state.connections;
+        let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
+        while *open >= MAX_CONNECTIONS {
+            open = freed.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+        *open += 1;
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (count, freed) = &self.0.connections;
+        let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
+        *open -= 1;
+        freed.notify_one();
+    }
 }
 
 fn serve_connection(state: &State, stream: TcpStream) {
@@ -218,7 +232,7 @@ fn respond(
             "text/plain; version=0.0.4; charset=utf-8",
             state.metrics.render(&Gauges {
                 ready: state.engine.get().is_some_and(|e| e.worker().is_ok()),
-                open_connections: state.connections.load(Ordering::SeqCst),
+                open_connections: *state.connections.0.lock().unwrap_or_else(|e| e.into_inner()),
             }),
         )),
         ("POST", "/v1/classify") => {

@@ -2,123 +2,20 @@
 //! (MiniLM from the registry: run models/fetch-encoder.sh first;
 //! scripts/test.sh does) and a real SQLCipher history.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use common::{classify, key, metric, models, request, send_raw, start, wait_ready, CANCER};
 use medtext_api::{Config, Server};
-use medtext_core::keychain::DatabaseKey;
 use medtext_core::policy::Policy;
 use medtext_core::HistoryStore;
 
 /// Words that must never come back in an error, a log or the audit trail.
 const MARKER: &str = "Zebulon-Quartermain-4471";
-
-const CANCER: &str = "Adenocarcinoma of the colon with liver metastases treated with chemotherapy.";
-
-fn key() -> DatabaseKey {
-    DatabaseKey::from_bytes([42; 32])
-}
-
-struct Reply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl Reply {
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
-    }
-}
-
-/// Sends `raw` as it is and reads the reply to the end (the server closes).
-fn send_raw(addr: SocketAddr, raw: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    stream.write_all(raw).unwrap();
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).unwrap();
-    let text = String::from_utf8(bytes).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    Reply {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-    }
-}
-
-fn request(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> Reply {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-    for h in headers {
-        raw.push_str(h);
-        raw.push_str("\r\n");
-    }
-    if !body.is_empty() || method == "POST" {
-        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    raw.push_str("\r\n");
-    raw.push_str(body);
-    send_raw(addr, raw.as_bytes())
-}
-
-fn classify(addr: SocketAddr, key: &str, body: &serde_json::Value) -> Reply {
-    let auth = format!("Authorization: Bearer {key}");
-    request(
-        addr,
-        "POST",
-        "/v1/classify",
-        &[&auth, "Content-Type: application/json"],
-        &body.to_string(),
-    )
-}
-
-fn models() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models")
-}
-
-/// A server on a free port over a new history in `dir`, serving `pack`;
-/// returns its address and a key named "lab bridge".
-fn start(dir: &Path, pack: &str, policy: Policy) -> (SocketAddr, String) {
-    let mut store = HistoryStore::open(&dir.join("history.db"), &key()).unwrap();
-    let api_key = store.create_api_key("lab bridge").unwrap().to_string();
-    let server = Server::bind(
-        Config {
-            models_dir: models(),
-            pack: pack.into(),
-            head: None,
-            port: 0,
-            policy,
-        },
-        store,
-    )
-    .unwrap();
-    let addr = server.local_addr().unwrap();
-    std::thread::spawn(move || server.run());
-    (addr, api_key)
-}
-
-fn wait_ready(addr: SocketAddr) -> Reply {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let reply = request(addr, "GET", "/ready", &[], "");
-        if reply.status != 503 || reply.json()["status"] != "loading" || Instant::now() > deadline {
-            return reply;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn metric(addr: SocketAddr, series: &str) -> f64 {
-    let text = request(addr, "GET", "/metrics", &[], "").body;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.parse().unwrap())
-}
 
 #[test]
 fn classifies_for_a_valid_key_only_and_audits_every_call_without_its_text() {
