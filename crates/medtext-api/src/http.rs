@@ -20,7 +20,7 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 
 /// A request's line and headers, read before its body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Head {
     pub method: String,
     /// The path without its query string.
@@ -28,11 +28,28 @@ pub struct Head {
     headers: Vec<(String, String)>,
 }
 
-/// Why a request could not be served, as the status and message sent back.
+/// Header names only: values hold the API key, and a `{:?}` in a log line
+/// must never write it.
+impl std::fmt::Debug for Head {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Head")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Why a request could not be served, as the status, message and headers
+/// sent back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpError {
     pub status: u16,
     pub message: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl HttpError {
@@ -40,7 +57,15 @@ impl HttpError {
         Self {
             status,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// Adds a header the client needs to act on the error (`Allow`,
+    /// `Retry-After`, `WWW-Authenticate`).
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
     }
 }
 
@@ -152,6 +177,17 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<Option<Head>, HttpError> {
             value.trim_matches([' ', '\t']).to_string(),
         ));
     }
+    // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0.
+    let hosts = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .count();
+    if hosts > 1 || (hosts == 0 && version == "HTTP/1.1") {
+        return Err(HttpError::new(
+            400,
+            "an HTTP/1.1 request needs exactly one Host header",
+        ));
+    }
     Ok(Some(Head {
         method: method.to_string(),
         path: path.to_string(),
@@ -236,18 +272,14 @@ impl Response {
         }
     }
 
-    /// `{"error": {"status": …, "message": …}}`, with the header a client
-    /// needs to act on a 401 or a 503.
+    /// `{"error": {"status": …, "message": …}}`, with the error's headers.
     pub fn error(error: &HttpError) -> Self {
-        let response = Self::json(
+        let mut response = Self::json(
             error.status,
             &serde_json::json!({"error": {"status": error.status, "message": error.message}}),
         );
-        match error.status {
-            401 => response.with_header("WWW-Authenticate", "Bearer"),
-            503 => response.with_header("Retry-After", "1"),
-            _ => response,
-        }
+        response.headers.extend(error.headers.iter().cloned());
+        response
     }
 
     /// A plain-text response with `content_type`.
@@ -357,6 +389,11 @@ mod tests {
         assert_eq!(status("GET /health HTTP/1.1\r\nA: b\r\n"), 400);
         let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_HEAD_BYTES));
         assert_eq!(status(&long), 431);
+        assert_eq!(status("GET /health HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(
+            status("GET /health HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n"),
+            400
+        );
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
         assert_eq!(status(&format!("GET / HTTP/1.1\r\n{many}\r\n")), 431);
         let not_utf8 = b"GET /\xff HTTP/1.1\r\n\r\n";
@@ -364,12 +401,24 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_a_header_value() {
+        let raw = "POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer mtk_secret\r\n\r\n";
+        let shown = format!("{:?}", head(raw).unwrap().unwrap());
+        assert!(
+            shown.contains("Authorization") && !shown.contains("mtk_secret"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn body_lengths_are_checked() {
         let with = |headers: &str| {
-            head(&format!("POST / HTTP/1.1\r\n{headers}\r\n"))
-                .unwrap()
-                .unwrap()
-                .content_length()
+            head(&format!(
+                "POST / HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n"
+            ))
+            .unwrap()
+            .unwrap()
+            .content_length()
         };
         assert_eq!(with("Content-Length: 5\r\nContent-Length: 5\r\n"), Ok(5));
         assert_eq!(
@@ -397,8 +446,7 @@ mod tests {
     #[test]
     fn a_response_has_its_length_and_closes_the_connection() {
         let mut out = Vec::new();
-        Response::error(&HttpError::new(404, "no such endpoint"))
-            .with_header("Allow", "GET")
+        Response::error(&HttpError::new(404, "no such endpoint").with_header("Allow", "GET"))
             .write_to(&mut out)
             .unwrap();
         let text = String::from_utf8(out).unwrap();

@@ -17,13 +17,16 @@
 use std::io::{BufReader, Read as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use medtext_core::api_keys::ApiKeyHolder;
 use medtext_core::engine::Engine;
 use medtext_core::policy::Policy;
 use medtext_core::{Classification, HistoryStore};
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use crate::http::{self, Head, HttpError, Response};
 use crate::metrics::{self, Gauges, Metrics};
@@ -38,8 +41,13 @@ pub const MAX_BODY_BYTES: usize = 16 << 20;
 /// Most texts in one request: the same as one batch call of the app.
 pub const MAX_TEXTS: usize = medtext_core::batch::MAX_TEXTS_PER_CALL;
 
-/// How long a client may take to send its request.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send its request line and headers: short,
+/// so idle connections cannot hold the [`MAX_CONNECTIONS`] slots for long.
+const HEAD_TIME: Duration = Duration::from_secs(2);
+
+/// How long a client may then take to send its body, and to take the answer
+/// (per write).
+const BODY_TIME: Duration = Duration::from_secs(10);
 
 /// What `medtext serve` serves.
 pub struct Config {
@@ -66,8 +74,11 @@ struct State {
     policy: Policy,
     metrics: Metrics,
     port: u16,
-    /// Connections being served, and the signal that one ended.
-    connections: (Mutex<usize>, Condvar),
+    /// Slots taken (connections served, and the one the accept loop holds
+    /// for the next), and the signal that one was given back.
+    slots: (Mutex<usize>, Condvar),
+    /// Connections being served, for the metrics.
+    serving: AtomicUsize,
 }
 
 /// The body of `POST /v1/classify`.
@@ -75,7 +86,51 @@ struct State {
 #[serde(deny_unknown_fields)]
 struct ClassifyRequest {
     text: Option<String>,
-    texts: Option<Vec<String>>,
+    texts: Option<BoundedTexts>,
+}
+
+/// The `texts` list, read without making more than [`MAX_TEXTS`] strings: a
+/// 16 MB body of empty strings would otherwise become millions of them.
+struct BoundedTexts {
+    kept: Vec<String>,
+    /// How many the list held.
+    total: usize,
+}
+
+impl<'de> Deserialize<'de> for BoundedTexts {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = BoundedTexts;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of texts")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<BoundedTexts, A::Error> {
+                let mut kept = Vec::new();
+                while kept.len() < MAX_TEXTS {
+                    match seq.next_element::<String>()? {
+                        Some(text) => kept.push(text),
+                        None => {
+                            let total = kept.len();
+                            return Ok(BoundedTexts { kept, total });
+                        }
+                    }
+                }
+                // Past the limit, only count (nothing is kept or copied).
+                let mut total = kept.len();
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    total += 1;
+                }
+                Ok(BoundedTexts { kept, total })
+            }
+        }
+        deserializer.deserialize_seq(Visit)
+    }
 }
 
 impl Server {
@@ -98,7 +153,8 @@ impl Server {
                 policy: config.policy,
                 metrics: Metrics::default(),
                 port,
-                connections: (Mutex::new(0), Condvar::new()),
+                slots: (Mutex::new(0), Condvar::new()),
+                serving: AtomicUsize::new(0),
             }),
             load: Some((config.models_dir, config.pack, config.head)),
         })
@@ -141,7 +197,9 @@ impl Server {
             let _ = std::thread::Builder::new()
                 .name("medtext-api-conn".into())
                 .spawn(move || {
+                    state.serving.fetch_add(1, Ordering::SeqCst);
                     serve_connection(&state, stream);
+                    state.serving.fetch_sub(1, Ordering::SeqCst);
                     drop(slot);
                 });
         }
@@ -154,7 +212,7 @@ struct Slot(Arc<State>);
 
 impl Slot {
     fn take(state: &Arc<State>) -> Self {
-        let (count, freed) = &state.connections;
+        let (count, freed) = &state.slots;
         let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
         while *open >= MAX_CONNECTIONS {
             open = freed.wait(open).unwrap_or_else(|e| e.into_inner());
@@ -166,7 +224,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let (count, freed) = &self.0.connections;
+        let (count, freed) = &self.0.slots;
         let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
         *open -= 1;
         freed.notify_one();
@@ -175,21 +233,27 @@ impl Drop for Slot {
 
 fn serve_connection(state: &State, stream: TcpStream) {
     let started = Instant::now();
-    let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(BODY_TIME));
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(read_half);
+    let mut reader = BufReader::new(Deadline {
+        stream: read_half,
+        until: started + HEAD_TIME,
+    });
     let mut writer = stream;
+    // What to read and throw away after answering (see `linger`).
+    let mut unread = 0;
     let (route, key, response) = match http::read_head(&mut reader) {
         Ok(None) => return,
         Ok(Some(head)) => {
+            reader.get_mut().until = Instant::now() + BODY_TIME;
+            unread = head.content_length().unwrap_or(0).min(MAX_BODY_BYTES);
             let route = metrics::route_label(&head.path);
             let mut key = None;
             let response = respond(state, &head, &mut reader, &mut writer, &mut key)
                 .unwrap_or_else(|e| Response::error(&e));
-            (route, key, response)
+            (route, key.map(|k: ApiKeyHolder| k.name), response)
         }
         Err(e) => ("other", None, Response::error(&e)),
     };
@@ -202,26 +266,47 @@ fn serve_connection(state: &State, stream: TcpStream) {
         key = key.as_deref().unwrap_or("-"),
         ms = started.elapsed().as_millis() as u64
     );
-    linger(&mut writer, reader);
+    linger(&mut writer, reader, unread);
 }
 
 /// Closes gently: a body the server did not read (a refused request) would
-/// otherwise make the system reset the connection, and the client could lose
-/// the response it was sent.
-fn linger(writer: &mut TcpStream, mut reader: BufReader<TcpStream>) {
+/// otherwise make the system reset the connection, and a client that sends
+/// its whole body before reading (Python's urllib and requests do) would
+/// lose the response. So the rest of a body up to [`MAX_BODY_BYTES`] is
+/// read and thrown away, within the body's deadline.
+fn linger(writer: &mut TcpStream, mut reader: BufReader<Deadline>, unread: usize) {
     let _ = writer.shutdown(Shutdown::Write);
-    let _ = reader
-        .get_ref()
-        .set_read_timeout(Some(Duration::from_millis(500)));
-    let _ = std::io::copy(&mut (&mut reader).take(1 << 20), &mut std::io::sink());
+    let deadline = &mut reader.get_mut().until;
+    *deadline = (*deadline).max(Instant::now() + Duration::from_millis(500));
+    let most = unread.max(64 << 10) as u64;
+    let _ = std::io::copy(&mut (&mut reader).take(most), &mut std::io::sink());
+}
+
+/// The reading half of a connection, which gives up at `until` however
+/// slowly the bytes trickle in (a per-read timeout alone would let a client
+/// that sends a byte every few seconds hold a connection for hours).
+struct Deadline {
+    stream: TcpStream,
+    until: Instant,
+}
+
+impl std::io::Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
+    }
 }
 
 fn respond(
     state: &State,
     head: &Head,
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<Deadline>,
     writer: &mut TcpStream,
-    key: &mut Option<String>,
+    key: &mut Option<ApiKeyHolder>,
 ) -> Result<Response, HttpError> {
     check_origin(state, head)?;
     match (head.method.as_str(), head.path.as_str()) {
@@ -232,13 +317,12 @@ fn respond(
             "text/plain; version=0.0.4; charset=utf-8",
             state.metrics.render(&Gauges {
                 ready: state.engine.get().is_some_and(|e| e.worker().is_ok()),
-                open_connections: *state.connections.0.lock().unwrap_or_else(|e| e.into_inner()),
+                open_connections: state.serving.load(Ordering::SeqCst),
             }),
         )),
         ("POST", "/v1/classify") => {
-            let name = authorize(state, head)?;
-            *key = Some(name.clone());
-            classify(state, head, reader, writer, &name)
+            let holder = key.insert(authorize(state, head)?);
+            classify(state, head, reader, writer, holder)
         }
         (_, "/health" | "/ready" | "/metrics") => Err(not_allowed(head, "GET")),
         (_, "/v1/classify") => Err(not_allowed(head, "POST")),
@@ -249,8 +333,9 @@ fn respond(
     }
 }
 
-fn not_allowed(head: &Head, allowed: &str) -> HttpError {
+fn not_allowed(head: &Head, allowed: &'static str) -> HttpError {
     HttpError::new(405, format!("{} takes {allowed} requests only", head.path))
+        .with_header("Allow", allowed)
 }
 
 /// Refuses requests addressed to another host name (a page whose name was
@@ -322,11 +407,11 @@ fn ready(state: &State) -> Response {
     }
 }
 
-/// The name of the request's API key, or 401.
-fn authorize(state: &State, head: &Head) -> Result<String, HttpError> {
+/// The request's API key, or 401.
+fn authorize(state: &State, head: &Head) -> Result<ApiKeyHolder, HttpError> {
     let refused = |message: &str| {
         state.metrics.auth_failure();
-        HttpError::new(401, message)
+        HttpError::new(401, message).with_header("WWW-Authenticate", "Bearer")
     };
     let Some(presented) = head.header("authorization").and_then(|v| {
         let (scheme, key) = v.split_once(' ')?;
@@ -336,27 +421,31 @@ fn authorize(state: &State, head: &Head) -> Result<String, HttpError> {
             "send Authorization: Bearer KEY (`medtext api-key create --name NAME` makes a key)",
         ));
     };
-    let store = state.store.lock().map_err(|_| internal("the history"))?;
-    match store.api_key_name(presented) {
-        Ok(Some(name)) => Ok(name),
+    match history(state).api_key(presented) {
+        Ok(Some(holder)) => Ok(holder),
         Ok(None) => Err(refused("the API key is not valid, or it was revoked")),
         Err(e) => Err(HttpError::new(500, e.to_string())),
     }
 }
 
-fn internal(what: &str) -> HttpError {
-    HttpError::new(
-        500,
-        format!("{what} is unavailable after an earlier failure: restart `medtext serve`"),
-    )
+/// The history. A thread that panicked while holding it cannot have left it
+/// half-written (every write is one transaction), so the lock is taken over
+/// rather than leaving the server answering 500 until someone restarts it.
+fn history(state: &State) -> std::sync::MutexGuard<'_, HistoryStore> {
+    state.store.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A 503 worth retrying soon.
+fn try_again(message: impl Into<String>) -> HttpError {
+    HttpError::new(503, message).with_header("Retry-After", "1")
 }
 
 fn classify(
     state: &State,
     head: &Head,
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<Deadline>,
     writer: &mut TcpStream,
-    key: &str,
+    key: &ApiKeyHolder,
 ) -> Result<Response, HttpError> {
     // The body is read as JSON whatever its Content-Type says: `curl -d` and
     // urllib send form types by default. (A web page cannot use the type to
@@ -377,8 +466,8 @@ fn classify(
             .map_err(|_| HttpError::new(400, "the connection closed"))?;
     }
     // The body is patient text: wiped when dropped, like the worker's inputs.
-    let body = zeroize::Zeroizing::new(http::read_body(reader, length)?);
-    let (texts, single) = parse_request(&body)?;
+    let body = Zeroizing::new(http::read_body(reader, length)?);
+    let (mut texts, single) = parse_request(&body)?;
     for (i, text) in texts.iter().enumerate() {
         state.policy.check_text(text).map_err(|e| {
             let at = if single {
@@ -390,17 +479,14 @@ fn classify(
         })?;
     }
     let engine = state.engine.get().ok_or_else(|| {
-        HttpError::new(
-            503,
-            "the model pack is still loading: try again when GET /ready answers 200",
-        )
+        try_again("the model pack is still loading: try again when GET /ready answers 200")
     })?;
     let worker = engine
         .worker()
         .map_err(|e| HttpError::new(503, e.to_string()))?;
     let count = texts.len();
     let results: Vec<Classification> = worker
-        .classify(texts)
+        .classify(std::mem::take(&mut *texts))
         .map_err(core_error)?
         .into_iter()
         .collect::<medtext_core::Result<_>>()
@@ -411,22 +497,22 @@ fn classify(
         .first()
         .map(|c| c.model_sha256.clone())
         .unwrap_or_default();
-    state
-        .store
-        .lock()
-        .map_err(|_| internal("the history"))?
+    history(state)
         .record_api_classify(key, count, &model)
-        .map_err(|e| {
-            HttpError::new(
+        .map_err(|e| match e {
+            medtext_core::Error::ApiKey { .. } => {
+                HttpError::new(401, format!("{e}: no result is given"))
+                    .with_header("WWW-Authenticate", "Bearer")
+            }
+            _ => HttpError::new(
                 500,
                 format!("the audit entry could not be written, so no result is given: {e}"),
-            )
+            ),
         })?;
     state.metrics.classified(count, started.elapsed());
-    let value = if single {
-        serde_json::to_value(&results[0])
-    } else {
-        serde_json::to_value(&results).map(|r| serde_json::json!({"results": r}))
+    let value = match (single, results.first()) {
+        (true, Some(only)) => serde_json::to_value(only),
+        _ => serde_json::to_value(&results).map(|r| serde_json::json!({"results": r})),
     }
     .map_err(|_| HttpError::new(500, "the result could not be written as JSON"))?;
     Ok(Response::json(200, &value))
@@ -435,7 +521,7 @@ fn classify(
 /// The texts of a classify body, and whether it gave one `text`. JSON errors
 /// are reported by position and kind only: serde's own messages quote the
 /// offending value, which may be patient text.
-fn parse_request(body: &[u8]) -> Result<(Vec<String>, bool), HttpError> {
+fn parse_request(body: &[u8]) -> Result<(Zeroizing<Vec<String>>, bool), HttpError> {
     const SHAPE: &str = "send {\"text\": \"…\"} or {\"texts\": [\"…\", …]}";
     let request: ClassifyRequest = serde_json::from_slice(body).map_err(|e| {
         let what = match e.classify() {
@@ -452,20 +538,20 @@ fn parse_request(body: &[u8]) -> Result<(Vec<String>, bool), HttpError> {
             ),
         )
     })?;
-    match (request.text, request.texts) {
-        (Some(text), None) => Ok((vec![text], true)),
-        (None, Some(texts)) if texts.is_empty() => Err(HttpError::new(
+    // Wiped when dropped, on every path.
+    let text = request.text.map(|t| Zeroizing::new(vec![t]));
+    let texts = request.texts.map(|t| (Zeroizing::new(t.kept), t.total));
+    match (text, texts) {
+        (Some(text), None) => Ok((text, true)),
+        (None, Some((_, 0))) => Err(HttpError::new(
             422,
             "texts is empty: send at least one text",
         )),
-        (None, Some(texts)) if texts.len() > MAX_TEXTS => Err(HttpError::new(
+        (None, Some((_, total))) if total > MAX_TEXTS => Err(HttpError::new(
             413,
-            format!(
-                "{} texts in one request; at most {MAX_TEXTS}: send them in parts",
-                texts.len()
-            ),
+            format!("{total} texts in one request; at most {MAX_TEXTS}: send them in parts"),
         )),
-        (None, Some(texts)) => Ok((texts, false)),
+        (None, Some((texts, _))) => Ok((texts, false)),
         _ => Err(HttpError::new(
             400,
             format!("give exactly one of text and texts: {SHAPE}"),
@@ -475,17 +561,48 @@ fn parse_request(body: &[u8]) -> Result<(Vec<String>, bool), HttpError> {
 
 fn core_error(e: medtext_core::Error) -> HttpError {
     use medtext_core::Error as E;
-    let status = match &e {
-        E::EmptyText | E::TextTooLong { .. } | E::InvalidUtf8 { .. } | E::ModelInput(_) => 422,
-        E::Busy { .. } | E::Engine(_) => 503,
-        _ => 500,
-    };
-    HttpError::new(status, e.to_string())
+    match &e {
+        E::EmptyText | E::TextTooLong { .. } | E::InvalidUtf8 { .. } | E::ModelInput(_) => {
+            HttpError::new(422, e.to_string())
+        }
+        E::Busy { .. } => try_again(e.to_string()),
+        // The worker stopped: retrying will not help until a restart.
+        E::Engine(_) => HttpError::new(503, e.to_string()),
+        _ => HttpError::new(500, e.to_string()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_that_trickles_in_is_cut_off_at_its_deadline() {
+        use std::io::Write as _;
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = std::thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            // One byte every 50 ms: each read is quick, the request is not.
+            for b in b"GET /health HTTP/1.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n" {
+                if stream.write_all(&[*b]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let (stream, _) = listener.accept().unwrap();
+        let started = Instant::now();
+        let mut reader = BufReader::new(Deadline {
+            stream,
+            until: started + Duration::from_millis(400),
+        });
+        let error = http::read_head(&mut reader).unwrap_err();
+        assert_eq!(error.status, 408);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        drop(reader);
+        client.join().unwrap();
+    }
 
     #[test]
     fn only_this_machine_and_port_are_taken_as_host() {
@@ -536,17 +653,27 @@ mod tests {
 
     #[test]
     fn one_text_or_a_bounded_list_is_taken() {
+        let (one, single) = parse_request(br#"{"text": "chest pain"}"#).unwrap();
         assert_eq!(
-            parse_request(br#"{"text": "chest pain"}"#).unwrap(),
-            (vec!["chest pain".to_string()], true)
+            (one.as_slice(), single),
+            (&["chest pain".to_string()][..], true)
         );
+        let (two, single) = parse_request(br#"{"texts": ["a", "b"]}"#).unwrap();
         assert_eq!(
-            parse_request(br#"{"texts": ["a", "b"]}"#).unwrap(),
-            (vec!["a".to_string(), "b".to_string()], false)
+            (two.as_slice(), single),
+            (&["a".to_string(), "b".to_string()][..], false)
         );
         assert_eq!(parse_request(br#"{"texts": []}"#).unwrap_err().status, 422);
         assert_eq!(parse_request(b"{}").unwrap_err().status, 400);
         let many = serde_json::json!({ "texts": vec!["x"; MAX_TEXTS + 1] }).to_string();
         assert_eq!(parse_request(many.as_bytes()).unwrap_err().status, 413);
+        // A list far over the limit is counted, not built: the message has
+        // the count, and a malformed element past the limit is still found.
+        let bomb = format!("{{\"texts\": [{}\"\"]}}", "\"\",".repeat(1_000_000));
+        let e = parse_request(bomb.as_bytes()).unwrap_err();
+        assert_eq!(e.status, 413);
+        assert!(e.message.starts_with("1000001 texts"), "{}", e.message);
+        let broken = format!("{{\"texts\": [{}\"\", ]}}", "\"\",".repeat(100));
+        assert_eq!(parse_request(broken.as_bytes()).unwrap_err().status, 400);
     }
 }

@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{classify, key, metric, models, request, send_raw, start, wait_ready, CANCER};
+use common::{
+    classify, connect, key, metric, models, request, send_raw, start, wait_ready, CANCER,
+};
 use medtext_api::{Config, Server};
 use medtext_core::policy::Policy;
 use medtext_core::HistoryStore;
@@ -148,6 +150,23 @@ fn classifies_for_a_valid_key_only_and_audits_every_call_without_its_text() {
     assert!(listed[0].last_used_at_ms.is_some());
     drop(reader);
 
+    // A client that waits for "100 Continue" gets it, then its answer.
+    let waiting = serde_json::json!({ "text": CANCER }).to_string();
+    let mut stream = connect(addr);
+    write!(
+        stream,
+        "POST /v1/classify HTTP/1.1\r\nHost: {addr}\r\n{auth}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        waiting.len()
+    )
+    .unwrap();
+    let mut interim = [0u8; 25];
+    stream.read_exact(&mut interim).unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(waiting.as_bytes()).unwrap();
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+
     // Revoked from another connection (as `medtext api-key revoke` does):
     // refused at once.
     let mut admin = HistoryStore::open(&dir.path().join("history.db"), &key()).unwrap();
@@ -155,73 +174,123 @@ fn classifies_for_a_valid_key_only_and_audits_every_call_without_its_text() {
     assert_eq!(classify(addr, &api_key, &body).status, 401);
 }
 
+/// What is refused before any model is needed: these checks run on a server
+/// whose pack does not exist.
 #[test]
 fn refuses_other_hosts_web_pages_wrong_methods_and_oversized_requests() {
     let dir = tempfile::tempdir().unwrap();
-    let (addr, api_key) = start(dir.path(), "medical-abstracts", Policy::default());
+    let (addr, api_key) = start(dir.path(), "no-such-pack", Policy::default());
+    assert_eq!(wait_ready(addr).status, 503);
     let auth = format!("Authorization: Bearer {api_key}");
+    let raw = |text: String| send_raw(addr, text.as_bytes());
 
-    // DNS rebinding: a page whose name resolves to 127.0.0.1.
-    let rebound = send_raw(addr, b"GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n");
+    // DNS rebinding: a page whose name resolves to 127.0.0.1; and web pages.
+    let rebound = raw("GET /health HTTP/1.1\r\nHost: evil.example\r\n\r\n".into());
     assert_eq!(rebound.status, 403);
-    let page = request(
-        addr,
-        "POST",
-        "/v1/classify",
-        &[&auth, "Origin: https://evil.example"],
-        "{}",
+    let port = addr.port() + 1;
+    let other_port = raw(format!(
+        "GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    ));
+    assert_eq!(other_port.status, 403);
+    for origin in ["Origin: https://evil.example", "Origin: null"] {
+        let page = request(addr, "POST", "/v1/classify", &[&auth, origin], "{}");
+        assert_eq!(page.status, 403, "{origin}");
+    }
+    assert_eq!(
+        request(addr, "GET", "/health", &["Origin: null"], "").status,
+        403
     );
-    assert_eq!(page.status, 403);
+    // HTTP/1.1 needs exactly one Host.
+    assert_eq!(raw("GET /health HTTP/1.1\r\n\r\n".into()).status, 400);
+    assert_eq!(
+        request(addr, "GET", "/health", &["Host: localhost"], "").status,
+        400
+    );
 
     let get = request(addr, "GET", "/v1/classify", &[], "");
     assert_eq!(get.status, 405);
-    assert_eq!(request(addr, "DELETE", "/health", &[], "").status, 405);
+    assert!(get.head.contains("\r\nAllow: POST"), "{}", get.head);
+    let delete = request(addr, "DELETE", "/health", &[], "");
+    assert_eq!(delete.status, 405);
+    assert!(delete.head.contains("\r\nAllow: GET"), "{}", delete.head);
     assert_eq!(request(addr, "GET", "/v2/anything", &[], "").status, 404);
-    assert_eq!(send_raw(addr, b"GET /health HTTP/2\r\n\r\n").status, 505);
-    assert_eq!(send_raw(addr, b"nonsense\r\n\r\n").status, 400);
+    assert_eq!(raw("GET /health HTTP/2\r\n\r\n".into()).status, 505);
+    assert_eq!(raw("nonsense\r\n\r\n".into()).status, 400);
 
+    // The scheme's name is case-insensitive; the key is checked first.
+    let lower = format!("Authorization: bearer {api_key}");
+    let not_ready = request(addr, "POST", "/v1/classify", &[&lower], "{\"text\": \"x\"}");
+    assert_eq!(not_ready.status, 503);
+    assert!(
+        !not_ready.head.contains("Retry-After"),
+        "a missing pack is not worth a retry"
+    );
+    let host = format!("Host: {addr}");
+    let no_length = raw(format!(
+        "POST /v1/classify HTTP/1.1\r\n{host}\r\n{auth}\r\n\r\n"
+    ));
+    assert_eq!(no_length.status, 411);
     // A body over the limit is refused from its Content-Length, unread.
-    let huge = send_raw(
-        addr,
-        format!(
-            "POST /v1/classify HTTP/1.1\r\n{auth}\r\nContent-Length: {}\r\n\r\n",
-            medtext_api::server::MAX_BODY_BYTES + 1
-        )
-        .as_bytes(),
-    );
+    let huge = raw(format!(
+        "POST /v1/classify HTTP/1.1\r\n{host}\r\n{auth}\r\nContent-Length: {}\r\n\r\n",
+        medtext_api::server::MAX_BODY_BYTES + 1
+    ));
     assert_eq!(huge.status, 413);
-    let chunked = send_raw(
-        addr,
-        format!(
-            "POST /v1/classify HTTP/1.1\r\n{auth}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-        )
-        .as_bytes(),
-    );
+    let chunked = raw(format!(
+        "POST /v1/classify HTTP/1.1\r\n{host}\r\n{auth}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ));
     assert_eq!(chunked.status, 501);
     let too_many = vec!["x"; medtext_api::server::MAX_TEXTS + 1];
     let reply = classify(addr, &api_key, &serde_json::json!({ "texts": too_many }));
     assert_eq!(reply.status, 413);
 
-    // A client that waits for "100 Continue" gets it, then its answer.
-    let body = serde_json::json!({ "text": CANCER }).to_string();
-    wait_ready(addr);
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+    // A refused request with a large body, sent whole before the answer is
+    // read (as urllib and requests do), still gets its answer, not a reset.
+    let big = serde_json::json!({ "text": "x".repeat(4 << 20) }).to_string();
+    let wrong = format!("mtk_{}", "cd".repeat(32));
+    let wrong_auth = format!("Authorization: Bearer {wrong}");
+    let refused = request(addr, "POST", "/v1/classify", &[&wrong_auth], &big);
+    assert_eq!(refused.status, 401);
+    assert!(refused.head.contains("WWW-Authenticate: Bearer"));
+
+    // With a wrong key, a client waiting for "100 Continue" gets the 401
+    // instead, and never sends its body.
+    let mut stream = connect(addr);
     write!(
         stream,
-        "POST /v1/classify HTTP/1.1\r\n{auth}\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+        "POST /v1/classify HTTP/1.1\r\n{host}\r\nAuthorization: Bearer {wrong}\r\nExpect: 100-continue\r\nContent-Length: 20\r\n\r\n"
     )
     .unwrap();
-    let mut interim = [0u8; 25];
-    stream.read_exact(&mut interim).unwrap();
-    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
-    stream.write_all(body.as_bytes()).unwrap();
-    let mut rest = String::new();
-    stream.read_to_string(&mut rest).unwrap();
-    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest}");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+}
+
+/// More clients than connection slots: the extra ones wait to be accepted
+/// and are answered once a slot is free, never reset.
+#[test]
+fn connections_beyond_the_limit_wait_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _) = start(dir.path(), "no-such-pack", Policy::default());
+    // Idle connections take every slot until their 2 s for a head runs out.
+    let idle: Vec<TcpStream> = (0..medtext_api::server::MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let health = request(addr, "GET", "/health", &[], "");
+    assert_eq!(health.status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(1000),
+        "it did not wait"
+    );
+    // The idle ones were answered 408 and closed.
+    for mut stream in idle {
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
+    }
+    assert_eq!(metric(addr, "medtext_open_connections"), 1.0);
 }
 
 #[test]

@@ -27,6 +27,14 @@ const KEY_BYTES: usize = 32;
 /// Longest key name.
 const MAX_NAME_CHARS: usize = 64;
 
+/// The key a request came with, once it is known to be active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyHolder {
+    id: i64,
+    /// The key's name, as the audit trail shows it.
+    pub name: String,
+}
+
 /// A key as listed: never the key itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiKeyInfo {
@@ -163,47 +171,63 @@ impl HistoryStore {
         list().map_err(|e| store_error(&self.path, e))
     }
 
-    /// The name of the active key `presented`, or `None` when it is not one
-    /// (unknown, revoked, or not a key at all).
-    pub fn api_key_name(&self, presented: &str) -> Result<Option<String>> {
+    /// The active key `presented`, or `None` when it is not one (unknown,
+    /// revoked, or not a key at all).
+    pub fn api_key(&self, presented: &str) -> Result<Option<ApiKeyHolder>> {
         if !looks_like_key(presented) {
             return Ok(None);
         }
         self.conn
             .query_row(
-                "SELECT name FROM api_keys WHERE key_sha256 = ?1 AND revoked_at_ms IS NULL",
+                "SELECT id, name FROM api_keys WHERE key_sha256 = ?1 AND revoked_at_ms IS NULL",
                 [key_sha256(presented)],
-                |r| r.get(0),
+                |r| {
+                    Ok(ApiKeyHolder {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                    })
+                },
             )
             .optional()
             .map_err(|e| store_error(&self.path, e))
     }
 
-    /// Records that the key `name` classified `texts` texts with the model
+    /// Records that `key` classified `texts` texts with the model
     /// `model_sha256`: its last use, and an audit entry, in one transaction.
+    /// Fails, recording nothing, if the key was revoked since it was looked
+    /// up: the caller then gives no result.
     pub fn record_api_classify(
         &mut self,
-        name: &str,
+        key: &ApiKeyHolder,
         texts: usize,
         model_sha256: &str,
     ) -> Result<()> {
-        self.in_transaction(|tx| {
+        let recorded = self.in_transaction(|tx| {
             let at = now_ms();
-            tx.execute(
-                "UPDATE api_keys SET last_used_at_ms = ?2 WHERE name = ?1 AND revoked_at_ms IS NULL",
-                params![name, at],
-            )?;
-            audit::append(
-                tx,
-                Action::ApiClassify,
-                Event {
-                    model_sha256: Some(model_sha256),
-                    detail: Some(format!("key={name} texts={texts}")),
-                    ..Event::default()
-                },
-                at,
-            )
-        })
+            let still_active = tx.execute(
+                "UPDATE api_keys SET last_used_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+                params![key.id, at],
+            )? == 1;
+            if still_active {
+                audit::append(
+                    tx,
+                    Action::ApiClassify,
+                    Event {
+                        model_sha256: Some(model_sha256),
+                        detail: Some(format!("key={} texts={texts}", key.name)),
+                        ..Event::default()
+                    },
+                    at,
+                )?;
+            }
+            Ok(still_active)
+        })?;
+        if !recorded {
+            return Err(Error::ApiKey {
+                problem: format!("the key \"{}\" was revoked", key.name),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -224,10 +248,8 @@ mod tests {
         let (dir, mut store) = store();
         let key = store.create_api_key("lab integration").unwrap();
         assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 64);
-        assert_eq!(
-            store.api_key_name(&key).unwrap().as_deref(),
-            Some("lab integration")
-        );
+        let holder = store.api_key(&key).unwrap().unwrap();
+        assert_eq!(holder.name, "lab integration");
         // A different key of the right form, and things that are not keys.
         let other = format!("{KEY_PREFIX}{}", "0".repeat(64));
         for wrong in [
@@ -237,7 +259,7 @@ mod tests {
             &key[..key.len() - 1],
             &key.to_uppercase(),
         ] {
-            assert_eq!(store.api_key_name(wrong).unwrap(), None, "{wrong}");
+            assert_eq!(store.api_key(wrong).unwrap(), None, "{wrong}");
         }
         // The key itself is nowhere in the database, only its sha256.
         let stored: String = store
@@ -247,15 +269,17 @@ mod tests {
         assert_eq!(stored, key_sha256(&key));
         assert_ne!(stored, key.as_str());
 
-        store
-            .record_api_classify("lab integration", 3, "abc")
-            .unwrap();
+        store.record_api_classify(&holder, 3, "abc").unwrap();
         let listed = store.api_keys().unwrap();
         assert_eq!(listed.len(), 1);
         assert!(listed[0].last_used_at_ms.is_some() && listed[0].revoked_at_ms.is_none());
 
         store.revoke_api_key("lab integration").unwrap();
-        assert_eq!(store.api_key_name(&key).unwrap(), None);
+        assert_eq!(store.api_key(&key).unwrap(), None);
+        // A request that looked its key up before the revocation is not
+        // recorded (and gets no result).
+        let late = store.record_api_classify(&holder, 1, "abc").unwrap_err();
+        assert!(late.to_string().contains("revoked"), "{late}");
         let again = store
             .revoke_api_key("lab integration")
             .unwrap_err()
@@ -264,6 +288,9 @@ mod tests {
         // The name is free again once revoked, with a new key.
         let second = store.create_api_key("lab integration").unwrap();
         assert_ne!(second.as_str(), key.as_str());
+        // The old key's late use does not count as the new key's.
+        assert!(store.record_api_classify(&holder, 1, "abc").is_err());
+        assert_eq!(store.api_keys().unwrap()[1].last_used_at_ms, None);
         assert_eq!(store.api_keys().unwrap().len(), 2);
 
         let actions: Vec<String> = store

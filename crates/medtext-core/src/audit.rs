@@ -107,9 +107,10 @@ impl Entry {
 /// The HMAC-SHA256 of a text under `key`, for entries that must identify
 /// an input without holding it. Keyed, because a plain hash of a short text
 /// ("HIV positive", a name and a diagnosis) lets whoever reads an audit
-/// export test guesses against it; the key is random per history and kept
-/// inside it, so only someone who can open the history (and so read the
-/// text itself) can compute the digest.
+/// export test guesses against it. The key is random per history and kept
+/// inside it: only someone who can open the history (or a backup of it) can
+/// test guesses, and for records still there they could read the text
+/// anyway. For deleted records they still can; that is the limit of it.
 pub fn text_digest(key: &[u8], text: &str) -> String {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));

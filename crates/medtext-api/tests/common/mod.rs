@@ -32,12 +32,18 @@ impl Reply {
     }
 }
 
-/// Sends `raw` as it is and reads the reply to the end (the server closes).
-pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> Reply {
-    let mut stream = TcpStream::connect(addr).unwrap();
+/// A connection to the server that gives up reading after a minute.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
+    stream
+}
+
+/// Sends `raw` as it is and reads the reply to the end (the server closes).
+pub fn send_raw(addr: SocketAddr, raw: &[u8]) -> Reply {
+    let mut stream = connect(addr);
     stream.write_all(raw).unwrap();
     let mut bytes = Vec::new();
     stream.read_to_end(&mut bytes).unwrap();
