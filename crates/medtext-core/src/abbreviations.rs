@@ -11,6 +11,14 @@
 //! where it was, so evidence offsets still point into what the clinician
 //! wrote, and the abbreviation itself is still seen. Evidence earned by an
 //! expansion is credited back to the abbreviation it came from.
+//!
+//! Lab values are read the same way. A row whose abbreviation is a test with
+//! a threshold (`K >5.2,hyperkalemia`, `glucose >11 mmol/L,hyperglycemia`)
+//! appends its expansion after a value beyond it ("K 6.8" is read as "K 6.8
+//! (hyperkalemia)"): the encoder reads numbers as words, and "6.8" says
+//! nothing to it. A row with a unit applies only to values written with that
+//! unit; a row without one only to values written without a unit, so "Cr 250
+//! umol/L" is never taken for 250 mg/dL.
 
 use std::ops::Range;
 use std::path::Path;
@@ -24,6 +32,63 @@ use crate::{dataset, Error, Result};
 pub struct Abbreviations {
     /// Longest abbreviation first, so "NSTEMI" wins over "MI".
     entries: Vec<(String, Vec<String>)>,
+    /// Lab tests with a threshold, in the list's order.
+    labs: Vec<LabRule>,
+}
+
+/// `name >low [<high] [unit],expansion`: see the module's comment.
+#[derive(Debug, Clone)]
+struct LabRule {
+    name: String,
+    /// The value must be above this...
+    above: Option<f64>,
+    /// ...and below this.
+    below: Option<f64>,
+    unit: Option<String>,
+    /// One element, so it can be handed on as a slice like abbreviations'.
+    expansion: [String; 1],
+}
+
+impl LabRule {
+    /// Reads `K >5.2`, `glucose <3.9 mmol/L` or `Ca >2.6 <4.5` (a second
+    /// bound keeps a rule to values of one unit when none is written);
+    /// `None` for a plain abbreviation (no word starts with '<' or '>').
+    fn parse(abbreviation: &str, expansion: &str) -> Option<std::result::Result<Self, String>> {
+        let words: Vec<&str> = abbreviation.split_whitespace().collect();
+        let at = words.iter().position(|w| w.starts_with(['<', '>']))?;
+        let mut rule = Self {
+            name: words[..at].join(" "),
+            above: None,
+            below: None,
+            unit: None,
+            expansion: [expansion.to_string()],
+        };
+        for word in &words[at..] {
+            let (bound, number) = if let Some(n) = word.strip_prefix('>') {
+                (&mut rule.above, n)
+            } else if let Some(n) = word.strip_prefix('<') {
+                (&mut rule.below, n)
+            } else if rule.unit.is_none() {
+                rule.unit = Some(word.to_string());
+                continue;
+            } else {
+                return Some(Err(LAB_ROW.to_string()));
+            };
+            let number = number.parse().ok().filter(|t: &f64| t.is_finite());
+            match (number, bound.is_none(), rule.unit.is_none()) {
+                (Some(n), true, true) => *bound = Some(n),
+                _ => return Some(Err(LAB_ROW.to_string())),
+            }
+        }
+        if rule.name.is_empty() {
+            return Some(Err(LAB_ROW.to_string()));
+        }
+        Some(Ok(rule))
+    }
+
+    fn holds(&self, value: f64) -> bool {
+        self.above.is_none_or(|low| value > low) && self.below.is_none_or(|high| value < high)
+    }
 }
 
 /// A text with the expansions of its abbreviations appended.
@@ -37,6 +102,9 @@ pub struct Expanded {
     /// characters of the abbreviation it expands in the original text.
     pub sources: Vec<(Range<usize>, Range<usize>)>,
 }
+
+const LAB_ROW: &str =
+    "a lab row is written `name >number [<number] [unit]`, such as `K >5.2` or `glucose <3.9 mmol/L`";
 
 impl Abbreviations {
     /// Reads an `abbreviation,expansion` CSV; a bad row is named.
@@ -53,6 +121,7 @@ impl Abbreviations {
             ));
         }
         let mut entries: Vec<(String, Vec<String>)> = Vec::new();
+        let mut labs = Vec::new();
         for (i, record) in reader.records().enumerate() {
             let row = i + 2;
             let record = record.map_err(|e| bad(format!("row {row}: {e}")))?;
@@ -66,16 +135,20 @@ impl Abbreviations {
                     )))
                 }
             };
+            if let Some(rule) = LabRule::parse(abbreviation, expansion) {
+                labs.push(rule.map_err(|problem| bad(format!("row {row}: {problem}")))?);
+                continue;
+            }
             match entries.iter_mut().find(|(a, _)| a == abbreviation) {
                 Some((_, expansions)) => expansions.push(expansion.to_string()),
                 None => entries.push((abbreviation.to_string(), vec![expansion.to_string()])),
             }
         }
-        if entries.is_empty() {
+        if entries.is_empty() && labs.is_empty() {
             return Err(bad("the list has no abbreviations".into()));
         }
         entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        Ok(Self { entries })
+        Ok(Self { entries, labs })
     }
 
     /// `text` with the expansions of the abbreviations it contains appended,
@@ -91,6 +164,8 @@ impl Abbreviations {
                 }
             }
         }
+        // Lab values may overlap an abbreviation ("Hb" in "Hb 7.2"): both count.
+        found.extend(self.lab_findings(text));
         found.sort_by_key(|(r, _)| r.start);
 
         let original_chars = text.chars().count();
@@ -125,6 +200,95 @@ impl Abbreviations {
         }
         expanded
     }
+}
+
+impl Abbreviations {
+    /// Every lab value in `text` beyond a threshold of the list: the span
+    /// from the test's name to its value (and unit), and what it means.
+    fn lab_findings(&self, text: &str) -> Vec<(Range<usize>, &[String])> {
+        let mut found = Vec::new();
+        let mut names: Vec<&str> = self.labs.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let rules: Vec<&LabRule> = self.labs.iter().filter(|r| r.name == name).collect();
+            let units: Vec<&str> = rules.iter().filter_map(|r| r.unit.as_deref()).collect();
+            for (start, _) in text.match_indices(name) {
+                let end = start + name.len();
+                if !stands_alone(text, start..end) {
+                    continue;
+                }
+                let Some(reading) = read_value(text, end, &units) else {
+                    continue;
+                };
+                for rule in &rules {
+                    let unit_matches = match (&rule.unit, reading.unit) {
+                        (Some(wanted), Some(written)) => wanted.eq_ignore_ascii_case(written),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    if unit_matches && rule.holds(reading.value) {
+                        found.push((start..reading.end, &rule.expansion[..]));
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+/// A number written after a lab test's name.
+struct Reading<'a> {
+    value: f64,
+    /// One of the units the list knows for the test, if one follows.
+    unit: Option<&'a str>,
+    /// Byte offset after the number (and unit).
+    end: usize,
+}
+
+/// The value after a test's name ending at byte `from`: an optional '+'
+/// ("K+ 6.1"), white space, an optional ':' or '=', an optional '<' or '>'
+/// ("TSH <0.01"), then the
+/// number, then perhaps one of `units` (attached, as in "9.4%", or after one
+/// space). `None` when no number follows.
+fn read_value<'a>(text: &str, from: usize, units: &[&'a str]) -> Option<Reading<'a>> {
+    let rest = &text[from..];
+    let after_name = rest.strip_prefix('+').unwrap_or(rest).trim_start();
+    let after_sign = after_name
+        .strip_prefix([':', '='])
+        .unwrap_or(after_name)
+        .trim_start();
+    let number_text = after_sign.strip_prefix(['<', '>']).unwrap_or(after_sign);
+    let digits = number_text
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || (c == '.' && i > 0)))
+        .map_or(number_text.len(), |(i, _)| i);
+    let number = number_text[..digits].trim_end_matches('.');
+    if number.is_empty() || !number.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let mut end = text.len() - number_text.len() + number.len();
+    // A number that runs on into letters ("3x", "2nd") is not a value.
+    let tail = &text[end..];
+    let unit = units.iter().copied().find(|unit| {
+        let attached = tail.get(..unit.len());
+        let spaced = tail.strip_prefix(' ').and_then(|t| t.get(..unit.len()));
+        [attached, spaced]
+            .into_iter()
+            .flatten()
+            .any(|written| written.eq_ignore_ascii_case(unit))
+    });
+    if let Some(unit) = unit {
+        end += tail.find(|c: char| c != ' ').unwrap_or(0) + unit.len();
+        let after = &text[end..];
+        if after.starts_with(|c: char| c.is_alphanumeric()) {
+            return None;
+        }
+    } else if tail.starts_with(|c: char| c.is_alphanumeric()) {
+        return None;
+    }
+    Some(Reading { value, unit, end })
 }
 
 impl Expanded {
@@ -206,6 +370,82 @@ pub(crate) mod tests {
     fn offsets_count_characters_not_bytes() {
         let e = list().expand("é MI");
         assert_eq!(e.source_of(e.text.chars().count() - 2), Some(2..4));
+    }
+
+    const LABS: &str =
+        "abbreviation,expansion\nHb,hemoglobin\nHb <12,anemia\nK >5.2,hyperkalemia\n\
+        glucose >11 mmol/L,hyperglycemia\nK <3.5,hypokalemia\nHb <120 g/L,anemia\n\
+        glucose >11 <40,hyperglycemia\nHbA1c >6.4 %,diabetes range\nTSH <0.4,suppressed TSH\n\
+        Ca >2.6 <4.5,hypercalcemia\nCr >120 <2000 \u{b5}mol/L,renal impairment\n";
+
+    fn labs() -> Abbreviations {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("abbreviations.csv");
+        std::fs::write(&path, LABS).unwrap();
+        Abbreviations::load(&path).unwrap()
+    }
+
+    /// What `text` has appended, without the brackets.
+    fn appended(list: &Abbreviations, text: &str) -> String {
+        let e = list.expand(text);
+        e.text[text.len()..]
+            .trim_start_matches(" (")
+            .trim_end_matches(')')
+            .to_string()
+    }
+
+    #[test]
+    fn lab_values_beyond_a_threshold_are_read_as_what_they_mean() {
+        let l = labs();
+        let e = l.expand("K 6.8 with peaked T waves");
+        assert_eq!(e.text, "K 6.8 with peaked T waves (hyperkalemia)");
+        // The evidence of "hyperkalemia" goes to "K 6.8".
+        assert_eq!(e.source_of(e.text.find("hyper").unwrap()), Some(0..5));
+        assert_eq!(
+            appended(&l, "K+ 2.9, K: 3.1, K=6"),
+            "hypokalemia; hyperkalemia"
+        );
+        assert_eq!(appended(&l, "Hb 7.2, MCV 68"), "hemoglobin; anemia");
+        assert_eq!(appended(&l, "Hb 13.5"), "hemoglobin");
+        assert_eq!(appended(&l, "TSH <0.01"), "suppressed TSH");
+        assert_eq!(appended(&l, "HbA1c 9.4%, then HbA1c 7 %"), "diabetes range");
+        // A unit decides which row applies; no row, no reading.
+        assert_eq!(appended(&l, "Hb 95 g/L"), "hemoglobin; anemia");
+        assert_eq!(appended(&l, "Hb 135 g/L"), "hemoglobin");
+        assert_eq!(appended(&l, "glucose 32 mmol/L"), "hyperglycemia");
+        assert_eq!(appended(&l, "glucose 32"), "hyperglycemia");
+        assert_eq!(appended(&l, "glucose 320 mg/dL"), "");
+        assert_eq!(appended(&l, "HbA1c 53 mmol/mol"), "");
+        assert_eq!(appended(&l, "Cr 250 \u{b5}mol/L"), "renal impairment");
+        assert_eq!(appended(&l, "Cr 250"), "");
+        // A second bound keeps a unitless rule to one unit's values.
+        assert_eq!(appended(&l, "Ca 3.1"), "hypercalcemia");
+        assert_eq!(appended(&l, "Ca 9.5"), "");
+        // Not values: no number, a number running into letters, a name
+        // inside a word.
+        for text in ["K is fine", "K 2nd", "CKD 4", "TSH.", "Hb", "Hb 7x"] {
+            assert_eq!(appended(&l, text).replace("hemoglobin", ""), "", "{text}");
+        }
+    }
+
+    #[test]
+    fn a_broken_lab_row_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        for row in [
+            "K >abc",
+            "K >5 <6 <7",
+            ">5",
+            "K >5 mmol/L <7",
+            "K >5 mmol/L extra",
+        ] {
+            std::fs::write(&path, format!("abbreviation,expansion\nCHF,x\n{row},y\n")).unwrap();
+            let err = Abbreviations::load(&path).unwrap_err().to_string();
+            assert!(
+                err.contains("row 3") && err.contains("lab row"),
+                "{row}: {err}"
+            );
+        }
     }
 
     #[test]
