@@ -47,13 +47,41 @@ struct LabRule {
     unit: Option<String>,
     /// One element, so it can be handed on as a slice like abbreviations'.
     expansion: [String; 1],
+    /// The row of the list it came from, for messages.
+    row: usize,
+}
+
+/// Refuses two rows of one test and unit that would both read the same value
+/// with different meanings ("Ca <8.5 >4" and "Ca >2.6 <5" both take 4.5).
+fn check_lab_windows(labs: &[LabRule]) -> std::result::Result<(), String> {
+    for (i, a) in labs.iter().enumerate() {
+        for b in &labs[i + 1..] {
+            let same_reading = a.name == b.name
+                && a.unit.as_deref().map(str::to_ascii_lowercase)
+                    == b.unit.as_deref().map(str::to_ascii_lowercase)
+                && a.expansion != b.expansion;
+            let low = a.above.unwrap_or(f64::MIN).max(b.above.unwrap_or(f64::MIN));
+            let high = a.below.unwrap_or(f64::MAX).min(b.below.unwrap_or(f64::MAX));
+            if same_reading && low < high {
+                return Err(format!(
+                    "rows {} and {} both read a {} value between {low} and {high}, with different meanings",
+                    a.row, b.row, a.name
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl LabRule {
     /// Reads `K >5.2`, `glucose <3.9 mmol/L` or `Ca >2.6 <4.5` (a second
     /// bound keeps a rule to values of one unit when none is written);
     /// `None` for a plain abbreviation (no word starts with '<' or '>').
-    fn parse(abbreviation: &str, expansion: &str) -> Option<std::result::Result<Self, String>> {
+    fn parse(
+        abbreviation: &str,
+        expansion: &str,
+        row: usize,
+    ) -> Option<std::result::Result<Self, String>> {
         let words: Vec<&str> = abbreviation.split_whitespace().collect();
         let at = words.iter().position(|w| w.starts_with(['<', '>']))?;
         let mut rule = Self {
@@ -62,6 +90,7 @@ impl LabRule {
             below: None,
             unit: None,
             expansion: [expansion.to_string()],
+            row,
         };
         for word in &words[at..] {
             let (bound, number) = if let Some(n) = word.strip_prefix('>') {
@@ -83,11 +112,29 @@ impl LabRule {
         if rule.name.is_empty() {
             return Some(Err(LAB_ROW.to_string()));
         }
+        if let (Some(low), Some(high)) = (rule.above, rule.below) {
+            if high <= low {
+                return Some(Err(format!(
+                    "no value is above {low} and below {high}: {LAB_ROW}"
+                )));
+            }
+        }
         Some(Ok(rule))
     }
 
-    fn holds(&self, value: f64) -> bool {
-        self.above.is_none_or(|low| value > low) && self.below.is_none_or(|high| value < high)
+    /// Whether `reading` is beyond this rule's threshold. A value the text
+    /// itself bounds counts only when the bound settles it: "TSH <0.01" is
+    /// below 0.3, "eGFR >30" is not known to be below 60.
+    fn holds(&self, reading: &Reading<'_>) -> bool {
+        let value = reading.value;
+        match (reading.bound, self.above, self.below) {
+            (None, above, below) => {
+                above.is_none_or(|low| value > low) && below.is_none_or(|high| value < high)
+            }
+            (Some('<'), None, Some(high)) => value <= high,
+            (Some('>'), Some(low), None) => value >= low,
+            _ => false,
+        }
     }
 }
 
@@ -135,7 +182,7 @@ impl Abbreviations {
                     )))
                 }
             };
-            if let Some(rule) = LabRule::parse(abbreviation, expansion) {
+            if let Some(rule) = LabRule::parse(abbreviation, expansion, row) {
                 labs.push(rule.map_err(|problem| bad(format!("row {row}: {problem}")))?);
                 continue;
             }
@@ -144,6 +191,7 @@ impl Abbreviations {
                 None => entries.push((abbreviation.to_string(), vec![expansion.to_string()])),
             }
         }
+        check_lab_windows(&labs).map_err(bad)?;
         if entries.is_empty() && labs.is_empty() {
             return Err(bad("the list has no abbreviations".into()));
         }
@@ -206,6 +254,8 @@ impl Abbreviations {
     /// Every lab value in `text` beyond a threshold of the list: the span
     /// from the test's name to its value (and unit), and what it means.
     fn lab_findings(&self, text: &str) -> Vec<(Range<usize>, &[String])> {
+        // Same byte offsets as `text`: only ASCII letters change.
+        let lowered = text.to_ascii_lowercase();
         let mut found = Vec::new();
         let mut names: Vec<&str> = self.labs.iter().map(|r| r.name.as_str()).collect();
         names.sort_unstable();
@@ -213,9 +263,13 @@ impl Abbreviations {
         for name in names {
             let rules: Vec<&LabRule> = self.labs.iter().filter(|r| r.name == name).collect();
             let units: Vec<&str> = rules.iter().filter_map(|r| r.unit.as_deref()).collect();
-            for (start, _) in text.match_indices(name) {
+            // Words ("glucose", "Glucose") match in any case; symbols ("K",
+            // "pH", "Na") only as written.
+            let word = name.len() >= 4 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b' ');
+            let haystack = if word { lowered.as_str() } else { text };
+            for (start, _) in haystack.match_indices(name) {
                 let end = start + name.len();
-                if !stands_alone(text, start..end) {
+                if !stands_alone(text, start..end) || names_a_specimen(&lowered[..start]) {
                     continue;
                 }
                 let Some(reading) = read_value(text, end, &units) else {
@@ -227,7 +281,7 @@ impl Abbreviations {
                         (None, None) => true,
                         _ => false,
                     };
-                    if unit_matches && rule.holds(reading.value) {
+                    if unit_matches && rule.holds(&reading) {
                         found.push((start..reading.end, &rule.expansion[..]));
                     }
                 }
@@ -237,9 +291,34 @@ impl Abbreviations {
     }
 }
 
+/// Whether the words before a test's name say it was measured in something
+/// other than blood ("urine Na", "CSF glucose", "ionised Ca"), where the
+/// blood limits do not apply.
+fn names_a_specimen(before: &str) -> bool {
+    const SPECIMENS: &[&str] = &[
+        "urine", "urinary", "csf", "pleural", "fluid", "ascitic", "ionised", "ionized", "stool",
+        "sweat", "vaginal", "spot",
+    ];
+    before
+        .split_whitespace()
+        .rev()
+        .take(2)
+        .any(|w| SPECIMENS.contains(&w.trim_matches(|c: char| !c.is_alphanumeric())))
+}
+
+/// Tokens after a number that make it a dose, a time or a count, not a
+/// concentration: "vitamin K 10 mg", "K 40 mEq PO", "breast Ca 5 yrs ago".
+const NOT_A_LEVEL: &[&str] = &[
+    "g", "mg", "mcg", "ug", "\u{b5}g", "ml", "l", "meq", "mmol", "iu", "units", "unit", "x",
+    "times", "y", "yr", "yrs", "year", "years", "d", "day", "days", "h", "hr", "hrs", "hour",
+    "hours", "wk", "wks", "week", "weeks", "mo", "month", "months", "min", "ago", "tabs",
+];
+
 /// A number written after a lab test's name.
 struct Reading<'a> {
     value: f64,
+    /// '<' or '>' when the text bounds the value ("TSH <0.01", "eGFR >30").
+    bound: Option<char>,
     /// One of the units the list knows for the test, if one follows.
     unit: Option<&'a str>,
     /// Byte offset after the number (and unit).
@@ -248,9 +327,10 @@ struct Reading<'a> {
 
 /// The value after a test's name ending at byte `from`: an optional '+'
 /// ("K+ 6.1"), white space, an optional ':' or '=', an optional '<' or '>'
-/// ("TSH <0.01"), then the
-/// number, then perhaps one of `units` (attached, as in "9.4%", or after one
-/// space). `None` when no number follows.
+/// ("TSH <0.01"), then the number (thousands may be grouped: "CK 45,000"),
+/// then perhaps a unit, attached ("9.4%") or after one space. `None` when no
+/// number follows, or when what follows makes it something else: a decimal
+/// comma, a range or a ratio ("Ca 19-9", "20/hpf"), a dose or a time.
 fn read_value<'a>(text: &str, from: usize, units: &[&'a str]) -> Option<Reading<'a>> {
     let rest = &text[from..];
     let after_name = rest.strip_prefix('+').unwrap_or(rest).trim_start();
@@ -258,37 +338,97 @@ fn read_value<'a>(text: &str, from: usize, units: &[&'a str]) -> Option<Reading<
         .strip_prefix([':', '='])
         .unwrap_or(after_name)
         .trim_start();
+    let bound = after_sign.chars().next().filter(|c| matches!(c, '<' | '>'));
     let number_text = after_sign.strip_prefix(['<', '>']).unwrap_or(after_sign);
-    let digits = number_text
-        .char_indices()
-        .find(|&(i, c)| !(c.is_ascii_digit() || (c == '.' && i > 0)))
-        .map_or(number_text.len(), |(i, _)| i);
-    let number = number_text[..digits].trim_end_matches('.');
-    if number.is_empty() || !number.starts_with(|c: char| c.is_ascii_digit()) {
+    // `number_text` is a suffix of `text`, so this is where it starts.
+    let number_start = text.len() - number_text.len();
+    let (value, length) = read_number(number_text)?;
+    let mut end = number_start + length;
+    let tail = &text[end..];
+    let range_or_ratio = tail.starts_with('/')
+        || tail
+            .strip_prefix('-')
+            .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_digit()));
+    if range_or_ratio {
         return None;
     }
-    let value: f64 = number.parse().ok()?;
-    let mut end = text.len() - number_text.len() + number.len();
-    // A number that runs on into letters ("3x", "2nd") is not a value.
-    let tail = &text[end..];
-    let unit = units.iter().copied().find(|unit| {
-        let attached = tail.get(..unit.len());
-        let spaced = tail.strip_prefix(' ').and_then(|t| t.get(..unit.len()));
-        [attached, spaced]
-            .into_iter()
-            .flatten()
-            .any(|written| written.eq_ignore_ascii_case(unit))
-    });
-    if let Some(unit) = unit {
-        end += tail.find(|c: char| c != ' ').unwrap_or(0) + unit.len();
-        let after = &text[end..];
-        if after.starts_with(|c: char| c.is_alphanumeric()) {
+    let listed = |written: Option<&str>| {
+        units.iter().copied().find(|unit| {
+            written.is_some_and(|w| {
+                w.get(..unit.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(unit))
+            })
+        })
+    };
+    let spaced = tail.strip_prefix(' ');
+    let unit = listed(Some(tail)).or_else(|| listed(spaced));
+    match unit {
+        Some(unit) => {
+            end += tail.find(|c: char| c != ' ').unwrap_or(0) + unit.len();
+            if text[end..].starts_with(|c: char| c.is_alphanumeric()) {
+                return None;
+            }
+        }
+        // A number that runs on into letters ("3x", "2nd", "10mg") is not a level.
+        None if tail.starts_with(|c: char| c.is_alphanumeric()) => return None,
+        None => {
+            let next = spaced
+                .unwrap_or("")
+                .split([' ', ',', ';', ')', '.'])
+                .next()
+                .unwrap_or("");
+            if NOT_A_LEVEL.contains(&next.to_lowercase().as_str()) {
+                return None;
+            }
+        }
+    }
+    Some(Reading {
+        value,
+        bound,
+        unit,
+        end,
+    })
+}
+
+/// A number at the start of `text`: digits with an optional decimal point, or
+/// digits grouped in thousands ("45,000"); its value and length in bytes.
+/// `None` for a decimal comma ("2,8"), which this cannot tell from a list.
+fn read_number(text: &str) -> Option<(f64, usize)> {
+    let bytes = text.as_bytes();
+    let digits = |from: usize| {
+        bytes[from..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let whole = digits(0);
+    if whole == 0 {
+        return None;
+    }
+    let mut length = whole;
+    let mut plain = text[..whole].to_string();
+    // Thousands: groups of exactly three digits after commas.
+    while whole <= 3
+        && bytes.get(length) == Some(&b',')
+        && bytes.get(length + 1).is_some_and(u8::is_ascii_digit)
+    {
+        if digits(length + 1) != 3 {
             return None;
         }
-    } else if tail.starts_with(|c: char| c.is_alphanumeric()) {
+        plain.push_str(&text[length + 1..length + 4]);
+        length += 4;
+    }
+    if bytes.get(length) == Some(&b',') && bytes.get(length + 1).is_some_and(u8::is_ascii_digit) {
         return None;
     }
-    Some(Reading { value, unit, end })
+    if length == whole && bytes.get(length) == Some(&b'.') {
+        let fraction = digits(length + 1);
+        if fraction > 0 {
+            plain.push_str(&text[length..length + 1 + fraction]);
+            length += 1 + fraction;
+        }
+    }
+    plain.parse().ok().map(|value| (value, length))
 }
 
 impl Expanded {
@@ -426,6 +566,102 @@ pub(crate) mod tests {
         for text in ["K is fine", "K 2nd", "CKD 4", "TSH.", "Hb", "Hb 7x"] {
             assert_eq!(appended(&l, text).replace("hemoglobin", ""), "", "{text}");
         }
+    }
+
+    /// The ICD pack's own list, as shipped.
+    fn shipped() -> Abbreviations {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let shipped = repo.join("models/icd10cm/abbreviations.csv");
+        let source = repo.join("scripts/icd10cm/abbreviations.csv");
+        assert_eq!(
+            std::fs::read(&shipped).unwrap(),
+            std::fs::read(&source).unwrap(),
+            "the pack's list must be the one in scripts/ (models/regenerate.sh --write copies it)"
+        );
+        Abbreviations::load(&shipped).unwrap()
+    }
+
+    #[test]
+    fn the_shipped_lab_rows_read_levels_and_leave_doses_ranges_and_other_fluids_alone() {
+        let l = shipped();
+        let lab_part = |text: &str| {
+            let e = l.expand(text);
+            let original = e.original_chars;
+            e.sources
+                .iter()
+                .filter(|(_, source)| {
+                    // Lab readings span the name, a space and the value
+                    // (abbreviations such as "FT4" are one word).
+                    text.chars()
+                        .skip(source.start)
+                        .take(source.len())
+                        .any(char::is_whitespace)
+                })
+                .map(|(appended, _)| {
+                    e.text
+                        .chars()
+                        .skip(appended.start)
+                        .take(appended.len())
+                        .collect::<String>()
+                })
+                .inspect(|_| assert!(original <= e.text.chars().count()))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        for (text, expected) in [
+            ("K 6.8 with peaked T waves", "hyperkalemia"),
+            ("K 5.2", ""),
+            ("K 3.5", ""),
+            ("K+ 3.1", "hypokalemia"),
+            ("Na 121, confused", "hyponatremia"),
+            ("Potassium 6.1", "hyperkalemia"),
+            ("Glucose 2.4 mmol/L", "hypoglycemia"),
+            ("glucose 45", ""),
+            ("glucose 250", "hyperglycemia"),
+            ("Ca 3.1", "hypercalcemia"),
+            ("Ca 4.7", "hypocalcemia"),
+            ("Ca 2,8", ""),
+            ("Ca 19-9 120", ""),
+            ("breast Ca 5 yrs ago", ""),
+            ("TSH <0.01", "hyperthyroidism"),
+            ("metformin if eGFR >30", ""),
+            ("eGFR 24", "reduced kidney function"),
+            ("plt >50 for LP", ""),
+            ("plt 18", "thrombocytopenia"),
+            ("plt 50,000", "thrombocytopenia"),
+            ("CK 45,000 after a long lie", "rhabdomyolysis"),
+            ("WBC 7,000", ""),
+            ("WBC 20-50/hpf in urine", ""),
+            ("urine Na 180", ""),
+            ("vitamin K 10 mg IV", ""),
+            ("K 40 mEq PO", ""),
+            ("Hb 7.2 g/dL", "anemia"),
+            ("Hb 72", "anemia"),
+            ("Hb 135 g/L", ""),
+            ("FT4 1.2 ng/dL", ""),
+            ("pH 7.21", "acidosis"),
+            ("urine pH 6.5", ""),
+            ("HbA1c 53", "diabetes mellitus"),
+        ] {
+            assert_eq!(lab_part(text), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn two_rows_that_read_one_value_two_ways_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        let list = "abbreviation,expansion\nCa >2.6 <5,hypercalcemia\nCa <8.5 >4,hypocalcemia\n";
+        std::fs::write(&path, list).unwrap();
+        let err = Abbreviations::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("rows 2 and 3") && err.contains("between 4 and 5"),
+            "{err}"
+        );
+        // With a unit each, or the same meaning, they may overlap.
+        let fine = "abbreviation,expansion\nHb <12,anemia\nHb <120 >30,anemia\nHb <12 g/dL,low\n";
+        std::fs::write(&path, fine).unwrap();
+        assert!(Abbreviations::load(&path).is_ok());
     }
 
     #[test]
