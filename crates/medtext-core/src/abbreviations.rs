@@ -203,11 +203,14 @@ impl Abbreviations {
     /// in the order they occur, each expansion once.
     pub fn expand(&self, text: &str) -> Expanded {
         let mut found: Vec<(Range<usize>, &[String])> = Vec::new();
+        // Bytes already taken by a (longer) abbreviation: a per-byte mark
+        // keeps this linear in the text, however many matches a long note has.
+        let mut taken = vec![false; text.len()];
         for (abbreviation, expansions) in &self.entries {
             for (start, _) in text.match_indices(abbreviation.as_str()) {
                 let end = start + abbreviation.len();
-                let overlaps = found.iter().any(|(r, _)| r.start < end && start < r.end);
-                if !overlaps && stands_alone(text, start..end) {
+                if !taken[start..end].contains(&true) && stands_alone(text, start..end) {
+                    taken[start..end].fill(true);
                     found.push((start..end, expansions));
                 }
             }
@@ -224,8 +227,15 @@ impl Abbreviations {
         };
         let mut appended_chars = original_chars;
         let mut seen: Vec<&str> = Vec::new();
+        // Characters before each finding, counted once along the text.
+        let (mut counted_bytes, mut counted_chars) = (0, 0);
         for (bytes, expansions) in found {
-            let abbreviation_chars = char_range(text, bytes);
+            if expansions.iter().all(|e| seen.contains(&e.as_str())) {
+                continue;
+            }
+            counted_chars += text[counted_bytes..bytes.start].chars().count();
+            counted_bytes = bytes.start;
+            let abbreviation_chars = counted_chars..counted_chars + text[bytes].chars().count();
             for expansion in expansions {
                 if seen.contains(&expansion.as_str()) {
                     continue;
@@ -456,11 +466,6 @@ fn stands_alone(text: &str, bytes: Range<usize>) -> bool {
     before_ok && after_ok
 }
 
-fn char_range(text: &str, bytes: Range<usize>) -> Range<usize> {
-    let start = text[..bytes.start].chars().count();
-    start..start + text[bytes].chars().count()
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -645,6 +650,22 @@ pub(crate) mod tests {
         ] {
             assert_eq!(lab_part(text), expected, "{text}");
         }
+    }
+
+    #[test]
+    fn a_long_note_full_of_matches_gets_each_expansion_once_from_its_first_place() {
+        let l = shipped();
+        let note = "é SOB, K 6.8; ".repeat(7_000);
+        let e = l.expand(&note);
+        let appended: Vec<String> = e
+            .sources
+            .iter()
+            .map(|(a, _)| e.text.chars().skip(a.start).take(a.len()).collect())
+            .collect();
+        assert_eq!(appended, ["shortness of breath", "dyspnea", "hyperkalemia"]);
+        // Each is credited to the first place it stands, counted in characters.
+        let firsts: Vec<Range<usize>> = e.sources.iter().map(|(_, s)| s.clone()).collect();
+        assert_eq!(firsts, [2..5, 2..5, 7..12]);
     }
 
     #[test]
