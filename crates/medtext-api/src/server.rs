@@ -197,12 +197,28 @@ impl Server {
             let _ = std::thread::Builder::new()
                 .name("medtext-api-conn".into())
                 .spawn(move || {
-                    state.serving.fetch_add(1, Ordering::SeqCst);
+                    let _serving = Serving::count(&state);
                     serve_connection(&state, stream);
-                    state.serving.fetch_sub(1, Ordering::SeqCst);
                     drop(slot);
                 });
         }
+    }
+}
+
+/// A connection being served, counted for the metrics while it lives (also
+/// if its thread panics).
+struct Serving<'a>(&'a State);
+
+impl<'a> Serving<'a> {
+    fn count(state: &'a State) -> Self {
+        state.serving.fetch_add(1, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.serving.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
