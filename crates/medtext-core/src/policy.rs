@@ -160,6 +160,11 @@ impl Policy {
         match std::fs::read(&path) {
             Ok(bytes) => {
                 check_not_user_writable(&path)?;
+                // A test's own file (debug builds only) belongs to whoever runs
+                // the tests; the real one must not belong to the user.
+                if std::env::var_os(POLICY_FILE_ENV).is_none() || !cfg!(debug_assertions) {
+                    check_owner(&path)?;
+                }
                 let text = String::from_utf8(bytes).map_err(|e| Error::Policy {
                     path: path.clone(),
                     line: line_of(
@@ -396,6 +401,57 @@ fn check_not_user_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a policy file that the account running MedText owns, or whose
+/// folder it owns or everyone may write: that user could then change or
+/// replace what IT decided. (Root may change anything anyway.)
+fn check_owner(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let folder = path.parent().unwrap_or(Path::new("/"));
+        let file = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+        let dir = std::fs::metadata(folder).map_err(|e| Error::io(folder, e))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let user = unsafe { libc::geteuid() };
+        if let Some(problem) = ownership_problem(file.uid(), dir.uid(), dir.mode(), user) {
+            return Err(Error::Policy {
+                path: path.to_path_buf(),
+                line: 1,
+                problem,
+            });
+        }
+    }
+    let _ = path;
+    Ok(())
+}
+
+/// What is wrong with who owns the policy file and its folder, for `user`.
+#[cfg_attr(not(unix), allow(dead_code))]
+fn ownership_problem(file_uid: u32, dir_uid: u32, dir_mode: u32, user: u32) -> Option<String> {
+    const FIX: &str =
+        "make root (or another administrator account) the owner of the file and its folder";
+    if user == 0 {
+        return None;
+    }
+    if file_uid == user {
+        return Some(format!(
+            "the file belongs to the account running MedText, which could change it; {FIX}"
+        ));
+    }
+    if dir_uid == user {
+        return Some(format!(
+            "its folder belongs to the account running MedText, which could replace the file; {FIX}"
+        ));
+    }
+    let everyone_writes = dir_mode & 0o002 != 0 && dir_mode & 0o1000 == 0;
+    if everyone_writes {
+        return Some(format!(
+            "every user can write in its folder and so replace the file; {FIX}"
+        ));
+    }
+    None
+}
+
 fn line_of(text: &str, offset: usize) -> usize {
     let offset = offset.min(text.len());
     text.as_bytes()[..offset]
@@ -503,6 +559,26 @@ mod tests {
 
         let (_, problem) = line_and_problem("[input]\nmax_text_chars = 100001\n");
         assert!(problem.contains("100000"), "{problem}");
+    }
+
+    #[test]
+    fn a_policy_the_user_owns_or_can_replace_is_refused() {
+        // uid 1000 runs MedText; root (0) or an admin (500) owns the file.
+        assert_eq!(ownership_problem(0, 0, 0o755, 1000), None);
+        assert_eq!(ownership_problem(500, 0, 0o755, 1000), None);
+        // Sticky, like /tmp: others cannot replace a file they do not own.
+        assert_eq!(ownership_problem(0, 0, 0o1777, 1000), None);
+        let own_file = ownership_problem(1000, 0, 0o755, 1000).unwrap();
+        assert!(
+            own_file.contains("file belongs") && own_file.contains("root"),
+            "{own_file}"
+        );
+        let own_dir = ownership_problem(0, 1000, 0o755, 1000).unwrap();
+        assert!(own_dir.contains("folder belongs"), "{own_dir}");
+        let open_dir = ownership_problem(0, 0, 0o777, 1000).unwrap();
+        assert!(open_dir.contains("every user"), "{open_dir}");
+        // Root may change anything: nothing to refuse.
+        assert_eq!(ownership_problem(0, 0, 0o777, 0), None);
     }
 
     #[test]
