@@ -32,8 +32,48 @@ use crate::{dataset, Error, Result};
 pub struct Abbreviations {
     /// Longest abbreviation first, so "NSTEMI" wins over "MI".
     entries: Vec<(String, Vec<String>)>,
-    /// Lab tests with a threshold, in the list's order.
-    labs: Vec<LabRule>,
+    /// Lab tests with their threshold rows, grouped when the list loads.
+    labs: Vec<LabTest>,
+}
+
+/// Every row of one lab test, so a text is searched once per test.
+#[derive(Debug, Clone)]
+struct LabTest {
+    name: String,
+    /// Words ("glucose", "Glucose") match in any case; symbols ("K", "pH",
+    /// "Na") only as written.
+    any_case: bool,
+    /// The units its rows name.
+    units: Vec<String>,
+    rules: Vec<LabRule>,
+}
+
+impl LabTest {
+    /// The rows of `rules` grouped by test, in the list's order.
+    fn group(rules: Vec<LabRule>) -> Vec<Self> {
+        let mut tests: Vec<Self> = Vec::new();
+        for rule in rules {
+            let test = match tests.iter_mut().position(|t| t.name == rule.name) {
+                Some(i) => &mut tests[i],
+                None => {
+                    let name = rule.name.clone();
+                    let any_case = name.len() >= 4
+                        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b' ');
+                    tests.push(Self {
+                        name,
+                        any_case,
+                        units: Vec::new(),
+                        rules: Vec::new(),
+                    });
+                    let last = tests.len() - 1;
+                    &mut tests[last]
+                }
+            };
+            test.units.extend(rule.unit.clone());
+            test.rules.push(rule);
+        }
+        tests
+    }
 }
 
 /// `name >low [<high] [unit],expansion`: see the module's comment.
@@ -196,7 +236,10 @@ impl Abbreviations {
             return Err(bad("the list has no abbreviations".into()));
         }
         entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        Ok(Self { entries, labs })
+        Ok(Self {
+            entries,
+            labs: LabTest::group(labs),
+        })
     }
 
     /// `text` with the expansions of the abbreviations it contains appended,
@@ -267,25 +310,21 @@ impl Abbreviations {
         // Same byte offsets as `text`: only ASCII letters change.
         let lowered = text.to_ascii_lowercase();
         let mut found = Vec::new();
-        let mut names: Vec<&str> = self.labs.iter().map(|r| r.name.as_str()).collect();
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
-            let rules: Vec<&LabRule> = self.labs.iter().filter(|r| r.name == name).collect();
-            let units: Vec<&str> = rules.iter().filter_map(|r| r.unit.as_deref()).collect();
-            // Words ("glucose", "Glucose") match in any case; symbols ("K",
-            // "pH", "Na") only as written.
-            let word = name.len() >= 4 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b' ');
-            let haystack = if word { lowered.as_str() } else { text };
-            for (start, _) in haystack.match_indices(name) {
-                let end = start + name.len();
+        for test in &self.labs {
+            let haystack = if test.any_case {
+                lowered.as_str()
+            } else {
+                text
+            };
+            for (start, _) in haystack.match_indices(test.name.as_str()) {
+                let end = start + test.name.len();
                 if !stands_alone(text, start..end) || names_a_specimen(&lowered[..start]) {
                     continue;
                 }
-                let Some(reading) = read_value(text, end, &units) else {
+                let Some(reading) = read_value(text, end, &test.units) else {
                     continue;
                 };
-                for rule in &rules {
+                for rule in &test.rules {
                     let unit_matches = match (&rule.unit, reading.unit) {
                         (Some(wanted), Some(written)) => wanted.eq_ignore_ascii_case(written),
                         (None, None) => true,
@@ -341,7 +380,7 @@ struct Reading<'a> {
 /// then perhaps a unit, attached ("9.4%") or after one space. `None` when no
 /// number follows, or when what follows makes it something else: a decimal
 /// comma, a range or a ratio ("Ca 19-9", "20/hpf"), a dose or a time.
-fn read_value<'a>(text: &str, from: usize, units: &[&'a str]) -> Option<Reading<'a>> {
+fn read_value<'a>(text: &str, from: usize, units: &'a [String]) -> Option<Reading<'a>> {
     let rest = &text[from..];
     let after_name = rest.strip_prefix('+').unwrap_or(rest).trim_start();
     let after_sign = after_name
@@ -363,7 +402,7 @@ fn read_value<'a>(text: &str, from: usize, units: &[&'a str]) -> Option<Reading<
         return None;
     }
     let listed = |written: Option<&str>| {
-        units.iter().copied().find(|unit| {
+        units.iter().map(String::as_str).find(|unit| {
             written.is_some_and(|w| {
                 w.get(..unit.len())
                     .is_some_and(|w| w.eq_ignore_ascii_case(unit))

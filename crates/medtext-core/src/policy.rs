@@ -136,12 +136,20 @@ struct ApiSection {
     allow: Option<bool>,
 }
 
+/// The policy file a test named with [`POLICY_FILE_ENV`] (debug builds only).
+fn test_policy_file() -> Option<PathBuf> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    std::env::var_os(POLICY_FILE_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
 /// Where IT puts the policy on this OS.
 pub fn machine_policy_path() -> PathBuf {
-    if cfg!(debug_assertions) {
-        if let Some(path) = std::env::var_os(POLICY_FILE_ENV).filter(|v| !v.is_empty()) {
-            return PathBuf::from(path);
-        }
+    if let Some(path) = test_policy_file() {
+        return path;
     }
     if cfg!(windows) {
         let base = std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
@@ -162,7 +170,7 @@ impl Policy {
                 check_not_user_writable(&path)?;
                 // A test's own file (debug builds only) belongs to whoever runs
                 // the tests; the real one must not belong to the user.
-                if std::env::var_os(POLICY_FILE_ENV).is_none() || !cfg!(debug_assertions) {
+                if test_policy_file().is_none() {
                     check_owner(&path)?;
                 }
                 let text = String::from_utf8(bytes).map_err(|e| Error::Policy {

@@ -230,6 +230,9 @@ pub struct HistoryStore {
     /// The history's lock file, held shared while the history is open
     /// through `open_in` or `recover` (see [`hold_history_alone`]).
     _in_use: Option<std::fs::File>,
+    /// The key of the audit's text digests, once read (see
+    /// [`HistoryStore::audit_text_key`]); it never changes once made.
+    audit_text_key: Option<zeroize::Zeroizing<String>>,
 }
 
 impl HistoryStore {
@@ -439,6 +442,7 @@ impl HistoryStore {
             new_recovery_key: None,
             policy: Policy::default(),
             _in_use: None,
+            audit_text_key: None,
         };
         store.migrate()?;
         Ok(store)
@@ -497,10 +501,8 @@ impl HistoryStore {
                 problem: format!("cannot encode a result: {e}"),
             })?;
         let now = now_ms();
-        // Used only if the history has no audit text key yet.
-        let new_text_key = random_hex_key(&self.path)?;
+        let text_key = self.audit_text_key()?;
         self.in_transaction(|tx| {
-            let text_key = audit_text_key(tx, &new_text_key)?;
             let mut ids = Vec::with_capacity(items.len());
             // Ids are never given twice, even after the newest record was
             // deleted: a stale id (in the app, a script, the audit trail)
@@ -966,6 +968,38 @@ impl HistoryStore {
         self.put_setting("unlock_passphrase", Some(hash), false)
     }
 
+    /// The history's key for the audit's text digests
+    /// ([`audit::text_digest`]), made the first time one is needed and then
+    /// kept in memory. It stays inside the encrypted history (and its
+    /// backups): never shown, never exported.
+    fn audit_text_key(&mut self) -> Result<zeroize::Zeroizing<String>> {
+        if let Some(key) = &self.audit_text_key {
+            return Ok(key.clone());
+        }
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        getrandom::fill(bytes.as_mut_slice()).map_err(|e| Error::Store {
+            path: self.path.clone(),
+            problem: format!("the operating system gave no random bytes: {e}"),
+        })?;
+        let candidate = zeroize::Zeroizing::new(hex::encode(bytes.as_slice()));
+        // Another process (the app beside the CLI) may have made it first:
+        // whichever was written is the key.
+        let key = self.in_transaction(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO settings (name, value) VALUES ('audit_text_key', ?1)",
+                [candidate.as_str()],
+            )?;
+            tx.query_row(
+                "SELECT value FROM settings WHERE name = 'audit_text_key'",
+                [],
+                |r| r.get::<_, String>(0),
+            )
+            .map(zeroize::Zeroizing::new)
+        })?;
+        self.audit_text_key = Some(key.clone());
+        Ok(key)
+    }
+
     /// The highest record id this history ever gave.
     pub(crate) fn last_record_id(&self) -> Result<i64> {
         self.conn
@@ -1300,35 +1334,6 @@ fn fts_query(text: &str) -> Option<String> {
         .map(|w| format!("\"{}\"*", w.replace('"', "\"\"")))
         .collect();
     (!words.is_empty()).then(|| words.join(" "))
-}
-
-/// 256 random bits as 64 hex digits.
-fn random_hex_key(path: &Path) -> Result<zeroize::Zeroizing<String>> {
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    getrandom::fill(bytes.as_mut_slice()).map_err(|e| Error::Store {
-        path: path.to_path_buf(),
-        problem: format!("the operating system gave no random bytes: {e}"),
-    })?;
-    Ok(zeroize::Zeroizing::new(hex::encode(bytes.as_slice())))
-}
-
-/// The history's key for the audit's text digests ([`audit::text_digest`]),
-/// made from `candidate` the first time one is needed. It stays inside the
-/// encrypted history (and its backups): never shown, never exported.
-fn audit_text_key(
-    tx: &rusqlite::Transaction<'_>,
-    candidate: &str,
-) -> rusqlite::Result<zeroize::Zeroizing<String>> {
-    tx.execute(
-        "INSERT OR IGNORE INTO settings (name, value) VALUES ('audit_text_key', ?1)",
-        [candidate],
-    )?;
-    tx.query_row(
-        "SELECT value FROM settings WHERE name = 'audit_text_key'",
-        [],
-        |r| r.get(0),
-    )
-    .map(zeroize::Zeroizing::new)
 }
 
 pub(crate) fn store_error(path: &Path, e: rusqlite::Error) -> Error {
