@@ -87,7 +87,7 @@ for level in block chapter; do
     --group-column category --head "$level" --head-kind linear --max-tokens 128 \
     --drop-conflicting --abbreviations "$ROOT/scripts/icd10cm/abbreviations.csv" \
     --encoder-adapter "$ROOT/models/icd10cm/encoder-adapter.safetensors" \
-    --out "$SCRATCH/icd10cm" --name icd10cm --version 0.3.1 \
+    --out "$SCRATCH/icd10cm" --name icd10cm --version 0.3.2 \
     --task "ICD-10-CM chapter and block suggestion from diagnosis text" \
     --license "Head: ICD-10-CM is a public-domain US CDC/NCHS publication; encoder: Apache-2.0" \
     --attribution "ICD-10-CM tabular list (April 2026) via PyPI simple-icd-10-cm 1.5.0; encoder all-MiniLM-L6-v2, Apache-2.0" \
@@ -102,7 +102,7 @@ if [[ -n "${MEDTEXT_SPLITS_DIR:-}" ]]; then
 fi
 # Both heads on statements written the way clinicians write.
 for level in chapter block; do
-  for set in clinical-statements clinical-statements-2 clinical-statements-3 clinical-statements-4; do
+  for set in clinical-statements clinical-statements-2 clinical-statements-3 clinical-statements-4 clinical-statements-5 clinical-statements-6; do
     echo "  $level, $set: $("$MEDTEXT" eval --pack "$SCRATCH/icd10cm" --head "$level" \
       --input "$ROOT/scripts/icd10cm/$set.csv" --label-column "$level" | sed -n 1p)"
   done

@@ -13,6 +13,8 @@
 
 use std::io::{BufRead, Read, Write};
 
+use zeroize::Zeroizing;
+
 /// Longest request line plus headers.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
@@ -195,6 +197,83 @@ pub fn read_head(reader: &mut impl BufRead) -> Result<Option<Head>, HttpError> {
     }))
 }
 
+/// A buffered reader whose buffer is wiped when it is dropped. The buffer
+/// holds the start of every request body, which is patient text, and the
+/// standard library's `BufReader` leaves what it held in freed memory.
+pub struct WipingReader<R> {
+    inner: R,
+    buffer: Zeroizing<Vec<u8>>,
+    /// `buffer[start..end]` is read from `inner` and not yet consumed.
+    start: usize,
+    end: usize,
+}
+
+impl<R: Read> WipingReader<R> {
+    /// Buffers 8 KiB at a time, as `BufReader` does.
+    pub fn new(inner: R) -> Self {
+        Self::with_capacity(8 * 1024, inner)
+    }
+
+    pub fn with_capacity(capacity: usize, inner: R) -> Self {
+        Self {
+            inner,
+            buffer: Zeroizing::new(vec![0; capacity.max(1)]),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Reads and drops up to `most` bytes, through the wiped buffer only
+    /// (`std::io::copy` would pass them through a stack buffer of its own).
+    /// Stops at the end of input or at the first error.
+    pub fn discard(&mut self, mut most: usize) {
+        while most > 0 {
+            let Ok(available) = self.fill_buf() else {
+                return;
+            };
+            if available.is_empty() {
+                return;
+            }
+            let taken = available.len().min(most);
+            self.consume(taken);
+            most -= taken;
+        }
+    }
+}
+
+impl<R: Read> Read for WipingReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        // A read at least as large as the buffer goes straight to the
+        // caller's (wiped) memory when nothing is buffered, as in `BufReader`.
+        if self.start == self.end && out.len() >= self.buffer.len() {
+            return self.inner.read(out);
+        }
+        let available = self.fill_buf()?;
+        let n = available.len().min(out.len());
+        out[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl<R: Read> BufRead for WipingReader<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.start == self.end {
+            self.end = self.inner.read(&mut self.buffer)?;
+            self.start = 0;
+        }
+        Ok(&self.buffer[self.start..self.end])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.start = (self.start + amount).min(self.end);
+    }
+}
+
 /// Reads exactly `length` body bytes.
 pub fn read_body(reader: &mut impl Read, length: usize) -> Result<Vec<u8>, HttpError> {
     let mut body = vec![0; length];
@@ -341,6 +420,73 @@ mod tests {
 
     fn head(raw: &str) -> Result<Option<Head>, HttpError> {
         read_head(&mut raw.as_bytes())
+    }
+
+    /// Gives at most `step` bytes per read, as a socket gives what arrived.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.data.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_wiping_reader_reads_what_a_bufreader_reads() {
+        let body: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut request = b"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1:1\r\n".to_vec();
+        request.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+        let head_len = request.len();
+        request.extend_from_slice(&body);
+        request.extend_from_slice(b"TAIL");
+        for (step, capacity) in [(1, 8), (3, 8192), (700, 64), (100_000, 8192), (8192, 8192)] {
+            let mut reader = WipingReader::with_capacity(
+                capacity,
+                Trickle {
+                    data: &request,
+                    step,
+                },
+            );
+            let parsed = read_head(&mut reader).unwrap().unwrap();
+            assert_eq!(parsed.content_length().unwrap(), body.len(), "step {step}");
+            // A small read, then the rest of the body in one large read.
+            let mut first = [0; 5];
+            reader.read_exact(&mut first).unwrap();
+            let rest = read_body(&mut reader, body.len() - 5).unwrap();
+            assert_eq!(
+                [&first[..], &rest[..]].concat(),
+                body,
+                "step {step}, capacity {capacity}"
+            );
+            let mut tail = Vec::new();
+            reader.read_to_end(&mut tail).unwrap();
+            assert_eq!(tail, b"TAIL");
+            assert!(head_len < request.len());
+        }
+    }
+
+    #[test]
+    fn discarding_stops_at_the_count_or_the_end_of_input() {
+        let data: Vec<u8> = (0..=255).collect();
+        let mut reader = WipingReader::with_capacity(
+            16,
+            Trickle {
+                data: &data,
+                step: 7,
+            },
+        );
+        reader.discard(100);
+        let mut next = [0; 1];
+        reader.read_exact(&mut next).unwrap();
+        assert_eq!(next[0], 100);
+        reader.discard(10_000);
+        assert_eq!(reader.read(&mut next).unwrap(), 0);
     }
 
     fn status(raw: &str) -> u16 {

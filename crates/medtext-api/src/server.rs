@@ -14,7 +14,6 @@
 //! cannot reach it through the browser (DNS rebinding). Nothing of a
 //! request's body is logged, counted by content or sent back in an error.
 
-use std::io::{BufReader, Read as _};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,7 +27,7 @@ use medtext_core::{Classification, HistoryStore};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::http::{self, Head, HttpError, Response};
+use crate::http::{self, Head, HttpError, Response, WipingReader};
 use crate::metrics::{self, Gauges, Metrics};
 use crate::Error;
 
@@ -253,7 +252,7 @@ fn serve_connection(state: &State, stream: TcpStream) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
-    let mut reader = BufReader::new(Deadline {
+    let mut reader = WipingReader::new(Deadline {
         stream: read_half,
         until: started + HEAD_TIME,
     });
@@ -290,12 +289,11 @@ fn serve_connection(state: &State, stream: TcpStream) {
 /// its whole body before reading (Python's urllib and requests do) would
 /// lose the response. So the rest of a body up to [`MAX_BODY_BYTES`] is
 /// read and thrown away, within the body's deadline.
-fn linger(writer: &mut TcpStream, mut reader: BufReader<Deadline>, unread: usize) {
+fn linger(writer: &mut TcpStream, mut reader: WipingReader<Deadline>, unread: usize) {
     let _ = writer.shutdown(Shutdown::Write);
     let deadline = &mut reader.get_mut().until;
     *deadline = (*deadline).max(Instant::now() + Duration::from_millis(500));
-    let most = unread.max(64 << 10) as u64;
-    let _ = std::io::copy(&mut (&mut reader).take(most), &mut std::io::sink());
+    reader.discard(unread.max(64 << 10));
 }
 
 /// The reading half of a connection, which gives up at `until` however
@@ -320,7 +318,7 @@ impl std::io::Read for Deadline {
 fn respond(
     state: &State,
     head: &Head,
-    reader: &mut BufReader<Deadline>,
+    reader: &mut WipingReader<Deadline>,
     writer: &mut TcpStream,
     key: &mut Option<ApiKeyHolder>,
 ) -> Result<Response, HttpError> {
@@ -459,7 +457,7 @@ fn try_again(message: impl Into<String>) -> HttpError {
 fn classify(
     state: &State,
     head: &Head,
-    reader: &mut BufReader<Deadline>,
+    reader: &mut WipingReader<Deadline>,
     writer: &mut TcpStream,
     key: &ApiKeyHolder,
 ) -> Result<Response, HttpError> {
@@ -609,7 +607,7 @@ mod tests {
         });
         let (stream, _) = listener.accept().unwrap();
         let started = Instant::now();
-        let mut reader = BufReader::new(Deadline {
+        let mut reader = WipingReader::new(Deadline {
             stream,
             until: started + Duration::from_millis(400),
         });

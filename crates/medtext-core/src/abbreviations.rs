@@ -19,6 +19,10 @@
 //! nothing to it. A row with a unit applies only to values written with that
 //! unit; a row without one only to values written without a unit, so "Cr 250
 //! umol/L" is never taken for 250 mg/dL.
+//!
+//! A word can be both a test and something else: "Ca 2.1" is calcium, "breast
+//! Ca" a carcinoma. A plain row written `Ca (no value),carcinoma` is read only
+//! where no value follows the word, and leaves the rest to the lab rows.
 
 use std::ops::Range;
 use std::path::Path;
@@ -31,17 +35,39 @@ use crate::{dataset, Error, Result};
 #[derive(Debug, Clone)]
 pub struct Abbreviations {
     /// Longest abbreviation first, so "NSTEMI" wins over "MI".
-    entries: Vec<(String, Vec<String>)>,
+    entries: Vec<Entry>,
     /// Lab tests with their threshold rows, grouped when the list loads.
     labs: Vec<LabTest>,
 }
+
+/// The plain rows of one abbreviation.
+#[derive(Debug, Clone)]
+struct Entry {
+    abbreviation: String,
+    expansions: Vec<String>,
+    /// See [`is_a_word`].
+    any_case: bool,
+    /// Written `NAME (no value)`: read only where no value follows, as the
+    /// word then names a lab test ("Ca 2.1" is calcium, "breast Ca" is not).
+    only_without_value: bool,
+}
+
+/// Whether `name` is written as a word (lower case, at least four letters:
+/// "glucose", "bilat", "haematuria"), which matches in any case, as a word
+/// does at the start of a sentence. Symbols and acronyms ("K", "pH", "Na",
+/// "AS") match only as written.
+fn is_a_word(name: &str) -> bool {
+    name.len() >= 4 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b' ')
+}
+
+/// Marks a plain row that is read only where no value follows.
+const NO_VALUE: &str = "(no value)";
 
 /// Every row of one lab test, so a text is searched once per test.
 #[derive(Debug, Clone)]
 struct LabTest {
     name: String,
-    /// Words ("glucose", "Glucose") match in any case; symbols ("K", "pH",
-    /// "Na") only as written.
+    /// See [`is_a_word`].
     any_case: bool,
     /// The units its rows name.
     units: Vec<String>,
@@ -57,11 +83,9 @@ impl LabTest {
                 Some(i) => &mut tests[i],
                 None => {
                     let name = rule.name.clone();
-                    let any_case = name.len() >= 4
-                        && name.bytes().all(|b| b.is_ascii_lowercase() || b == b' ');
                     tests.push(Self {
+                        any_case: is_a_word(&name),
                         name,
-                        any_case,
                         units: Vec::new(),
                         rules: Vec::new(),
                     });
@@ -207,7 +231,7 @@ impl Abbreviations {
                 "the header row must be exactly: abbreviation,expansion".into(),
             ));
         }
-        let mut entries: Vec<(String, Vec<String>)> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         let mut labs = Vec::new();
         for (i, record) in reader.records().enumerate() {
             let row = i + 2;
@@ -226,16 +250,38 @@ impl Abbreviations {
                 labs.push(rule.map_err(|problem| bad(format!("row {row}: {problem}")))?);
                 continue;
             }
-            match entries.iter_mut().find(|(a, _)| a == abbreviation) {
-                Some((_, expansions)) => expansions.push(expansion.to_string()),
-                None => entries.push((abbreviation.to_string(), vec![expansion.to_string()])),
+            let (abbreviation, only_without_value) = match abbreviation.strip_suffix(NO_VALUE) {
+                Some(name) if !name.trim().is_empty() => (name.trim(), true),
+                Some(_) => {
+                    return Err(bad(format!(
+                        "row {row}: {NO_VALUE} needs the abbreviation before it, as in `Ca {NO_VALUE},carcinoma`"
+                    )))
+                }
+                None => (abbreviation, false),
+            };
+            match entries.iter_mut().find(|e| e.abbreviation == abbreviation) {
+                Some(entry) if entry.only_without_value != only_without_value => {
+                    return Err(bad(format!(
+                        "row {row}: write {abbreviation} with {NO_VALUE} on all of its rows or on none"
+                    )))
+                }
+                Some(entry) => entry.expansions.push(expansion.to_string()),
+                None => entries.push(Entry {
+                    any_case: is_a_word(abbreviation),
+                    abbreviation: abbreviation.to_string(),
+                    expansions: vec![expansion.to_string()],
+                    only_without_value,
+                }),
             }
         }
         check_lab_windows(&labs).map_err(bad)?;
         if entries.is_empty() && labs.is_empty() {
             return Err(bad("the list has no abbreviations".into()));
         }
-        entries.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        entries.sort_by(|a, b| {
+            (b.abbreviation.len().cmp(&a.abbreviation.len()))
+                .then_with(|| a.abbreviation.cmp(&b.abbreviation))
+        });
         Ok(Self {
             entries,
             labs: LabTest::group(labs),
@@ -249,17 +295,23 @@ impl Abbreviations {
         // Bytes already taken by a (longer) abbreviation: a per-byte mark
         // keeps this linear in the text, however many matches a long note has.
         let mut taken = vec![false; text.len()];
-        for (abbreviation, expansions) in &self.entries {
-            for (start, _) in text.match_indices(abbreviation.as_str()) {
-                let end = start + abbreviation.len();
-                if !taken[start..end].contains(&true) && stands_alone(text, start..end) {
+        // Same byte offsets as `text`: only ASCII letters change.
+        let lowered = text.to_ascii_lowercase();
+        for entry in &self.entries {
+            let haystack = if entry.any_case { &lowered } else { text };
+            for (start, _) in haystack.match_indices(entry.abbreviation.as_str()) {
+                let end = start + entry.abbreviation.len();
+                if !taken[start..end].contains(&true)
+                    && stands_alone(text, start..end)
+                    && !(entry.only_without_value && read_value(text, end, &[]).is_some())
+                {
                     taken[start..end].fill(true);
-                    found.push((start..end, expansions));
+                    found.push((start..end, &entry.expansions[..]));
                 }
             }
         }
         // Lab values may overlap an abbreviation ("Hb" in "Hb 7.2"): both count.
-        found.extend(self.lab_findings(text));
+        found.extend(self.lab_findings(text, &lowered));
         found.sort_by_key(|(r, _)| r.start);
 
         let original_chars = text.chars().count();
@@ -306,16 +358,11 @@ impl Abbreviations {
 impl Abbreviations {
     /// Every lab value in `text` beyond a threshold of the list: the span
     /// from the test's name to its value (and unit), and what it means.
-    fn lab_findings(&self, text: &str) -> Vec<(Range<usize>, &[String])> {
-        // Same byte offsets as `text`: only ASCII letters change.
-        let lowered = text.to_ascii_lowercase();
+    /// `lowered` is `text` in ASCII lower case.
+    fn lab_findings(&self, text: &str, lowered: &str) -> Vec<(Range<usize>, &[String])> {
         let mut found = Vec::new();
         for test in &self.labs {
-            let haystack = if test.any_case {
-                lowered.as_str()
-            } else {
-                text
-            };
+            let haystack = if test.any_case { lowered } else { text };
             for (start, _) in haystack.match_indices(test.name.as_str()) {
                 let end = start + test.name.len();
                 if !stands_alone(text, start..end) || names_a_specimen(&lowered[..start]) {
@@ -551,6 +598,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn words_match_in_any_case_and_acronyms_only_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        let list =
+            "abbreviation,expansion\nhaematuria,hematuria\nAS,aortic stenosis\non RA,on room air\n";
+        std::fs::write(&path, list).unwrap();
+        let l = Abbreviations::load(&path).unwrap();
+        assert!(l.expand("Haematuria, frank").text.ends_with("(hematuria)"));
+        assert!(l.expand("HAEMATURIA").text.ends_with("(hematuria)"));
+        assert_eq!(l.expand("as before").text, "as before");
+        assert_eq!(l.expand("severe AS").text, "severe AS (aortic stenosis)");
+        // A phrase row reads the abbreviation in its context only.
+        assert_eq!(
+            l.expand("sats 86% on RA").text,
+            "sats 86% on RA (on room air)"
+        );
+        assert_eq!(l.expand("seropositive RA").text, "seropositive RA");
+    }
+
+    #[test]
     fn offsets_count_characters_not_bytes() {
         let e = list().expand("é MI");
         assert_eq!(e.source_of(e.text.chars().count() - 2), Some(2..4));
@@ -722,6 +789,48 @@ pub(crate) mod tests {
         let fine = "abbreviation,expansion\nHb <12,anemia\nHb <120 >30,anemia\nHb <12 g/dL,low\n";
         std::fs::write(&path, fine).unwrap();
         assert!(Abbreviations::load(&path).is_ok());
+    }
+
+    #[test]
+    fn a_no_value_row_is_read_only_where_no_value_follows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        let list = "abbreviation,expansion\nCa (no value),carcinoma\nCa >2.6 <4.5,hypercalcemia\n";
+        std::fs::write(&path, list).unwrap();
+        let l = Abbreviations::load(&path).unwrap();
+        let appended = |text: &str| {
+            let e = l.expand(text);
+            e.text[text.len()..].to_string()
+        };
+        assert_eq!(appended("L breast Ca, ER+"), " (carcinoma)");
+        assert_eq!(appended("h/o Ca colon, Ca 2.4 mmol/L"), " (carcinoma)");
+        assert_eq!(
+            appended("Ca 3.1, known breast Ca"),
+            " (hypercalcemia; carcinoma)"
+        );
+        // A value follows: calcium, high or not; a time is not a value.
+        assert_eq!(appended("Ca 3.1"), " (hypercalcemia)");
+        assert_eq!(appended("Ca: 2.3"), "");
+        assert_eq!(appended("breast Ca 5 yrs ago"), " (carcinoma)");
+        // The shipped list reads "Ca" both ways.
+        let shipped = shipped();
+        assert!(shipped.expand("prostate Ca").text.ends_with("(carcinoma)"));
+        assert!(!shipped.expand("Ca 2.9").text.contains("carcinoma"));
+        // The mark goes on every row of an abbreviation or on none.
+        for (rows, problem) in [
+            (
+                "Ca (no value),carcinoma\nCa,calcium\n",
+                "row 3: write Ca with (no value)",
+            ),
+            (
+                " (no value),x\n",
+                "row 2: (no value) needs the abbreviation",
+            ),
+        ] {
+            std::fs::write(&path, format!("abbreviation,expansion\n{rows}")).unwrap();
+            let err = Abbreviations::load(&path).unwrap_err().to_string();
+            assert!(err.contains(problem), "{err}");
+        }
     }
 
     #[test]
