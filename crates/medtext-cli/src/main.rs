@@ -444,7 +444,11 @@ struct TrainArgs {
     encoder_adapter: Option<PathBuf>,
     /// CSV of clinicians' abbreviations (abbreviation,expansion) to spell
     /// out before embedding; copied into the pack so classification spells
-    /// out the same.
+    /// out the same. Rows: `CHF,congestive heart failure`; a phrase, which
+    /// wins over its parts (`on RA,on room air`); a lab threshold (`K >5.2
+    /// <10,hyperkalemia`, `glucose >11 mmol/L,hyperglycemia`); a reading
+    /// only where no value follows (`Ca (no value),carcinoma`). Acronyms
+    /// match as written, lower-case words of 4+ letters in any case.
     #[arg(long)]
     abbreviations: Option<PathBuf>,
     /// Do not read or write the on-disk cache of sentence vectors (kept,
