@@ -22,7 +22,13 @@
 //!
 //! A word can be both a test and something else: "Ca 2.1" is calcium, "breast
 //! Ca" a carcinoma. A plain row written `Ca (no value),carcinoma` is read only
-//! where no value follows the word, and leaves the rest to the lab rows.
+//! where no number follows the word (a time such as "5 yrs ago" does not
+//! count), and leaves the rest to the lab rows.
+//!
+//! Acronyms and symbols match only as written ("AS" is aortic stenosis, "as"
+//! a word). A row that is a lower-case word of four letters or more ("bilat",
+//! "mets") also matches with a capital first letter, as at the start of a
+//! sentence, but not in other cases: "METs" on a stress test are not "mets".
 
 use std::ops::Range;
 use std::path::Path;
@@ -45,19 +51,28 @@ pub struct Abbreviations {
 struct Entry {
     abbreviation: String,
     expansions: Vec<String>,
-    /// See [`is_a_word`].
-    any_case: bool,
+    /// The abbreviation with a capital first letter, for a word (see
+    /// [`is_a_word`]): "Bilat" at the start of a sentence.
+    capitalized: Option<String>,
     /// Written `NAME (no value)`: read only where no value follows, as the
     /// word then names a lab test ("Ca 2.1" is calcium, "breast Ca" is not).
     only_without_value: bool,
 }
 
 /// Whether `name` is written as a word (lower case, at least four letters:
-/// "glucose", "bilat", "haematuria"), which matches in any case, as a word
-/// does at the start of a sentence. Symbols and acronyms ("K", "pH", "Na",
-/// "AS") match only as written.
+/// "glucose", "bilat"), not as a symbol or acronym ("K", "pH", "Na", "AS"),
+/// which match only as written.
 fn is_a_word(name: &str) -> bool {
     name.len() >= 4 && name.bytes().all(|b| b.is_ascii_lowercase() || b == b' ')
+}
+
+/// `word` with its first letter in upper case: "bilat" to "Bilat".
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// Marks a plain row that is read only where no value follows.
@@ -67,7 +82,7 @@ const NO_VALUE: &str = "(no value)";
 #[derive(Debug, Clone)]
 struct LabTest {
     name: String,
-    /// See [`is_a_word`].
+    /// A word ([`is_a_word`]) matches in any case: "Glucose", "GLUCOSE".
     any_case: bool,
     /// The units its rows name.
     units: Vec<String>,
@@ -267,7 +282,7 @@ impl Abbreviations {
                 }
                 Some(entry) => entry.expansions.push(expansion.to_string()),
                 None => entries.push(Entry {
-                    any_case: is_a_word(abbreviation),
+                    capitalized: is_a_word(abbreviation).then(|| capitalize(abbreviation)),
                     abbreviation: abbreviation.to_string(),
                     expansions: vec![expansion.to_string()],
                     only_without_value,
@@ -295,23 +310,23 @@ impl Abbreviations {
         // Bytes already taken by a (longer) abbreviation: a per-byte mark
         // keeps this linear in the text, however many matches a long note has.
         let mut taken = vec![false; text.len()];
-        // Same byte offsets as `text`: only ASCII letters change.
-        let lowered = text.to_ascii_lowercase();
         for entry in &self.entries {
-            let haystack = if entry.any_case { &lowered } else { text };
-            for (start, _) in haystack.match_indices(entry.abbreviation.as_str()) {
-                let end = start + entry.abbreviation.len();
-                if !taken[start..end].contains(&true)
-                    && stands_alone(text, start..end)
-                    && !(entry.only_without_value && read_value(text, end, &[]).is_some())
-                {
-                    taken[start..end].fill(true);
-                    found.push((start..end, &entry.expansions[..]));
+            let forms = std::iter::once(&entry.abbreviation).chain(&entry.capitalized);
+            for form in forms {
+                for (start, _) in text.match_indices(form.as_str()) {
+                    let end = start + form.len();
+                    if !taken[start..end].contains(&true)
+                        && stands_alone(text, start..end)
+                        && !(entry.only_without_value && number_follows(text, end))
+                    {
+                        taken[start..end].fill(true);
+                        found.push((start..end, &entry.expansions[..]));
+                    }
                 }
             }
         }
         // Lab values may overlap an abbreviation ("Hb" in "Hb 7.2"): both count.
-        found.extend(self.lab_findings(text, &lowered));
+        found.extend(self.lab_findings(text));
         found.sort_by_key(|(r, _)| r.start);
 
         let original_chars = text.chars().count();
@@ -358,11 +373,16 @@ impl Abbreviations {
 impl Abbreviations {
     /// Every lab value in `text` beyond a threshold of the list: the span
     /// from the test's name to its value (and unit), and what it means.
-    /// `lowered` is `text` in ASCII lower case.
-    fn lab_findings(&self, text: &str, lowered: &str) -> Vec<(Range<usize>, &[String])> {
+    fn lab_findings(&self, text: &str) -> Vec<(Range<usize>, &[String])> {
+        // Same byte offsets as `text`: only ASCII letters change.
+        let lowered = text.to_ascii_lowercase();
         let mut found = Vec::new();
         for test in &self.labs {
-            let haystack = if test.any_case { lowered } else { text };
+            let haystack = if test.any_case {
+                lowered.as_str()
+            } else {
+                text
+            };
             for (start, _) in haystack.match_indices(test.name.as_str()) {
                 let end = start + test.name.len();
                 if !stands_alone(text, start..end) || names_a_specimen(&lowered[..start]) {
@@ -402,13 +422,40 @@ fn names_a_specimen(before: &str) -> bool {
         .any(|w| SPECIMENS.contains(&w.trim_matches(|c: char| !c.is_alphanumeric())))
 }
 
-/// Tokens after a number that make it a dose, a time or a count, not a
-/// concentration: "vitamin K 10 mg", "K 40 mEq PO", "breast Ca 5 yrs ago".
-const NOT_A_LEVEL: &[&str] = &[
+/// Tokens after a number that make it a dose or a count, not a
+/// concentration: "vitamin K 10 mg", "K 40 mEq PO".
+const DOSES: &[&str] = &[
     "g", "mg", "mcg", "ug", "\u{b5}g", "ml", "l", "meq", "mmol", "iu", "units", "unit", "x",
-    "times", "y", "yr", "yrs", "year", "years", "d", "day", "days", "h", "hr", "hrs", "hour",
-    "hours", "wk", "wks", "week", "weeks", "mo", "month", "months", "min", "ago", "tabs",
+    "times", "tabs",
 ];
+
+/// Tokens after a number that make it a time: "breast Ca 5 yrs ago".
+const TIMES: &[&str] = &[
+    "y", "yr", "yrs", "year", "years", "d", "day", "days", "h", "hr", "hrs", "hour", "hours", "wk",
+    "wks", "week", "weeks", "mo", "month", "months", "min", "ago",
+];
+
+/// The word after a number, lower-cased ("mg" in "600 mg daily" or "600mg").
+fn word_after_number(after: &str) -> String {
+    after
+        .trim_start()
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or("")
+        .to_lowercase()
+}
+
+/// Whether a number follows the word ending at byte `end`, as it does after
+/// a lab test's name ("Ca 2.4", "Ca: 10mg/dL", "Ca++ 1.1", "Ca 600 mg"),
+/// whether or not a lab row reads it. A time ("breast Ca 5 yrs ago") is
+/// not such a number.
+fn number_follows(text: &str, end: usize) -> bool {
+    let rest = text[end..].trim_start_matches('+').trim_start();
+    let rest = rest.strip_prefix([':', '=']).unwrap_or(rest).trim_start();
+    let rest = rest.strip_prefix(['<', '>']).unwrap_or(rest);
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    digits > 0 && !TIMES.contains(&word_after_number(&rest[digits..]).as_str())
+}
 
 /// A number written after a lab test's name.
 struct Reading<'a> {
@@ -472,8 +519,9 @@ fn read_value<'a>(text: &str, from: usize, units: &'a [String]) -> Option<Readin
                 .unwrap_or("")
                 .split([' ', ',', ';', ')', '.'])
                 .next()
-                .unwrap_or("");
-            if NOT_A_LEVEL.contains(&next.to_lowercase().as_str()) {
+                .unwrap_or("")
+                .to_lowercase();
+            if DOSES.contains(&next.as_str()) || TIMES.contains(&next.as_str()) {
                 return None;
             }
         }
@@ -606,7 +654,14 @@ pub(crate) mod tests {
         std::fs::write(&path, list).unwrap();
         let l = Abbreviations::load(&path).unwrap();
         assert!(l.expand("Haematuria, frank").text.ends_with("(hematuria)"));
-        assert!(l.expand("HAEMATURIA").text.ends_with("(hematuria)"));
+        assert_eq!(l.expand("haeMATURIA").text, "haeMATURIA");
+        // "METs" on a stress test are not metastases.
+        let shipped = shipped();
+        assert_eq!(shipped.expand("10 METs achieved").text, "10 METs achieved");
+        assert!(shipped
+            .expand("Mets to liver")
+            .text
+            .ends_with("(secondary malignant neoplasm)"));
         assert_eq!(l.expand("as before").text, "as before");
         assert_eq!(l.expand("severe AS").text, "severe AS (aortic stenosis)");
         // A phrase row reads the abbreviation in its context only.
@@ -808,9 +863,18 @@ pub(crate) mod tests {
             appended("Ca 3.1, known breast Ca"),
             " (hypercalcemia; carcinoma)"
         );
-        // A value follows: calcium, high or not; a time is not a value.
+        // A number follows: calcium, high or not, a dose or in any unit; a
+        // time is not such a number.
         assert_eq!(appended("Ca 3.1"), " (hypercalcemia)");
-        assert_eq!(appended("Ca: 2.3"), "");
+        for calcium in [
+            "Ca: 2.3",
+            "Ca 600 mg daily",
+            "Ca 2.4mmol/L",
+            "Ca++ 1.1",
+            "Ca 2,45",
+        ] {
+            assert_eq!(appended(calcium), "", "{calcium}");
+        }
         assert_eq!(appended("breast Ca 5 yrs ago"), " (carcinoma)");
         // The shipped list reads "Ca" both ways.
         let shipped = shipped();

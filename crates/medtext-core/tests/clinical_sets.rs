@@ -69,6 +69,20 @@ fn every_clinical_statement_is_labelled_with_ids_the_heads_know() {
                     &row[column]
                 );
             }
+            // A block lies in its chapter: "I20-I25" in "I00-I99".
+            let range = |column: &str| {
+                let at = columns.iter().position(|c| c == column).unwrap();
+                let (first, last) = row[at].split_once('-').unwrap_or((&row[at], &row[at]));
+                (first.to_string(), last.to_string())
+            };
+            let ((chapter_first, chapter_last), (block_first, block_last)) =
+                (range("chapter"), range("block"));
+            assert!(
+                chapter_first <= block_first && block_last <= chapter_last,
+                "{}: row {}: block {block_first}-{block_last} is not in chapter {chapter_first}-{chapter_last}",
+                set.display(),
+                i + 2
+            );
             rows += 1;
         }
         assert!(rows >= 30, "{}: {rows} rows", set.display());
