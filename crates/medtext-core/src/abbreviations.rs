@@ -54,7 +54,7 @@ struct Entry {
     /// The abbreviation with a capital first letter, for a word (see
     /// [`is_a_word`]): "Bilat" at the start of a sentence.
     capitalized: Option<String>,
-    /// Written `NAME (no value)`: read only where no value follows, as the
+    /// Written `NAME (no value)`: read only where no number follows, as the
     /// word then names a lab test ("Ca 2.1" is calcium, "breast Ca" is not).
     only_without_value: bool,
 }
@@ -75,7 +75,7 @@ fn capitalize(word: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Marks a plain row that is read only where no value follows.
+/// Marks a plain row that is read only where no number follows.
 const NO_VALUE: &str = "(no value)";
 
 /// Every row of one lab test, so a text is searched once per test.
@@ -294,7 +294,9 @@ impl Abbreviations {
             return Err(bad("the list has no abbreviations".into()));
         }
         entries.sort_by(|a, b| {
-            (b.abbreviation.len().cmp(&a.abbreviation.len()))
+            b.abbreviation
+                .len()
+                .cmp(&a.abbreviation.len())
                 .then_with(|| a.abbreviation.cmp(&b.abbreviation))
         });
         Ok(Self {
@@ -646,7 +648,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn words_match_in_any_case_and_acronyms_only_as_written() {
+    fn words_match_in_lower_case_or_capitalised_and_acronyms_only_as_written() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.csv");
         let list =
