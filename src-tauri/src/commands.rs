@@ -592,6 +592,9 @@ pub async fn train_pack(
             add_to_pack: false,
             split_out: None,
             split_from: None,
+            // Not on users' files: its vocabulary would carry pieces of the
+            // notes, in plain text, inside the pack (crate::lexical).
+            lexical: false,
         };
         // A closed window drops the channel: training still finishes.
         let mut report = |p: Progress| {

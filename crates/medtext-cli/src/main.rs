@@ -447,10 +447,19 @@ struct TrainArgs {
     /// out the same. Rows: `CHF,congestive heart failure`; a phrase, which
     /// wins over its parts (`on RA,on room air`); a lab threshold (`K >5.2
     /// <10,hyperkalemia`, `glucose >11 mmol/L,hyperglycemia`); a reading
-    /// only where no value follows (`Ca (no value),carcinoma`). Acronyms
-    /// match as written, lower-case words of 4+ letters in any case.
+    /// only where no value follows (`Ca (no value),carcinoma`); a week count
+    /// of gestation before the rest (`{weeks}/40,weeks gestation` reads
+    /// "28/40" and "28+3/40"). Acronyms match as written; lower-case words
+    /// of 4+ letters also capitalised.
     #[arg(long)]
     abbreviations: Option<PathBuf>,
+    /// Also train a linear head on the texts' character n-grams (3 to 5
+    /// letters of each word) and mix it into the head at the weight that
+    /// does best on the validation part; left out if no weight helps. The
+    /// pack then holds the n-grams of 3+ training texts as plain text:
+    /// not for files of patients' notes.
+    #[arg(long)]
+    lexical: bool,
     /// Do not read or write the on-disk cache of sentence vectors (kept,
     /// owner-only, under the data directory's cache/ folder).
     #[arg(long)]
@@ -1451,6 +1460,7 @@ fn train(args: TrainArgs) -> CliResult {
         add_to_pack: args.add_to_pack,
         split_out: args.write_split,
         split_from: args.split_from,
+        lexical: args.lexical,
     };
     let outcome = training::train_pack(request, &mut show_progress).map_err(err)?;
     eprintln!();

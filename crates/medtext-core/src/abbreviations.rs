@@ -25,6 +25,12 @@
 //! where no number follows the word (a time such as "5 yrs ago" does not
 //! count), and leaves the rest to the lab rows.
 //!
+//! Obstetric notes write gestation as weeks of forty ("GDM at 28/40",
+//! "28+3/40"). A row written `{weeks}/40,weeks gestation` reads such a week
+//! count (4 to 42, perhaps with days), and not "BP 120/40". A literal row
+//! wins over it, so "20/40", which is also visual acuity, can carry both
+//! readings.
+//!
 //! Acronyms and symbols match only as written ("AS" is aortic stenosis, "as"
 //! a word). A row that is a lower-case word of four letters or more ("bilat",
 //! "mets") also matches with a capital first letter, as at the start of a
@@ -44,6 +50,23 @@ pub struct Abbreviations {
     entries: Vec<Entry>,
     /// Lab tests with their threshold rows, grouped when the list loads.
     labs: Vec<LabTest>,
+    /// Rows written `{weeks}...`, read after the plain rows.
+    week_rows: Vec<WeekRow>,
+}
+
+/// Stands for a gestational age in weeks at the start of a row's abbreviation.
+const WEEKS: &str = "{weeks}";
+
+/// The week counts a `{weeks}` row reads: from the first visits to the
+/// latest a pregnancy runs.
+const GESTATION_WEEKS: std::ops::RangeInclusive<u32> = 4..=42;
+
+/// A row written `{weeks}/40,expansion`: `after` ("/40") directly after a
+/// week count ("28", "28+3").
+#[derive(Debug, Clone)]
+struct WeekRow {
+    after: String,
+    expansions: Vec<String>,
 }
 
 /// The plain rows of one abbreviation.
@@ -248,6 +271,7 @@ impl Abbreviations {
         }
         let mut entries: Vec<Entry> = Vec::new();
         let mut labs = Vec::new();
+        let mut week_rows: Vec<WeekRow> = Vec::new();
         for (i, record) in reader.records().enumerate() {
             let row = i + 2;
             let record = record.map_err(|e| bad(format!("row {row}: {e}")))?;
@@ -263,6 +287,24 @@ impl Abbreviations {
             };
             if let Some(rule) = LabRule::parse(abbreviation, expansion, row) {
                 labs.push(rule.map_err(|problem| bad(format!("row {row}: {problem}")))?);
+                continue;
+            }
+            if abbreviation.contains(WEEKS) {
+                let after = abbreviation
+                    .strip_prefix(WEEKS)
+                    .filter(|after| !after.trim().is_empty() && !after.contains(WEEKS))
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "row {row}: {WEEKS} must start the abbreviation and something must follow it, as in `{WEEKS}/40,weeks gestation`"
+                        ))
+                    })?;
+                match week_rows.iter_mut().find(|w| w.after == after) {
+                    Some(w) => w.expansions.push(expansion.to_string()),
+                    None => week_rows.push(WeekRow {
+                        after: after.to_string(),
+                        expansions: vec![expansion.to_string()],
+                    }),
+                }
                 continue;
             }
             let (abbreviation, only_without_value) = match abbreviation.strip_suffix(NO_VALUE) {
@@ -290,7 +332,7 @@ impl Abbreviations {
             }
         }
         check_lab_windows(&labs).map_err(bad)?;
-        if entries.is_empty() && labs.is_empty() {
+        if entries.is_empty() && labs.is_empty() && week_rows.is_empty() {
             return Err(bad("the list has no abbreviations".into()));
         }
         entries.sort_by(|a, b| {
@@ -302,6 +344,7 @@ impl Abbreviations {
         Ok(Self {
             entries,
             labs: LabTest::group(labs),
+            week_rows,
         })
     }
 
@@ -324,6 +367,22 @@ impl Abbreviations {
                         taken[start..end].fill(true);
                         found.push((start..end, &entry.expansions[..]));
                     }
+                }
+            }
+        }
+        // After the plain rows, so that a literal "20/40" row wins.
+        for row in &self.week_rows {
+            for (at, _) in text.match_indices(row.after.as_str()) {
+                let Some(start) = week_count_before(text, at) else {
+                    continue;
+                };
+                let end = at + row.after.len();
+                if !taken[start..end].contains(&true)
+                    && stands_alone(text, start..end)
+                    && !counts_something_else(text, start..end)
+                {
+                    taken[start..end].fill(true);
+                    found.push((start..end, &row.expansions[..]));
                 }
             }
         }
@@ -587,6 +646,44 @@ impl Expanded {
             .find(|(appended, _)| appended.contains(&char_index))
             .map(|(_, original)| original.clone())
     }
+}
+
+/// Where the gestational age that ends at byte `end` starts: one or two
+/// digits of weeks within [`GESTATION_WEEKS`], perhaps followed by `+` and a
+/// day (0 to 6), as in "28/40" and "28+3/40".
+fn week_count_before(text: &str, end: usize) -> Option<usize> {
+    let before = &text[..end];
+    let weeks_end = match before.strip_suffix(|c: char| ('0'..='6').contains(&c)) {
+        Some(rest) if rest.ends_with('+') => rest.len() - 1,
+        _ => end,
+    };
+    let digits = before[..weeks_end]
+        .bytes()
+        .rev()
+        .take_while(u8::is_ascii_digit)
+        .count();
+    let start = weeks_end - digits;
+    let weeks: u32 = before[start..weeks_end].parse().ok()?;
+    // "28+7/40" is no week count: a day is 0 to 6, and 7 is not weeks.
+    let after_a_plus = before[..start].ends_with('+');
+    (digits <= 2 && GESTATION_WEEKS.contains(&weeks) && !after_a_plus).then_some(start)
+}
+
+/// Whether the words around a fraction out of forty at `bytes` say it
+/// counts something other than weeks: "12/40 lymph nodes", "score 30/40".
+fn counts_something_else(text: &str, bytes: Range<usize>) -> bool {
+    const COUNTED_AFTER: &[&str] = &["node", "nodes", "ln", "lns", "lymph", "cores", "points"];
+    const SCORE_BEFORE: &[&str] = &["score", "scored", "scores", "mmse", "moca", "ace"];
+    let before = text[..bytes.start]
+        .split_whitespace()
+        .next_back()
+        .map(|w| {
+            w.trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .unwrap_or_default();
+    COUNTED_AFTER.contains(&word_after_number(&text[bytes.end..]).as_str())
+        || SCORE_BEFORE.contains(&before.as_str())
 }
 
 /// Whether the match at `bytes` is a whole word: a letter or digit at either
@@ -892,6 +989,68 @@ pub(crate) mod tests {
                 " (no value),x\n",
                 "row 2: (no value) needs the abbreviation",
             ),
+        ] {
+            std::fs::write(&path, format!("abbreviation,expansion\n{rows}")).unwrap();
+            let err = Abbreviations::load(&path).unwrap_err().to_string();
+            assert!(err.contains(problem), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_weeks_row_reads_gestation_written_as_weeks_of_forty() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        let list = "abbreviation,expansion\n{weeks}/40,weeks gestation\n\
+            20/40,visual acuity\n20/40,weeks gestation\n";
+        std::fs::write(&path, list).unwrap();
+        let l = Abbreviations::load(&path).unwrap();
+        let e = l.expand("GDM at 28/40, diet");
+        assert_eq!(e.text, "GDM at 28/40, diet (weeks gestation)");
+        // The evidence goes to the whole week count.
+        assert_eq!(e.source_of(e.text.find("weeks").unwrap()), Some(7..12));
+        let e = l.expand("G2P1 28+3/40");
+        assert_eq!(e.source_of(e.text.find("weeks").unwrap()), Some(5..12));
+        for text in [
+            "8/40 miscarriage",
+            "(36/40)",
+            "at 42/40",
+            "28/40, nodes clear",
+        ] {
+            assert_eq!(appended(&l, text), "weeks gestation", "{text}");
+        }
+        // Blood pressure, counts out of range, other fractions, a day past six.
+        for text in [
+            "BP 120/40",
+            "2/40",
+            "43/40",
+            "28/400",
+            "x28/40",
+            "1/28/40",
+            "28/41",
+            "28+7/40",
+            "12/40 lymph nodes positive",
+            "12/40 LNs",
+            "score 30/40",
+            "MoCA: 24/40",
+        ] {
+            assert_eq!(l.expand(text).text, text);
+        }
+        // The literal row wins and carries both readings.
+        assert_eq!(
+            appended(&l, "VA 20/40 OD"),
+            "visual acuity; weeks gestation"
+        );
+        assert_eq!(
+            appended(&shipped(), "GDM at 28/40"),
+            "gestational diabetes mellitus; weeks gestation"
+        );
+        for (rows, problem) in [
+            (
+                "x{weeks}/40,a\n",
+                "row 2: {weeks} must start the abbreviation",
+            ),
+            ("{weeks},a\n", "row 2: {weeks} must start"),
+            ("{weeks}/{weeks},a\n", "row 2: {weeks} must start"),
         ] {
             std::fs::write(&path, format!("abbreviation,expansion\n{rows}")).unwrap();
             let err = Abbreviations::load(&path).unwrap_err().to_string();

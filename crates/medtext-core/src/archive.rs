@@ -52,14 +52,7 @@ pub fn write_archive(pack: &Pack, out: &Path, with_encoder: bool) -> Result<()> 
         &pack.dir.join("manifest.json"),
         "pack/manifest.json",
     )?;
-    let pack_files = pack
-        .manifest
-        .heads
-        .iter()
-        .map(|head| &head.file)
-        .chain(pack.manifest.abbreviations.iter().map(|list| &list.file))
-        .chain(pack.manifest.encoder.adapter.iter().map(|a| &a.file));
-    for file in pack_files {
+    for (file, _) in pack.manifest.pack_files() {
         let name = format!("pack/{}", slash_path(file));
         add(&mut builder, &pack.dir.join(file), &name)?;
     }

@@ -13,6 +13,7 @@ use crate::evidence::{words_from_window_scores, WordEvidence};
 use crate::head::{
     calibrated_probabilities, Head, LinearHead, MlpHead, SequenceClassificationHead,
 };
+use crate::lexical::{self, LexicalHead};
 use crate::pack::{Architecture, HeadKind, HeadSpec, Pack, Pooling};
 use crate::pool::{cls_pool, mean_pool_normalized};
 use crate::tokenize::{TextTokenizer, Tokenized, Window};
@@ -143,6 +144,15 @@ impl Embedder {
 
     pub fn hidden_size(&self) -> usize {
         self.encoder.hidden_size()
+    }
+
+    /// `text` as the heads read it: with the expansions of its
+    /// abbreviations appended, when the pack carries a list.
+    pub fn spelled_out<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.abbreviations {
+            None => text.into(),
+            Some(list) => list.expand(text).text.into(),
+        }
     }
 
     /// Tokenizes `text` into windows.
@@ -312,6 +322,8 @@ pub struct Classifier {
 struct LoadedHead {
     spec: HeadSpec,
     head: Box<dyn Head>,
+    /// The character n-gram part and its weight ([`crate::lexical`]).
+    lexical: Option<(LexicalHead, f64)>,
     /// See [`Classification::model_sha256`].
     model_sha256: String,
 }
@@ -357,6 +369,13 @@ impl Classifier {
                         labels,
                     )?),
                 };
+                let lexical = head_spec
+                    .lexical
+                    .as_ref()
+                    .map(|l| {
+                        LexicalHead::load(&pack.dir.join(&l.file), labels).map(|h| (h, l.weight))
+                    })
+                    .transpose()?;
                 // The adapter changes the encoder: it is part of its identity.
                 let encoder_weights = spec
                     .sha256
@@ -364,11 +383,16 @@ impl Classifier {
                     .map_or("", String::as_str)
                     .to_string()
                     + spec.adapter.as_ref().map_or("", |a| a.sha256.as_str());
+                let lexical_sha = head_spec
+                    .lexical
+                    .as_ref()
+                    .map_or(String::new(), |l| format!(":{}:{}", l.sha256, l.weight));
                 Ok(LoadedHead {
                     spec: head_spec.clone(),
                     head,
+                    lexical,
                     model_sha256: hex::encode(Sha256::digest(format!(
-                        "{encoder_weights}:{}",
+                        "{encoder_weights}:{}{lexical_sha}",
                         head_spec.sha256
                     ))),
                 })
@@ -416,7 +440,7 @@ impl Classifier {
     pub fn classify_with_evidence(&self, text: &str) -> Result<Classification> {
         let tokenized = only(self.embedder.tokenize_all(&[text]))??;
         let mut classification = only_head(only(
-            self.run_heads(&[Some(&tokenized)], &[self.selected])?,
+            self.run_heads(&[Some((text, &tokenized))], &[self.selected])?,
         )?)?;
         let top = self
             .head_spec()
@@ -425,9 +449,13 @@ impl Classifier {
             .position(|l| l.id == classification.top.id)
             .unwrap_or(0);
         let head = &self.heads[self.selected];
+        // The n-gram part is the same at every path point: the evidence is
+        // the encoder's, the words as it read them.
+        let lexical = self.lexical_rows(self.selected, &[Some(text)])?;
         // Summed over the path points of integrated gradients.
         let log_p_top = |pooled: &Tensor| -> Result<Tensor> {
-            let logits = (head.head.logits(pooled)? / head.spec.temperature)?;
+            let scores = self.head_scores(self.selected, pooled, lexical.as_ref())?;
+            let logits = (scores / head.spec.temperature)?;
             Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
                 .narrow(1, top, 1)?
                 .sum_all()?)
@@ -462,7 +490,11 @@ impl Classifier {
         texts: &[S],
     ) -> Result<Vec<Result<Classification>>> {
         let tokenized = self.embedder.tokenize_all(texts);
-        let owners: Vec<Option<&Tokenized>> = tokenized.iter().map(|t| t.as_ref().ok()).collect();
+        let owners: Vec<Option<(&str, &Tokenized)>> = texts
+            .iter()
+            .zip(&tokenized)
+            .map(|(text, t)| t.as_ref().ok().map(|t| (text.as_ref(), t)))
+            .collect();
         let results = self.run_heads(&owners, &[self.selected])?;
         Ok(tokenized
             .into_iter()
@@ -476,29 +508,43 @@ impl Classifier {
     pub fn classify_every_head(&self, text: &str) -> Result<Vec<Classification>> {
         let tokenized = only(self.embedder.tokenize_all(&[text]))??;
         let all: Vec<usize> = (0..self.heads.len()).collect();
-        only(self.run_heads(&[Some(&tokenized)], &all)?)?.ok_or(Error::EmptyText)
+        only(self.run_heads(&[Some((text, &tokenized))], &all)?)?.ok_or(Error::EmptyText)
     }
 
-    /// For each tokenized text (`None`: skip it), one classification per
-    /// head in `heads`, from one forward pass over all of them.
+    /// For each text and its tokens (`None`: skip it), one classification
+    /// per head in `heads`, from one forward pass over all of them.
     fn run_heads(
         &self,
-        texts: &[Option<&Tokenized>],
+        inputs: &[Option<(&str, &Tokenized)>],
         heads: &[usize],
     ) -> Result<Vec<Option<Vec<Classification>>>> {
         let started = std::time::Instant::now();
+        let texts: Vec<Option<&Tokenized>> = inputs.iter().map(|i| i.map(|(_, t)| t)).collect();
+        let raw: Vec<Option<&str>> = inputs.iter().map(|i| i.map(|(text, _)| text)).collect();
+        // lexical[slot]: `[texts, labels]` log-probabilities of the head's
+        // n-gram part, one row per text, whatever its windows.
+        let lexical = heads
+            .iter()
+            .map(|&h| self.lexical_rows(h, &raw))
+            .collect::<Result<Vec<_>>>()?;
         // sums[slot][text][label], a slot per head asked for.
         let mut sums: Vec<Vec<Vec<f32>>> = heads
             .iter()
             .map(|&h| vec![vec![0f32; self.heads[h].spec.labels.len()]; texts.len()])
             .collect();
         self.embedder
-            .pool_in_length_groups(texts, |rows_of, pooled| {
+            .pool_in_length_groups(&texts, |rows_of, pooled| {
+                let ids: Vec<u32> = rows_of.iter().map(|&r| r as u32).collect();
+                let ids = Tensor::new(ids, &Device::Cpu)?;
                 for (slot, &h) in heads.iter().enumerate() {
+                    let lexical = lexical[slot]
+                        .as_ref()
+                        .map(|rows| rows.index_select(&ids, 0))
+                        .transpose()?;
                     accumulate(
                         &mut sums[slot],
                         rows_of,
-                        self.head_probabilities(h, pooled)?,
+                        self.head_probabilities(h, pooled, lexical.as_ref())?,
                     );
                 }
                 Ok(())
@@ -537,12 +583,50 @@ impl Classifier {
             .collect())
     }
 
-    /// Calibrated probabilities `[window][label]` of head `h` for pooled
-    /// window vectors.
-    fn head_probabilities(&self, h: usize, pooled: &Tensor) -> Result<Vec<Vec<f32>>> {
+    /// The log-probabilities `[texts, labels]` of head `h`'s n-gram part
+    /// for each text (`None`: a skipped text, given zeros); `None` for a
+    /// head without one.
+    fn lexical_rows(&self, h: usize, texts: &[Option<&str>]) -> Result<Option<Tensor>> {
+        let Some((lexical, _)) = &self.heads[h].lexical else {
+            return Ok(None);
+        };
+        let labels = self.heads[h].spec.labels.len();
+        let rows: Vec<f32> = texts
+            .iter()
+            .flat_map(|text| match text {
+                Some(text) => lexical.log_probabilities(&self.embedder.spelled_out(text)),
+                None => vec![0.0; labels],
+            })
+            .collect();
+        Ok(Some(Tensor::from_vec(
+            rows,
+            (texts.len(), labels),
+            &Device::Cpu,
+        )?))
+    }
+
+    /// Head `h`'s scores for pooled window vectors, before the temperature:
+    /// its logits, or their mix with the n-gram part's rows `lexical` (one
+    /// per window, or one for all).
+    fn head_scores(&self, h: usize, pooled: &Tensor, lexical: Option<&Tensor>) -> Result<Tensor> {
         let head = &self.heads[h];
         let logits = head.head.logits(pooled)?;
-        Ok(calibrated_probabilities(&logits, head.spec.temperature)?.to_vec2::<f32>()?)
+        match (&head.lexical, lexical) {
+            (Some((_, weight)), Some(rows)) => lexical::mix(&logits, rows, *weight),
+            _ => Ok(logits),
+        }
+    }
+
+    /// Calibrated probabilities `[window][label]` of head `h` for pooled
+    /// window vectors (see [`Classifier::head_scores`]).
+    fn head_probabilities(
+        &self,
+        h: usize,
+        pooled: &Tensor,
+        lexical: Option<&Tensor>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let scores = self.head_scores(h, pooled, lexical)?;
+        Ok(calibrated_probabilities(&scores, self.heads[h].spec.temperature)?.to_vec2::<f32>()?)
     }
 
     /// The classification of one text from the sum of its windows'
@@ -588,10 +672,11 @@ impl Classifier {
         &self.embedder
     }
 
-    /// Probabilities for each window of one batch.
+    /// Probabilities for each window of one batch, from the encoder's part
+    /// of the head alone (the n-gram part reads whole texts, not windows).
     pub fn window_probabilities(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
         let pooled = self.embedder.embed_windows(windows)?;
-        self.head_probabilities(self.selected, &pooled)
+        self.head_probabilities(self.selected, &pooled, None)
     }
 }
 

@@ -21,6 +21,7 @@ pub mod evidence;
 pub mod head;
 pub mod history_bench;
 pub mod keychain;
+pub mod lexical;
 pub mod lock;
 pub mod logging;
 pub mod metrics;

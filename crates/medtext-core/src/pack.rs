@@ -95,6 +95,19 @@ pub struct HeadSpec {
     /// The figures the head was shipped with, on held-out data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<ShippedEvaluation>,
+    /// A character n-gram head mixed into this one ([`crate::lexical`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lexical: Option<LexicalSpec>,
+}
+
+/// A head's character n-gram part: its file, and its weight in the mix of
+/// the two heads' log-probabilities (between 0 and 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LexicalSpec {
+    pub file: PathBuf,
+    pub sha256: String,
+    pub weight: f64,
 }
 
 /// How well a head did on held-out data when it was made.
@@ -279,6 +292,14 @@ impl Manifest {
         if m.heads.is_empty() {
             return bad("the pack has no heads".into());
         }
+        let mut files: Vec<&Path> = m.pack_files().map(|(file, _)| file).collect();
+        files.sort_unstable();
+        if let Some(twice) = files.windows(2).find(|w| w[0] == w[1]) {
+            return bad(format!(
+                "{} is named twice: each head, list and adapter needs its own file",
+                twice[0].display()
+            ));
+        }
         for required in ["config.json", "model.safetensors", "tokenizer.json"] {
             if !m.encoder.sha256.contains_key(required) {
                 return bad(format!("encoder.sha256 has no entry for {required}"));
@@ -313,6 +334,21 @@ impl Manifest {
             if ids.windows(2).any(|w| w[0] == w[1]) {
                 return bad(format!("head '{}' has duplicate label ids", head.name));
             }
+            if let Some(lexical) = &head.lexical {
+                if !is_inside(&lexical.file) {
+                    return bad(format!(
+                        "head '{}' lexical file {} is not a path inside the pack",
+                        head.name,
+                        lexical.file.display()
+                    ));
+                }
+                if !(lexical.weight > 0.0 && lexical.weight < 1.0) {
+                    return bad(format!(
+                        "head '{}' has a lexical weight outside 0..1",
+                        head.name
+                    ));
+                }
+            }
             if !(head.temperature.is_finite() && head.temperature > 0.0) {
                 return bad(format!(
                     "head '{}' has a non-positive temperature",
@@ -330,20 +366,38 @@ impl Manifest {
     }
 }
 
+impl HeadSpec {
+    /// The head's files with their sha256: its weights, and its lexical part.
+    pub fn files(&self) -> impl Iterator<Item = (&Path, &str)> {
+        std::iter::once((self.file.as_path(), self.sha256.as_str())).chain(
+            self.lexical
+                .iter()
+                .map(|l| (l.file.as_path(), l.sha256.as_str())),
+        )
+    }
+}
+
+impl Manifest {
+    /// Every file of the pack itself (not the encoder's) with its sha256:
+    /// heads, their lexical parts, the abbreviation list, the adapter.
+    pub fn pack_files(&self) -> impl Iterator<Item = (&Path, &str)> {
+        self.heads.iter().flat_map(HeadSpec::files).chain(
+            [&self.abbreviations, &self.encoder.adapter]
+                .into_iter()
+                .flatten()
+                .map(|f| (f.file.as_path(), f.sha256.as_str())),
+        )
+    }
+}
+
 impl Pack {
     fn verify_hashes(&self) -> Result<()> {
         let encoder_dir = self.encoder_dir();
         for (file, expected) in &self.manifest.encoder.sha256 {
             verify_file(&encoder_dir.join(file), expected)?;
         }
-        for head in &self.manifest.heads {
-            verify_file(&self.dir.join(&head.file), &head.sha256)?;
-        }
-        for file in [&self.manifest.abbreviations, &self.manifest.encoder.adapter]
-            .into_iter()
-            .flatten()
-        {
-            verify_file(&self.dir.join(&file.file), &file.sha256)?;
+        for (file, sha256) in self.manifest.pack_files() {
+            verify_file(&self.dir.join(file), sha256)?;
         }
         Ok(())
     }
@@ -486,6 +540,7 @@ pub fn import_sequence_classifier(
             abstain_below: 0.5,
             labels,
             evaluation: None,
+            lexical: None,
         }],
         abbreviations: None,
     };

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
+use crate::lexical::{LexicalHead, SparseRows};
 use crate::pack::{
-    encoder_hashes, sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, Manifest,
-    PackFile, Pooling, ShippedEvaluation, MANIFEST_FORMAT,
+    encoder_hashes, sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, LexicalSpec,
+    Manifest, PackFile, Pooling, ShippedEvaluation, MANIFEST_FORMAT,
 };
 use crate::{Error, Result};
 
@@ -204,10 +205,17 @@ pub struct TrainedHead {
 }
 
 impl TrainedHead {
-    /// Raw logits `[rows][labels]` for `vectors`.
-    pub fn logits(&self, vectors: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
-        let x = matrix(vectors, &(0..vectors.len()).collect::<Vec<_>>())?;
-        Ok(self.forward(&x)?.to_vec2::<f32>()?)
+    /// Raw logits `[rows][labels]` for the rows `rows` of `features`.
+    pub fn logits(
+        &self,
+        features: &(impl Features + ?Sized),
+        rows: &[usize],
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut logits = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(rows_at_once(features.width())) {
+            logits.extend(self.forward(&features.batch(chunk)?)?.to_vec2::<f32>()?);
+        }
+        Ok(logits)
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -232,14 +240,44 @@ fn affine(x: &Tensor, weight: &Tensor, bias: &Tensor) -> candle_core::Result<Ten
     x.matmul(&weight.t()?)?.broadcast_add(bias)
 }
 
-/// The rows `rows` of `vectors` as a `[rows, hidden]` tensor.
-fn matrix(vectors: &[Vec<f32>], rows: &[usize]) -> Result<Tensor> {
-    let hidden = vectors.first().map(Vec::len).unwrap_or(0);
-    let flat: Vec<f32> = rows
-        .iter()
-        .flat_map(|&r| vectors[r].iter().copied())
-        .collect();
-    Ok(Tensor::from_vec(flat, (rows.len(), hidden), &Device::Cpu)?)
+/// What a head is trained on: one row of inputs per example, handed over
+/// as dense `[rows, width]` tensors a batch at a time.
+pub trait Features {
+    fn width(&self) -> usize;
+    fn batch(&self, rows: &[usize]) -> Result<Tensor>;
+}
+
+/// Sentence vectors.
+impl Features for [Vec<f32>] {
+    fn width(&self) -> usize {
+        self.first().map(Vec::len).unwrap_or(0)
+    }
+
+    fn batch(&self, rows: &[usize]) -> Result<Tensor> {
+        let flat: Vec<f32> = rows.iter().flat_map(|&r| self[r].iter().copied()).collect();
+        Ok(Tensor::from_vec(
+            flat,
+            (rows.len(), self.width()),
+            &Device::Cpu,
+        )?)
+    }
+}
+
+/// Character n-grams ([`crate::lexical`]).
+impl Features for SparseRows {
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    fn batch(&self, rows: &[usize]) -> Result<Tensor> {
+        self.dense(rows)
+    }
+}
+
+/// Rows scored at once outside training (validation loss, logits): as many
+/// as keep a dense batch of `width` features within 64 MB, at most 512.
+fn rows_at_once(width: usize) -> usize {
+    ((16 << 20) / width.max(1)).clamp(1, 512)
 }
 
 /// How much more than the median label a rare label may weigh in the loss.
@@ -273,14 +311,14 @@ fn class_weights(counts: &[usize]) -> Vec<f32> {
 /// after `fit.patience` epochs without improvement. Initialisation is seeded
 /// too: the same data and seed give the same head.
 pub fn train_head(
-    vectors: &[Vec<f32>],
+    vectors: &(impl Features + ?Sized),
     truth: &[usize],
     split: &Split,
     n_labels: usize,
     fit: Fit,
     mut progress: impl FnMut(usize, f64),
 ) -> Result<TrainedHead> {
-    let hidden = vectors.first().map(Vec::len).unwrap_or(0);
+    let hidden = vectors.width();
     let mut counts = vec![0usize; n_labels];
     for &r in &split.train {
         counts[truth[r]] += 1;
@@ -355,10 +393,6 @@ pub fn train_head(
         let ids: Vec<u32> = rows.iter().map(|&r| truth[r] as u32).collect();
         Ok(Tensor::new(ids, &Device::Cpu)?)
     };
-    let (x_val, y_val) = (
-        matrix(vectors, &split.validation)?,
-        labels_of(&split.validation)?,
-    );
     let mut order = split.train.clone();
     for epoch in 1..=fit.max_epochs {
         shuffle(&mut order, &mut rng);
@@ -373,7 +407,7 @@ pub fn train_head(
                 best_epoch: 0,
                 best_validation_loss: 0.0,
             };
-            let logits = live.forward(&matrix(vectors, batch)?)?;
+            let logits = live.forward(&vectors.batch(batch)?)?;
             let loss = weighted_cross_entropy(&logits, &labels_of(batch)?, &class_weights)?;
             optimizer.backward_step(&loss)?;
         }
@@ -384,10 +418,14 @@ pub fn train_head(
             best_epoch: epoch,
             best_validation_loss: 0.0,
         };
-        let validation_loss = f64::from(
-            weighted_cross_entropy(&current.forward(&x_val)?, &y_val, &class_weights)?
-                .to_scalar::<f32>()?,
-        );
+        let (mut loss_sum, mut weight_sum) = (0f64, 0f64);
+        for chunk in split.validation.chunks(rows_at_once(hidden)) {
+            let logits = current.forward(&vectors.batch(chunk)?)?;
+            let (loss, weight) = weighted_loss_sum(&logits, &labels_of(chunk)?, &class_weights)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            weight_sum += weight;
+        }
+        let validation_loss = loss_sum / weight_sum;
         progress(epoch, validation_loss);
         head.epochs = epoch;
         if validation_loss < head.best_validation_loss {
@@ -407,10 +445,22 @@ fn weighted_cross_entropy(
     labels: &Tensor,
     class_weights: &Tensor,
 ) -> candle_core::Result<Tensor> {
+    let (loss, weight) = weighted_loss_sum(logits, labels, class_weights)?;
+    loss / weight
+}
+
+/// The summed cross-entropy, each example weighted by its class's weight,
+/// and the sum of those weights.
+fn weighted_loss_sum(
+    logits: &Tensor,
+    labels: &Tensor,
+    class_weights: &Tensor,
+) -> candle_core::Result<(Tensor, f64)> {
     let log_p = candle_nn::ops::log_softmax(logits, candle_core::D::Minus1)?;
     let picked = log_p.gather(&labels.unsqueeze(1)?, 1)?.squeeze(1)?;
     let weights = class_weights.index_select(labels, 0)?;
-    (picked * &weights)?.sum_all()?.neg()? / f64::from(weights.sum_all()?.to_scalar::<f32>()?)
+    let total = f64::from(weights.sum_all()?.to_scalar::<f32>()?);
+    Ok(((picked * &weights)?.sum_all()?.neg()?, total))
 }
 
 fn shuffle(items: &mut [usize], rng: &mut SplitMix64) {
@@ -433,6 +483,8 @@ pub struct PackDraft<'a> {
     pub head_name: &'a str,
     pub labels: Vec<Label>,
     pub head: &'a TrainedHead,
+    /// A character n-gram head mixed in at this weight.
+    pub lexical: Option<(&'a LexicalHead, f64)>,
     pub temperature: f64,
     pub abstain_below: f64,
     pub evaluation: Option<ShippedEvaluation>,
@@ -451,8 +503,58 @@ pub struct PackDraft<'a> {
 pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let head_file = format!("{}.safetensors", draft.head_name);
+    let lexical_file = format!("{}-lexical.safetensors", draft.head_name);
+    let existing = if draft.add_to_existing && out_dir.join("manifest.json").is_file() {
+        let manifest = Manifest::read(out_dir)?;
+        // Checked before anything is written: a file of another head (or
+        // the head a head is named after) must not be overwritten.
+        let others = manifest
+            .pack_files()
+            .filter(|(file, _)| {
+                !manifest
+                    .heads
+                    .iter()
+                    .filter(|h| h.name == draft.head_name)
+                    .any(|h| h.files().any(|(own, _)| own == *file))
+            })
+            .map(|(file, _)| file.to_path_buf())
+            .collect::<Vec<_>>();
+        if let Some(taken) = others
+            .iter()
+            .find(|f| **f == Path::new(&head_file) || **f == Path::new(&lexical_file))
+        {
+            return Err(Error::Training {
+                problem: format!(
+                    "the pack in {} already has a file {}: give the head another name",
+                    out_dir.display(),
+                    taken.display()
+                ),
+            });
+        }
+        Some(manifest)
+    } else {
+        None
+    };
     let head_path = out_dir.join(&head_file);
     candle_core::safetensors::save(&draft.head.tensors, &head_path)?;
+    let lexical_path = out_dir.join(&lexical_file);
+    let lexical = match draft.lexical {
+        Some((lexical, weight)) => {
+            lexical.save(&lexical_path)?;
+            Some(LexicalSpec {
+                sha256: sha256_file(&lexical_path)?,
+                file: PathBuf::from(lexical_file),
+                weight,
+            })
+        }
+        None => {
+            // A head replaced by one without an n-gram part leaves no file.
+            if lexical_path.is_file() {
+                std::fs::remove_file(&lexical_path).map_err(|e| Error::io(&lexical_path, e))?;
+            }
+            None
+        }
+    };
 
     let head = HeadSpec {
         name: draft.head_name.into(),
@@ -463,6 +565,7 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
         abstain_below: draft.abstain_below,
         labels: draft.labels,
         evaluation: draft.evaluation,
+        lexical,
     };
     let encoder = EncoderSpec {
         path: relative_path(out_dir, draft.encoder_dir)?,
@@ -472,9 +575,8 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
         sha256: encoder_hashes(draft.encoder_dir)?,
         adapter: draft.adapter,
     };
-    let manifest = if draft.add_to_existing && out_dir.join("manifest.json").is_file() {
+    let manifest = if let Some(mut manifest) = existing {
         // Another head on the same encoder: one forward pass will feed both.
-        let mut manifest = Manifest::read(out_dir)?;
         if manifest.encoder.sha256 != encoder.sha256
             || manifest.encoder.adapter != encoder.adapter
             || manifest.encoder.max_tokens != encoder.max_tokens
@@ -636,8 +738,7 @@ mod tests {
     }
 
     fn accuracy(head: &TrainedHead, x: &[Vec<f32>], y: &[usize], rows: &[usize]) -> f64 {
-        let rows_x: Vec<Vec<f32>> = rows.iter().map(|&r| x[r].clone()).collect();
-        let logits = head.logits(&rows_x).unwrap();
+        let logits = head.logits(x, rows).unwrap();
         let right = logits
             .iter()
             .zip(rows)
@@ -663,7 +764,7 @@ mod tests {
         let split = stratified_split(&y, 0.2, 0.2, 1);
         let fit = Fit::new(HeadShape::Linear, 9);
         let mut epochs_seen = 0;
-        let head = train_head(&x, &y, &split, 3, fit, |epoch, loss| {
+        let head = train_head(x.as_slice(), &y, &split, 3, fit, |epoch, loss| {
             epochs_seen = epoch;
             assert!(loss.is_finite());
         })
@@ -672,7 +773,7 @@ mod tests {
         assert_eq!(head.tensors["weight"].dims(), [3, 4]);
         assert_eq!(epochs_seen, head.epochs);
         assert!(accuracy(&head, &x, &y, &split.test) > 0.95);
-        let again = train_head(&x, &y, &split, 3, fit, |_, _| {}).unwrap();
+        let again = train_head(x.as_slice(), &y, &split, 3, fit, |_, _| {}).unwrap();
         assert_eq!(
             head.tensors["weight"].to_vec2::<f32>().unwrap(),
             again.tensors["weight"].to_vec2::<f32>().unwrap()
@@ -694,10 +795,17 @@ mod tests {
         );
         let y: Vec<usize> = y4.iter().map(|&c| usize::from(c >= 2)).collect();
         let split = stratified_split(&y, 0.2, 0.2, 1);
-        let linear =
-            train_head(&x, &y, &split, 2, Fit::new(HeadShape::Linear, 1), |_, _| {}).unwrap();
+        let linear = train_head(
+            x.as_slice(),
+            &y,
+            &split,
+            2,
+            Fit::new(HeadShape::Linear, 1),
+            |_, _| {},
+        )
+        .unwrap();
         let mlp = train_head(
-            &x,
+            x.as_slice(),
             &y,
             &split,
             2,
@@ -717,7 +825,10 @@ mod tests {
         let split = stratified_split(&y, 0.3, 0.2, 1);
         let fit = Fit::new(HeadShape::Mlp { hidden: 32 }, 4);
         let mut losses = Vec::new();
-        let head = train_head(&x, &y, &split, 2, fit, |_, loss| losses.push(loss)).unwrap();
+        let head = train_head(x.as_slice(), &y, &split, 2, fit, |_, loss| {
+            losses.push(loss)
+        })
+        .unwrap();
         assert!(
             head.epochs < fit.max_epochs,
             "ran all {} epochs",
@@ -773,7 +884,14 @@ mod tests {
             validation: vec![10, 11],
             test: vec![],
         };
-        let err = train_head(&x, &y, &split, 2, Fit::new(HeadShape::Linear, 1), |_, _| {});
+        let err = train_head(
+            x.as_slice(),
+            &y,
+            &split,
+            2,
+            Fit::new(HeadShape::Linear, 1),
+            |_, _| {},
+        );
         assert!(matches!(err, Err(Error::Training { .. })));
     }
 
@@ -805,7 +923,7 @@ mod tests {
         let x: Vec<Vec<f32>> = x.into_iter().map(|v| [v.clone(), v].concat()).collect(); // hidden 8
         let split = stratified_split(&y, 0.2, 0.2, 1);
         let head = train_head(
-            &x,
+            x.as_slice(),
             &y,
             &split,
             2,
@@ -825,6 +943,7 @@ mod tests {
             head_name,
             labels: labels.clone(),
             head: &head,
+            lexical: None,
             temperature: 0.5,
             abstain_below: 0.6,
             evaluation: None,
@@ -849,6 +968,32 @@ mod tests {
         let every = c.classify_every_head("fever and cough").unwrap();
         let heads: Vec<&str> = every.iter().map(|r| r.head.as_str()).collect();
         assert_eq!(heads, ["category", "second"]);
+        // A head with an n-gram part; a head named after its file is
+        // refused before anything is written; replaced by a head without
+        // one, its file goes.
+        let vocabulary = crate::lexical::Vocabulary::build(&["fever cough"; 3]);
+        let n = vocabulary.len();
+        let lexical = LexicalHead::new(vocabulary, vec![vec![0.5; n], vec![-0.5; n]], vec![0.0; 2]);
+        let with_ngrams = PackDraft {
+            lexical: Some((&lexical, 0.3)),
+            ..draft("second", true)
+        };
+        write_pack(&out, with_ngrams).unwrap();
+        let ngrams_file = out.join("second-lexical.safetensors");
+        let before = std::fs::read(&ngrams_file).unwrap();
+        let err = write_pack(&out, draft("second-lexical", true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("already has a file second-lexical.safetensors"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&ngrams_file).unwrap(), before);
+        Pack::open(&out).unwrap();
+        write_pack(&out, draft("second", true)).unwrap();
+        assert!(!ngrams_file.exists());
+        Pack::open(&out).unwrap();
+
         // Without add_to_existing the pack is written anew.
         write_pack(&out, draft("only", false)).unwrap();
         assert_eq!(Pack::open(&out).unwrap().manifest.heads.len(), 1);

@@ -17,6 +17,7 @@ use crate::abbreviations::Abbreviations;
 use crate::archive::Staging;
 use crate::dataset::{self, Example, Removed};
 use crate::embedding_cache::EmbeddingCache;
+use crate::lexical::{self, LexicalHead, SparseRows, Vocabulary};
 use crate::metrics::{self, Metrics};
 use crate::pack::{self, Architecture, Label, Pack, PackFile, Pooling, ShippedEvaluation};
 use crate::split_file;
@@ -63,6 +64,9 @@ pub struct TrainRequest {
     /// reads it) to this CSV, for recipes outside MedText that must keep to
     /// it (fine-tuning the encoder on the training part only).
     pub split_out: Option<PathBuf>,
+    /// Also train a head on the texts' character n-grams and mix it in, if
+    /// that does better on the validation part ([`crate::lexical`]).
+    pub lexical: bool,
     /// Take the split from a CSV written by `split_out` instead of drawing
     /// one: a second head on the same data is then tested on the same
     /// held-out groups as the first.
@@ -209,7 +213,7 @@ pub fn train_pack(
     let max_epochs = defaults.max_epochs;
     let started = Instant::now();
     let head = train::train_head(
-        &vectors,
+        vectors.as_slice(),
         &truth,
         &split,
         label_ids.len(),
@@ -229,20 +233,45 @@ pub fn train_pack(
         },
     )?;
 
-    let logits_of = |rows: &[usize]| -> Result<Vec<Vec<f32>>> {
-        let rows: Vec<Vec<f32>> = rows.iter().map(|&r| vectors[r].clone()).collect();
-        head.logits(&rows)
-    };
     let truth_of = |rows: &[usize]| -> Vec<usize> { rows.iter().map(|&r| truth[r]).collect() };
-    let validation_logits = logits_of(&split.validation)?;
     let validation_truth = truth_of(&split.validation);
-    let temperature = train::fit_temperature(&validation_logits, &validation_truth);
-    let test_logits = logits_of(&split.test)?;
     let test_truth = truth_of(&split.test);
     let evaluate = |logits: &[Vec<f32>], truth: &[usize], t: f64| {
         let probs: Vec<Vec<f32>> = logits.iter().map(|l| train::softmax(l, t)).collect();
         metrics::evaluate(&label_ids, &probs, truth)
     };
+    let mut validation_logits = head.logits(vectors.as_slice(), &split.validation)?;
+    let mut test_logits = head.logits(vectors.as_slice(), &split.test)?;
+    let mut lexical_left_out = None;
+    let lexical = if request.lexical {
+        let texts: Vec<String> = examples
+            .iter()
+            .map(|e| embedder.spelled_out(&e.text).into_owned())
+            .collect();
+        match train_lexical_part(
+            &texts,
+            &truth,
+            &split,
+            label_ids.len(),
+            request.seed,
+            &validation_logits,
+            &|logits| evaluate(logits, &validation_truth, 1.0).macro_f1,
+            progress,
+        )? {
+            Ok(part) => Some(part),
+            Err(why) => {
+                lexical_left_out = Some(why);
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(part) = &lexical {
+        validation_logits = lexical::mix_rows(&validation_logits, &part.validation, part.weight);
+        test_logits = lexical::mix_rows(&test_logits, &part.test, part.weight);
+    }
+    let temperature = train::fit_temperature(&validation_logits, &validation_truth);
     let uncalibrated = evaluate(&test_logits, &test_truth, 1.0);
     let calibrated = evaluate(&test_logits, &test_truth, temperature);
     // For choosing between training set-ups (encoder adapters, head kinds)
@@ -292,6 +321,7 @@ pub fn train_pack(
             head_name: &request.head_name,
             labels,
             head: &head,
+            lexical: lexical.as_ref().map(|part| (&part.head, part.weight)),
             temperature,
             abstain_below: request.abstain_below,
             add_to_existing: request.add_to_pack,
@@ -321,11 +351,19 @@ pub fn train_pack(
         .join(format!("evaluation-{}.json", request.head_name));
     let report = serde_json::json!({
         "method": format!(
-            "{} head on mean-pooled encoder vectors (AdamW, cross-entropy weighted by inverse label frequency capped at {} times the median label's weight, early stopping at epoch {} of {}), temperature fitted on validation",
+            "{} head on mean-pooled encoder vectors (AdamW, cross-entropy weighted by inverse label frequency capped at {} times the median label's weight, early stopping at epoch {} of {}){}, temperature fitted on validation",
             match request.shape { HeadShape::Linear => "linear".to_string(), HeadShape::Mlp { hidden } => format!("MLP ({hidden} hidden)") },
             train::MAX_CLASS_WEIGHT_OVER_MEDIAN,
             head.best_epoch,
-            head.epochs
+            head.epochs,
+            match (&lexical, lexical_left_out) {
+                (Some(part), _) => format!(
+                    ", mixed with a linear head on {} character n-grams (the same training, epoch {} of {}) at weight {:.1}, chosen on validation",
+                    part.head.vocabulary_len(), part.best_epoch, part.epochs, part.weight
+                ),
+                (None, Some(why)) => format!(", without the character n-gram head asked for: {why}"),
+                (None, None) => String::new(),
+            }
         ),
         "seed": request.seed,
         "split": {"kind": split_kind, "train": split.train.len(), "validation": split.validation.len(), "test": split.test.len()},
@@ -542,6 +580,110 @@ fn embed_all(
     Ok(vectors.into_iter().flatten().collect())
 }
 
+/// A head's lexical part ([`crate::lexical`]), trained and weighed.
+struct LexicalPart {
+    head: LexicalHead,
+    weight: f64,
+    /// Log-probabilities `[rows][labels]` of the validation and test parts.
+    validation: Vec<Vec<f32>>,
+    test: Vec<Vec<f32>>,
+    best_epoch: usize,
+    epochs: usize,
+}
+
+/// Weights of the lexical part tried; the validation part chooses.
+const LEXICAL_WEIGHTS: [f64; 6] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
+
+/// Largest n-gram head trained (labels × n-grams): with the optimiser's
+/// state, about 200 MB.
+const MAX_LEXICAL_PARAMETERS: usize = 16 << 20;
+
+/// Trains a linear head on the character n-grams of `texts` (as the encoder
+/// reads them), the same way as the encoder's head, and chooses its weight in
+/// the mix by `validation_macro_f1` of the mixed validation logits. The inner
+/// `Err` says why there is none: no weight beats the encoder's head alone,
+/// the training texts share too few n-grams, or too many labels and n-grams.
+#[allow(clippy::too_many_arguments)]
+fn train_lexical_part(
+    texts: &[String],
+    truth: &[usize],
+    split: &train::Split,
+    n_labels: usize,
+    seed: u64,
+    validation_logits: &[Vec<f32>],
+    validation_macro_f1: &dyn Fn(&[Vec<f32>]) -> f64,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<std::result::Result<LexicalPart, &'static str>> {
+    let training_texts: Vec<&str> = split.train.iter().map(|&r| texts[r].as_str()).collect();
+    // From the training part only: the held-out parts must not shape it.
+    let vocabulary = Vocabulary::build(&training_texts);
+    if vocabulary.is_empty() {
+        return Ok(Err("the training texts share too few character n-grams"));
+    }
+    if vocabulary.len() * n_labels > MAX_LEXICAL_PARAMETERS {
+        return Ok(Err("too many labels and n-grams to train it"));
+    }
+    let rows = SparseRows {
+        width: vocabulary.len(),
+        rows: texts.iter().map(|t| vocabulary.features(t)).collect(),
+    };
+    let fit = Fit::new(HeadShape::Linear, seed);
+    let max_epochs = fit.max_epochs;
+    let started = Instant::now();
+    let trained = train::train_head(
+        &rows,
+        truth,
+        split,
+        n_labels,
+        fit,
+        |epoch, validation_loss| {
+            let per_epoch = started.elapsed().as_secs_f64() / epoch as f64;
+            progress(Progress::Training {
+                epoch,
+                max_epochs,
+                validation_loss,
+                eta_s: per_epoch * max_epochs.saturating_sub(epoch) as f64,
+            })
+        },
+    )?;
+    let log_probabilities = |rows_of: &[usize]| -> Result<Vec<Vec<f32>>> {
+        Ok(trained
+            .logits(&rows, rows_of)?
+            .iter()
+            .map(|l| lexical::log_softmax(l))
+            .collect())
+    };
+    let validation = log_probabilities(&split.validation)?;
+    let mut best = (0.0, validation_macro_f1(validation_logits));
+    for weight in LEXICAL_WEIGHTS {
+        let f1 = validation_macro_f1(&lexical::mix_rows(validation_logits, &validation, weight));
+        if f1 > best.1 {
+            best = (weight, f1);
+        }
+    }
+    if best.0 == 0.0 {
+        return Ok(Err("no weight of it did better on validation"));
+    }
+    let tensor = |name: &str| {
+        trained.tensors.get(name).ok_or_else(|| Error::Training {
+            problem: format!("the trained n-gram head has no '{name}'"),
+        })
+    };
+    let head = LexicalHead::new(
+        vocabulary,
+        tensor("weight")?.to_vec2::<f32>()?,
+        tensor("bias")?.to_vec1::<f32>()?,
+    );
+    Ok(Ok(LexicalPart {
+        head,
+        weight: best.0,
+        validation,
+        test: log_probabilities(&split.test)?,
+        best_epoch: trained.best_epoch,
+        epochs: trained.epochs,
+    }))
+}
+
 /// Copies a file the pack needs (abbreviation list, encoder adapter) into
 /// the pack as `name`.
 fn copy_into_pack(source: &Path, out: &Path, name: &str) -> Result<PackFile> {
@@ -625,6 +767,7 @@ mod tests {
             add_to_pack: false,
             split_out: None,
             split_from: None,
+            lexical: false,
         }
     }
 
@@ -859,6 +1002,126 @@ mod tests {
         let evidence = short.classify_with_evidence("patient FC").unwrap().evidence;
         assert!(evidence.iter().all(|w| w.end <= "patient FC".len()));
         assert!(evidence.iter().any(|w| (w.start, w.end) == (8, 10)));
+    }
+
+    /// Texts the tiny encoder cannot tell apart (its vocabulary has none of
+    /// the words that decide the label: they all read as `[UNK]`), whose
+    /// character n-grams can.
+    fn examples_only_words_tell_apart() -> Vec<Example> {
+        let words = [
+            ("cardiomyopathy", "cardiac"),
+            ("tachycardia", "cardiac"),
+            ("pneumonitis", "respiratory"),
+            ("bronchiolitis", "respiratory"),
+        ];
+        (0..80)
+            .map(|i| {
+                let (word, label) = words[i % 4];
+                Example {
+                    text: format!("patient with {word} x{i}"),
+                    label: label.into(),
+                    group: None,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_lexical_part_is_kept_where_it_helps_and_used_when_classifying() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        let plain = train_new_pack(
+            &models,
+            "plain",
+            request(examples_only_words_tell_apart(), None),
+            &mut |_| {},
+        )
+        .unwrap();
+        let mut with_words = request(examples_only_words_tell_apart(), None);
+        with_words.lexical = true;
+        let mixed = train_new_pack(&models, "mixed", with_words, &mut |_| {}).unwrap();
+        assert!(
+            mixed.test.macro_f1 > 0.9 && mixed.test.macro_f1 > plain.test.macro_f1,
+            "{} against {}",
+            mixed.test.macro_f1,
+            plain.test.macro_f1
+        );
+        let report = std::fs::read_to_string(&mixed.report).unwrap();
+        assert!(report.contains("character n-grams"), "{report}");
+
+        let c = Classifier::load(&models, "mixed", None).unwrap();
+        let spec = c.head_spec().lexical.clone().unwrap();
+        assert!(spec.weight > 0.0 && spec.weight < 1.0);
+        assert!(Classifier::load(&models, "plain", None)
+            .unwrap()
+            .head_spec()
+            .lexical
+            .is_none());
+        for (text, label) in [
+            ("patient with tachycardia", "cardiac"),
+            ("patient with bronchiolitis", "respiratory"),
+        ] {
+            assert_eq!(c.classify(text).unwrap().top.id, label, "{text}");
+            let explained = c.classify_with_evidence(text).unwrap();
+            assert_eq!(explained.top.id, label);
+            assert!(!explained.evidence.is_empty());
+        }
+
+        // A replaced n-gram head is refused, named.
+        let file = models.join("mixed").join(&spec.file);
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+        let err = Classifier::load(&models, "mixed", None)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("category-lexical.safetensors") && err.contains("sha256 mismatch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_mixed_head_gives_what_its_two_parts_say_on_the_spelled_out_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        let list = dir.path().join("list.csv");
+        std::fs::write(&list, "abbreviation,expansion\nTC,tachycardia\n").unwrap();
+        let mut with_words = request(examples_only_words_tell_apart(), Some(list));
+        with_words.lexical = true;
+        train_new_pack(&models, "mixed", with_words, &mut |_| {}).unwrap();
+        let c = Classifier::load(&models, "mixed", None).unwrap();
+        let spec = c.head_spec().clone();
+        let part = spec.lexical.clone().unwrap();
+        let lexical =
+            LexicalHead::load(&models.join("mixed").join(&part.file), spec.labels.len()).unwrap();
+
+        let text = "patient with TC";
+        let windows = c.embedder().tokenize(text).unwrap().windows;
+        assert_eq!(windows.len(), 1);
+        // The encoder's part: softmax(logits / T), so T · ln p is the logits
+        // up to a constant, which the log-soft-max of the mix drops.
+        let t = spec.temperature;
+        let logits: Vec<f32> = c.window_probabilities(&windows).unwrap()[0]
+            .iter()
+            .map(|p| t as f32 * p.ln())
+            .collect();
+        let read = lexical.log_probabilities("patient with TC (tachycardia)");
+        let expected = train::softmax(&lexical::mix_rows(&[logits], &[read], part.weight)[0], t);
+        let got = c.classify(text).unwrap();
+        for (label, e) in spec.labels.iter().zip(expected) {
+            let g = got
+                .probabilities
+                .iter()
+                .find(|p| p.id == label.id)
+                .unwrap()
+                .probability;
+            assert!((g - e).abs() < 1e-4, "{}: {g} against {e}", label.id);
+        }
+        // Only the expansion's n-grams say "cardiac".
+        assert_eq!(got.top.id, "cardiac");
     }
 
     #[test]
