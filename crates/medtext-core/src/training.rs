@@ -890,6 +890,20 @@ mod tests {
         assert_eq!(staging_folders(&models), 0);
     }
 
+    /// The error loading pack `pack` gives once the last byte of its file
+    /// `file` is changed.
+    fn load_after_damaging(models: &Path, pack: &str, file: &Path) -> String {
+        let path = models.join(pack).join(file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+        Classifier::load(models, pack, None)
+            .err()
+            .unwrap()
+            .to_string()
+    }
+
     #[test]
     fn a_pack_trained_with_an_encoder_adapter_applies_it_at_load_and_verifies_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -952,15 +966,7 @@ mod tests {
         assert!(max_diff(&got[0], &unadapted[0]) > 1e-3);
 
         // A replaced adapter is refused, named, before any text is read.
-        let file = models.join("adapted/encoder-adapter.safetensors");
-        let mut bytes = std::fs::read(&file).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        std::fs::write(&file, bytes).unwrap();
-        let err = Classifier::load(&models, "adapted", None)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = load_after_damaging(&models, "adapted", Path::new("encoder-adapter.safetensors"));
         assert!(
             err.contains("encoder-adapter.safetensors") && err.contains("sha256 mismatch"),
             "{err}"
@@ -1068,15 +1074,7 @@ mod tests {
         }
 
         // A replaced n-gram head is refused, named.
-        let file = models.join("mixed").join(&spec.file);
-        let mut bytes = std::fs::read(&file).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        std::fs::write(&file, bytes).unwrap();
-        let err = Classifier::load(&models, "mixed", None)
-            .err()
-            .unwrap()
-            .to_string();
+        let err = load_after_damaging(&models, "mixed", &spec.file);
         assert!(
             err.contains("category-lexical.safetensors") && err.contains("sha256 mismatch"),
             "{err}"
