@@ -1480,6 +1480,9 @@ fn train(args: TrainArgs) -> CliResult {
         outcome.test.ece,
         outcome.test_ece_before_calibration
     );
+    if let Some(lexical) = &outcome.lexical {
+        eprintln!("{lexical}");
+    }
     eprintln!(
         "wrote {} and {}",
         outcome.manifest.display(),

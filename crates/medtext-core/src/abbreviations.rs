@@ -670,10 +670,11 @@ fn week_count_before(text: &str, end: usize) -> Option<usize> {
 }
 
 /// Whether the words around a fraction out of forty at `bytes` say it
-/// counts something other than weeks: "12/40 lymph nodes", "score 30/40".
+/// counts something other than weeks: "12/40 lymph nodes", "LN 12/40",
+/// "score 30/40", or a combination tablet's doses ("Vytorin 10/40 mg").
 fn counts_something_else(text: &str, bytes: Range<usize>) -> bool {
-    const COUNTED_AFTER: &[&str] = &["node", "nodes", "ln", "lns", "lymph", "cores", "points"];
-    const SCORE_BEFORE: &[&str] = &["score", "scored", "scores", "mmse", "moca", "ace"];
+    const COUNTED: &[&str] = &["node", "nodes", "ln", "lns", "lymph", "cores", "points"];
+    const SCORES: &[&str] = &["score", "scored", "scores", "mmse", "moca", "ace"];
     let before = text[..bytes.start]
         .split_whitespace()
         .next_back()
@@ -682,8 +683,11 @@ fn counts_something_else(text: &str, bytes: Range<usize>) -> bool {
                 .to_lowercase()
         })
         .unwrap_or_default();
-    COUNTED_AFTER.contains(&word_after_number(&text[bytes.end..]).as_str())
-        || SCORE_BEFORE.contains(&before.as_str())
+    let after = word_after_number(&text[bytes.end..]);
+    COUNTED.contains(&after.as_str())
+        || DOSES.contains(&after.as_str())
+        || COUNTED.contains(&before.as_str())
+        || SCORES.contains(&before.as_str())
 }
 
 /// Whether the match at `bytes` is a whole word: a letter or digit at either
@@ -1026,10 +1030,13 @@ pub(crate) mod tests {
             "28/400",
             "x28/40",
             "1/28/40",
-            "28/41",
+            "28/40x",
             "28+7/40",
             "12/40 lymph nodes positive",
             "12/40 LNs",
+            "nodes 12/40 positive",
+            "Vytorin 10/40 mg",
+            "Caduet 5/40mg daily",
             "score 30/40",
             "MoCA: 24/40",
         ] {

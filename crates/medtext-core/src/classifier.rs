@@ -71,9 +71,10 @@ pub struct Classification {
     pub pack: String,
     pub pack_version: String,
     pub head: String,
-    /// Identifies the exact weights behind this result: sha256 over the
-    /// encoder weights' and the head's sha256 (kept with history records and
-    /// audit entries).
+    /// Identifies exactly what made this result: sha256 over the sha256 of
+    /// the encoder's weights, its adapter, the head, the head's n-gram part
+    /// and its weight, the abbreviation list, and the head's temperature
+    /// (kept with history records and audit entries).
     #[serde(default)]
     pub model_sha256: String,
     /// The most probable label.
@@ -387,12 +388,21 @@ impl Classifier {
                     .lexical
                     .as_ref()
                     .map_or(String::new(), |l| format!(":{}:{}", l.sha256, l.weight));
+                // What the text is read with, and how the scores are scaled.
+                let reading = format!(
+                    ":{}:t={}",
+                    pack.manifest
+                        .abbreviations
+                        .as_ref()
+                        .map_or("", |a| a.sha256.as_str()),
+                    head_spec.temperature
+                );
                 Ok(LoadedHead {
                     spec: head_spec.clone(),
                     head,
                     lexical,
                     model_sha256: hex::encode(Sha256::digest(format!(
-                        "{encoder_weights}:{}{lexical_sha}",
+                        "{encoder_weights}:{}{lexical_sha}{reading}",
                         head_spec.sha256
                     ))),
                 })
@@ -659,7 +669,9 @@ impl Classifier {
             pack_version: self.pack.manifest.version.clone(),
             head: spec.name.clone(),
             model_sha256: self.heads[h].model_sha256.clone(),
-            needs_review: f64::from(top.probability) < spec.abstain_below,
+            // A NaN (from a damaged head) needs review too.
+            needs_review: f64::from(top.probability).is_nan()
+                || f64::from(top.probability) < spec.abstain_below,
             top,
             probabilities,
             windows: tokenized.windows.len(),
@@ -673,7 +685,10 @@ impl Classifier {
     }
 
     /// Probabilities for each window of one batch, from the encoder's part
-    /// of the head alone (the n-gram part reads whole texts, not windows).
+    /// of the head alone (the n-gram part reads whole texts, not windows):
+    /// for timing the encoder, and for tests. For a head with an n-gram part
+    /// they are not what `classify` gives, and the head's temperature, fitted
+    /// on the mix, does not calibrate them.
     pub fn window_probabilities(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
         let pooled = self.embedder.embed_windows(windows)?;
         self.head_probabilities(self.selected, &pooled, None)

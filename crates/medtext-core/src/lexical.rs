@@ -44,6 +44,15 @@ pub const MIN_DOCUMENT_FREQUENCY: usize = 3;
 /// carry: bounds the memory of training and of loading a pack.
 pub const MAX_NGRAMS: usize = 1 << 18;
 
+/// Largest idf or weight a pack's n-gram head may hold. Trained ones stay
+/// far below (an idf is at most `ln(texts) + 1`); a larger value could only
+/// overflow a score into infinity and the probabilities into NaN.
+const MAX_MAGNITUDE: f32 = 1e4;
+
+fn within_bounds(v: f32) -> bool {
+    v.is_finite() && v.abs() <= MAX_MAGNITUDE
+}
+
 /// The n-grams of `text` with their counts.
 fn ngram_counts(text: &str) -> HashMap<String, u32> {
     let mut counts = HashMap::new();
@@ -160,16 +169,25 @@ impl Vocabulary {
     /// as many distinct lines as values, each value finite.
     fn from_lines(bytes: &[u8], idf: Vec<f32>) -> std::result::Result<Self, String> {
         let text = std::str::from_utf8(bytes).map_err(|_| "its n-grams are not UTF-8")?;
-        // Counted before anything is allocated for them.
-        let lines = text.split('\n').count();
+        // Counted before the map is built (the file itself is read whole).
+        let lines = if text.is_empty() {
+            0
+        } else {
+            text.split('\n').count()
+        };
+        if lines == 0 {
+            return Err("it has no n-grams".into());
+        }
         if lines != idf.len() || lines > MAX_NGRAMS {
             return Err(format!(
                 "it has {lines} n-grams and {} idf values (at most {MAX_NGRAMS} of each)",
                 idf.len()
             ));
         }
-        if !idf.iter().all(|v| v.is_finite()) {
-            return Err("its idf values are not all finite".into());
+        if !idf.iter().all(|v| within_bounds(*v)) {
+            return Err(format!(
+                "its idf values are not all finite numbers within ±{MAX_MAGNITUDE}"
+            ));
         }
         let index: HashMap<String, u32> = text
             .split('\n')
@@ -257,6 +275,11 @@ impl LexicalHead {
     /// Writes the head as safetensors: `ngrams` (the vocabulary as UTF-8
     /// lines), `idf`, `weight` `[labels, n-grams]` and `bias`.
     pub fn save(&self, path: &Path) -> Result<()> {
+        if self.vocabulary.is_empty() {
+            return Err(Error::Training {
+                problem: "an n-gram head needs at least one n-gram".into(),
+            });
+        }
         let dev = Device::Cpu;
         let ngrams = self.vocabulary.to_lines();
         let rows = self.weight.len();
@@ -288,7 +311,9 @@ impl LexicalHead {
         };
         let (idf, weight, bias) = (get("idf")?, get("weight")?, get("bias")?);
         // Shapes first: nothing is built from a file that does not fit.
-        let width = idf.dims1()?;
+        let width = idf
+            .dims1()
+            .map_err(|_| bad(format!("idf has the shape {:?}, not one row", idf.dims())))?;
         if weight.dims() != [labels, width] || bias.dims() != [labels] {
             return Err(bad(format!(
                 "weight {:?} and bias {:?} do not fit {labels} labels and {width} n-grams",
@@ -297,12 +322,21 @@ impl LexicalHead {
             )));
         }
         let idf = idf.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        let vocabulary =
-            Vocabulary::from_lines(&get("ngrams")?.to_vec1::<u8>()?, idf).map_err(bad)?;
+        let ngrams = get("ngrams")?
+            .to_vec1::<u8>()
+            .map_err(|_| bad("its n-grams are not one row of bytes".into()))?;
+        let vocabulary = Vocabulary::from_lines(&ngrams, idf).map_err(bad)?;
         let weight = weight.to_dtype(DType::F32)?.to_vec2::<f32>()?;
         let bias = bias.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        if !weight.iter().flatten().chain(&bias).all(|v| v.is_finite()) {
-            return Err(bad("its weights are not all finite".into()));
+        if !weight
+            .iter()
+            .flatten()
+            .chain(&bias)
+            .all(|v| within_bounds(*v))
+        {
+            return Err(bad(format!(
+                "its weights are not all finite numbers within ±{MAX_MAGNITUDE}"
+            )));
         }
         Ok(Self {
             vocabulary,
@@ -433,21 +467,45 @@ mod tests {
         assert!(err.contains("not all finite"), "{err}");
         let err = write(" ab\nab ", vec![1.0; 2], vec![0.0, f32::INFINITY]);
         assert!(err.contains("not all finite"), "{err}");
+        let err = write(" ab\nab ", vec![1.0; 2], vec![0.0, 1e30]);
+        assert!(err.contains("within"), "{err}");
+        let err = write("", vec![], vec![]);
+        assert!(err.contains("no n-grams"), "{err}");
+        let many = MAX_NGRAMS + 1;
+        let lines: Vec<String> = (0..many).map(|i| i.to_string()).collect();
+        let err = write(&lines.join("\n"), vec![1.0; many], vec![0.0; many]);
+        assert!(err.contains("at most 262144"), "{err}");
     }
 
     #[test]
     fn a_vocabulary_keeps_the_most_frequent_ngrams_up_to_its_limit() {
-        // Words made of distinct letters: each text brings new n-grams.
-        let texts: Vec<String> = (0..3)
-            .map(|_| {
-                (0..MAX_NGRAMS / 3 + 10)
-                    .map(|i| format!("{:x}", i * 7919 + 100_000))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect();
-        let v = Vocabulary::build(&texts);
+        // More distinct n-grams than the limit, each in three texts...
+        let big = (0..MAX_NGRAMS / 3 + 10)
+            .map(|i| format!("{:x}", i * 7919 + 100_000))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut candidates: Vec<String> = ngram_counts(&big).into_keys().collect();
+        candidates.sort();
+        assert!(candidates.len() > MAX_NGRAMS + 100);
+        // ... and the last in sorted order in a fourth text too.
+        let last = candidates[candidates.len() - 1].clone();
+        let word = big
+            .split(' ')
+            .find(|w| ngram_counts(w).contains_key(&last))
+            .unwrap()
+            .to_string();
+        let fourth: Vec<String> = ngram_counts(&word).into_keys().collect();
+        let v = Vocabulary::build(&[big.clone(), big.clone(), big, word]);
         assert_eq!(v.len(), MAX_NGRAMS);
+        // The more frequent one is kept however late it sorts; among the
+        // ties, the first in sorted order.
+        assert!(v.index.contains_key(&last));
+        assert!(v.index.contains_key(&candidates[0]));
+        let dropped = candidates[MAX_NGRAMS + 50..]
+            .iter()
+            .find(|c| !fourth.contains(c))
+            .unwrap();
+        assert!(!v.index.contains_key(dropped));
     }
 
     #[test]

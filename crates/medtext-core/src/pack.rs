@@ -292,12 +292,17 @@ impl Manifest {
         if m.heads.is_empty() {
             return bad("the pack has no heads".into());
         }
-        let mut files: Vec<&Path> = m.pack_files().map(|(file, _)| file).collect();
+        // In any letter case: on Windows and macOS "A.safetensors" and
+        // "a.safetensors" are one file.
+        let mut files: Vec<String> = m
+            .pack_files()
+            .map(|(file, _)| file.to_string_lossy().to_lowercase())
+            .collect();
         files.sort_unstable();
         if let Some(twice) = files.windows(2).find(|w| w[0] == w[1]) {
             return bad(format!(
                 "{} is named twice: each head, list and adapter needs its own file",
-                twice[0].display()
+                twice[0]
             ));
         }
         for required in ["config.json", "model.safetensors", "tokenizer.json"] {
@@ -690,6 +695,37 @@ pub(crate) mod tests {
             err.contains("model.safetensors") && err.contains("sha256 mismatch"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_lexical_part_outside_the_pack_out_of_range_or_on_a_named_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = write_tiny_pack(dir.path());
+        let original = std::fs::read_to_string(pack.join("manifest.json")).unwrap();
+        for (lexical, problem) in [
+            (
+                serde_json::json!({"file": "../x.safetensors", "sha256": "00", "weight": 0.3}),
+                "lexical file ../x.safetensors is not a path inside the pack",
+            ),
+            (
+                serde_json::json!({"file": "l.safetensors", "sha256": "00", "weight": 0.0}),
+                "lexical weight outside 0..1",
+            ),
+            (
+                serde_json::json!({"file": "l.safetensors", "sha256": "00", "weight": 1.0}),
+                "lexical weight outside 0..1",
+            ),
+            (
+                serde_json::json!({"file": "HEAD.safetensors", "sha256": "00", "weight": 0.3}),
+                "head.safetensors is named twice",
+            ),
+        ] {
+            let mut manifest: serde_json::Value = serde_json::from_str(&original).unwrap();
+            manifest["heads"][0]["lexical"] = lexical;
+            std::fs::write(pack.join("manifest.json"), manifest.to_string()).unwrap();
+            let err = Pack::open(&pack).unwrap_err().to_string();
+            assert!(err.contains(problem), "{err}");
+        }
     }
 
     #[test]

@@ -12,8 +12,8 @@ use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::lexical::{LexicalHead, SparseRows};
 use crate::pack::{
-    encoder_hashes, sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec, Label, LexicalSpec,
-    Manifest, PackFile, Pooling, ShippedEvaluation, MANIFEST_FORMAT,
+    encoder_hashes, is_safe_name, sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec,
+    Label, LexicalSpec, Manifest, PackFile, Pooling, ShippedEvaluation, MANIFEST_FORMAT,
 };
 use crate::{Error, Result};
 
@@ -501,13 +501,44 @@ pub struct PackDraft<'a> {
 /// Writes `head.safetensors` and `manifest.json` into `out_dir`, with the
 /// encoder referenced by a path relative to the pack and every hash filled in.
 pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
+    if !is_safe_name(draft.head_name) {
+        return Err(Error::Training {
+            problem: format!(
+                "'{}' cannot name a head: use letters, digits, '-', '_' and '.' only",
+                draft.head_name
+            ),
+        });
+    }
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let head_file = format!("{}.safetensors", draft.head_name);
     let lexical_file = format!("{}-lexical.safetensors", draft.head_name);
+    let encoder = EncoderSpec {
+        path: relative_path(out_dir, draft.encoder_dir)?,
+        architecture: draft.architecture,
+        pooling: Pooling::Mean,
+        max_tokens: draft.max_tokens,
+        sha256: encoder_hashes(draft.encoder_dir)?,
+        adapter: draft.adapter,
+    };
+    // Everything about the pack already there is checked before anything
+    // is written into it.
     let existing = if draft.add_to_existing && out_dir.join("manifest.json").is_file() {
         let manifest = Manifest::read(out_dir)?;
-        // Checked before anything is written: a file of another head (or
-        // the head a head is named after) must not be overwritten.
+        // Another head on the same encoder: one forward pass will feed both.
+        if manifest.encoder.sha256 != encoder.sha256
+            || manifest.encoder.adapter != encoder.adapter
+            || manifest.encoder.max_tokens != encoder.max_tokens
+            || manifest.abbreviations != draft.abbreviations
+        {
+            return Err(Error::Training {
+                problem: format!(
+                    "the pack in {} uses another encoder, encoder adapter, window size or abbreviation list; a head can only join a pack that embeds text the same way",
+                    out_dir.display()
+                ),
+            });
+        }
+        // A file of another head (or the head a head is named after) must
+        // not be overwritten, in any letter case.
         let others = manifest
             .pack_files()
             .filter(|(file, _)| {
@@ -519,9 +550,10 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
             })
             .map(|(file, _)| file.to_path_buf())
             .collect::<Vec<_>>();
+        let same = |f: &Path, name: &str| f.to_string_lossy().eq_ignore_ascii_case(name);
         if let Some(taken) = others
             .iter()
-            .find(|f| **f == Path::new(&head_file) || **f == Path::new(&lexical_file))
+            .find(|f| same(f, &head_file) || same(f, &lexical_file))
         {
             return Err(Error::Training {
                 problem: format!(
@@ -567,28 +599,7 @@ pub fn write_pack(out_dir: &Path, draft: PackDraft<'_>) -> Result<PathBuf> {
         evaluation: draft.evaluation,
         lexical,
     };
-    let encoder = EncoderSpec {
-        path: relative_path(out_dir, draft.encoder_dir)?,
-        architecture: draft.architecture,
-        pooling: Pooling::Mean,
-        max_tokens: draft.max_tokens,
-        sha256: encoder_hashes(draft.encoder_dir)?,
-        adapter: draft.adapter,
-    };
     let manifest = if let Some(mut manifest) = existing {
-        // Another head on the same encoder: one forward pass will feed both.
-        if manifest.encoder.sha256 != encoder.sha256
-            || manifest.encoder.adapter != encoder.adapter
-            || manifest.encoder.max_tokens != encoder.max_tokens
-            || manifest.abbreviations != draft.abbreviations
-        {
-            return Err(Error::Training {
-                problem: format!(
-                    "the pack in {} uses another encoder, encoder adapter, window size or abbreviation list; a head can only join a pack that embeds text the same way",
-                    out_dir.display()
-                ),
-            });
-        }
         manifest.heads.retain(|h| h.name != head.name);
         manifest.heads.push(head);
         manifest
@@ -979,6 +990,21 @@ mod tests {
             ..draft("second", true)
         };
         write_pack(&out, with_ngrams).unwrap();
+        // One pass feeds both heads; the one with an n-gram part gives what
+        // it gives alone.
+        let every = Classifier::load(dir.path(), "trained", None)
+            .unwrap()
+            .classify_every_head("fever and cough")
+            .unwrap();
+        let alone = Classifier::load(dir.path(), "trained", Some("second"))
+            .unwrap()
+            .classify("fever and cough")
+            .unwrap();
+        assert_eq!(every[1].head, "second");
+        for (a, b) in every[1].probabilities.iter().zip(&alone.probabilities) {
+            assert_eq!(a.id, b.id);
+            assert!((a.probability - b.probability).abs() < 1e-6);
+        }
         let ngrams_file = out.join("second-lexical.safetensors");
         let before = std::fs::read(&ngrams_file).unwrap();
         let err = write_pack(&out, draft("second-lexical", true))

@@ -108,6 +108,9 @@ pub struct TrainOutcome {
     /// On the validation part (which chose the epoch and the temperature).
     pub validation: Metrics,
     pub test_ece_before_calibration: f64,
+    /// What became of the n-gram part asked for, in a sentence; `None`
+    /// when none was asked for.
+    pub lexical: Option<String>,
 }
 
 /// Trains a head on `request`'s examples and writes the pack, reporting
@@ -349,6 +352,16 @@ pub fn train_pack(
     let report_path = request
         .out
         .join(format!("evaluation-{}.json", request.head_name));
+    let lexical_summary = match (&lexical, lexical_left_out) {
+        (Some(part), _) => Some(format!(
+            "n-gram part kept at weight {:.1}: {} n-grams of the training texts, stored as text in {}-lexical.safetensors",
+            part.weight,
+            part.head.vocabulary_len(),
+            request.head_name
+        )),
+        (None, Some(why)) => Some(format!("n-gram part left out: {why}")),
+        (None, None) => None,
+    };
     let report = serde_json::json!({
         "method": format!(
             "{} head on mean-pooled encoder vectors (AdamW, cross-entropy weighted by inverse label frequency capped at {} times the median label's weight, early stopping at epoch {} of {}){}, temperature fitted on validation",
@@ -398,6 +411,7 @@ pub fn train_pack(
         test: calibrated,
         validation,
         test_ece_before_calibration: uncalibrated.ece,
+        lexical: lexical_summary,
     })
 }
 
@@ -594,8 +608,8 @@ struct LexicalPart {
 /// Weights of the lexical part tried; the validation part chooses.
 const LEXICAL_WEIGHTS: [f64; 6] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6];
 
-/// Largest n-gram head trained (labels × n-grams): with the optimiser's
-/// state, about 200 MB.
+/// Largest n-gram head trained (labels × n-grams): 64 MB of weights, about
+/// 256 MB with their gradients and the optimiser's two moments.
 const MAX_LEXICAL_PARAMETERS: usize = 16 << 20;
 
 /// Trains a linear head on the character n-grams of `texts` (as the encoder
@@ -620,7 +634,11 @@ fn train_lexical_part(
     if vocabulary.is_empty() {
         return Ok(Err("the training texts share too few character n-grams"));
     }
-    if vocabulary.len() * n_labels > MAX_LEXICAL_PARAMETERS {
+    if vocabulary
+        .len()
+        .checked_mul(n_labels)
+        .is_none_or(|parameters| parameters > MAX_LEXICAL_PARAMETERS)
+    {
         return Ok(Err("too many labels and n-grams to train it"));
     }
     let rows = SparseRows {
