@@ -908,18 +908,22 @@ mod tests {
         assert_eq!(staging_folders(&models), 0);
     }
 
-    /// The error loading pack `pack` gives once the last byte of its file
-    /// `file` is changed.
-    fn load_after_damaging(models: &Path, pack: &str, file: &Path) -> String {
+    /// Changes the last byte of pack `pack`'s file `file` and checks that
+    /// loading the pack is refused, naming the file.
+    fn refused_once_damaged(models: &Path, pack: &str, file: &Path) {
         let path = models.join(pack).join(file);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
-        Classifier::load(models, pack, None)
+        let err = Classifier::load(models, pack, None)
             .err()
             .unwrap()
-            .to_string()
+            .to_string();
+        assert!(
+            err.contains(&*file.to_string_lossy()) && err.contains("sha256 mismatch"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -984,11 +988,7 @@ mod tests {
         assert!(max_diff(&got[0], &unadapted[0]) > 1e-3);
 
         // A replaced adapter is refused, named, before any text is read.
-        let err = load_after_damaging(&models, "adapted", Path::new("encoder-adapter.safetensors"));
-        assert!(
-            err.contains("encoder-adapter.safetensors") && err.contains("sha256 mismatch"),
-            "{err}"
-        );
+        refused_once_damaged(&models, "adapted", Path::new("encoder-adapter.safetensors"));
     }
 
     #[test]
@@ -1092,11 +1092,8 @@ mod tests {
         }
 
         // A replaced n-gram head is refused, named.
-        let err = load_after_damaging(&models, "mixed", &spec.file);
-        assert!(
-            err.contains("category-lexical.safetensors") && err.contains("sha256 mismatch"),
-            "{err}"
-        );
+        assert_eq!(spec.file, Path::new("category-lexical.safetensors"));
+        refused_once_damaged(&models, "mixed", &spec.file);
     }
 
     #[test]
