@@ -7,12 +7,15 @@ use std::sync::OnceLock;
 mod api;
 
 use clap::{Args, Parser, Subcommand};
+use medtext_core::anchor;
 use medtext_core::archive;
 use medtext_core::audit;
 use medtext_core::bench::{self, BenchPlan};
 use medtext_core::pack::{Pack, DEFAULT_PACK};
 use medtext_core::policy::Policy;
-use medtext_core::store::{ExportFormat, Feedback, FeedbackFilter, HistoryQuery, Verdict};
+use medtext_core::store::{
+    ExportFormat, Feedback, FeedbackFilter, HistoryQuery, OpenMode, Verdict,
+};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainRequest};
 use medtext_core::{
@@ -205,6 +208,15 @@ enum HistoryAction {
         #[arg(long)]
         keep_forever: bool,
     },
+    /// Start a new, empty history where the old one is gone (its file
+    /// deleted or emptied) and no backup can be restored: MedText refuses to
+    /// make one on its own. The old recovery file is kept aside; the
+    /// escrowed recovery key still opens it.
+    StartNew {
+        /// Confirm that the old history is lost.
+        #[arg(long, required = true)]
+        confirm: bool,
+    },
     /// Write records to a CSV or JSON file for research. The file is NOT
     /// encrypted; the export is audited.
     Export {
@@ -249,11 +261,29 @@ enum KeyCommand {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Check the hash chain; names every edited, removed or reordered entry
-    /// and exits non-zero if there is one.
+    /// and exits non-zero if there is one. Also reports committed entries
+    /// missing since the last anchor beside the database (a damaged or
+    /// removed write-ahead log). The chain alone cannot show a rewrite by
+    /// someone holding the database key, nor a cut tail: check it against
+    /// the anchors MedText sends to the system log with --against-journal,
+    /// or against a log IT collected with --against FILE.
     Verify {
         #[arg(long)]
         json: bool,
+        /// Also check the chain against the anchors in the systemd journal
+        /// (`journalctl SYSLOG_IDENTIFIER=medtext`).
+        #[arg(long, conflicts_with = "against")]
+        against_journal: bool,
+        /// Also check the chain against the anchors in FILE: a syslog file,
+        /// `journalctl -o cat` output or any log holding the
+        /// `medtext-audit-anchor` lines IT collected from this machine.
+        #[arg(long, value_name = "FILE")]
+        against: Option<PathBuf>,
     },
+    /// After `medtext` refused a history that lost committed work (a
+    /// damaged write-ahead log) and no copy can be put back: record the loss
+    /// in the audit trail and open the history as it is.
+    AcceptLoss,
     /// Write every entry as JSON Lines for a compliance review (entries hold
     /// record ids and hashes, never text). The export is itself audited.
     Export {
@@ -896,10 +926,12 @@ fn restore(backup: &Path) -> CliResult {
 }
 
 fn history(args: HistoryArgs) -> CliResult {
-    let mut store = open_history()?;
     match args.action {
-        Some(action) => history_action(&mut store, action),
+        // The one action that must not open the history first: it is gone.
+        Some(HistoryAction::StartNew { .. }) => start_new_history(),
+        Some(action) => history_action(&mut open_history()?, action),
         None => {
+            let store = open_history()?;
             let query = HistoryQuery {
                 text: args.search,
                 label: args.label,
@@ -946,8 +978,20 @@ fn history(args: HistoryArgs) -> CliResult {
     }
 }
 
+/// `medtext history start-new --confirm` (clap requires the flag).
+fn start_new_history() -> CliResult {
+    let kept = HistoryStore::start_new(&paths::data_dir().map_err(err)?).map_err(err)?;
+    for aside in kept {
+        eprintln!("kept aside: {}", aside.display());
+    }
+    open_history()?;
+    eprintln!("a new, empty history was started");
+    Ok(())
+}
+
 fn history_action(store: &mut HistoryStore, action: HistoryAction) -> CliResult {
     match action {
+        HistoryAction::StartNew { .. } => start_new_history()?,
         HistoryAction::Show { id, json } => {
             let record = store.record(id).map_err(err)?;
             if json {
@@ -1123,17 +1167,55 @@ fn key_command(command: KeyCommand) -> CliResult {
 }
 
 fn audit_command(command: AuditCommand) -> CliResult {
-    let mut store = open_history()?;
     match command {
-        AuditCommand::Verify { json } => {
-            let result = audit::verify(&store.audit_entries().map_err(err)?);
+        AuditCommand::Verify {
+            json,
+            against_journal,
+            against,
+        } => {
+            let store =
+                HistoryStore::open_in_mode(&paths::data_dir().map_err(err)?, OpenMode::Inspect)
+                    .map_err(err)?;
+            let entries = store.audit_entries().map_err(err)?;
+            let mut result = audit::verify(&entries);
+            result
+                .problems
+                .extend(store.anchor_problem().map(str::to_string));
+            let logged = match (against_journal, against) {
+                (true, _) => Some(journal_anchors()?),
+                (false, Some(file)) => Some(log_anchors(&file)?),
+                (false, None) => None,
+            };
+            let anchored = match logged {
+                Some(anchors) => {
+                    let history = store.history_id().map_err(err)?.unwrap_or_default();
+                    let check = anchor::verify_against(&entries, &history, &anchors);
+                    result.problems.extend(check.problems.iter().cloned());
+                    Some(check)
+                }
+                None => None,
+            };
             if json {
-                println!("{}", serde_json::to_string_pretty(&result).map_err(err)?);
+                let report = serde_json::json!({
+                    "entries": result.entries,
+                    "problems": result.problems,
+                    "anchors": anchored.as_ref().map(|c| c.anchors),
+                    "anchored_up_to": anchored.as_ref().and_then(|c| c.anchored_up_to),
+                });
+                println!("{}", serde_json::to_string_pretty(&report).map_err(err)?);
             } else if result.problems.is_empty() {
-                println!(
-                    "audit trail intact: {} entries, every link verified",
-                    result.entries
-                );
+                match &anchored {
+                    Some(check) => println!(
+                        "audit trail intact: {} entries, every link verified, and every entry up to {} anchored in the log ({} anchors)",
+                        result.entries,
+                        check.anchored_up_to.unwrap_or(0),
+                        check.anchors
+                    ),
+                    None => println!(
+                        "audit trail intact: {} entries, every link verified",
+                        result.entries
+                    ),
+                }
             }
             for problem in &result.problems {
                 eprintln!("audit problem: {problem}");
@@ -1142,17 +1224,59 @@ fn audit_command(command: AuditCommand) -> CliResult {
                 Ok(())
             } else {
                 Err(format!(
-                    "the audit trail has {} problem(s): it was changed outside MedText",
+                    "the audit trail has {} problem(s): it was changed or damaged outside MedText",
                     result.problems.len()
                 ))
             }
         }
+        AuditCommand::AcceptLoss => {
+            let store =
+                HistoryStore::open_in_mode(&paths::data_dir().map_err(err)?, OpenMode::AcceptLoss)
+                    .map_err(err)?;
+            match store.anchor_problem() {
+                Some(problem) => eprintln!(
+                    "recorded in the audit trail (an audit-loss entry): {problem}. The history opens as it is from now on"
+                ),
+                None => eprintln!("nothing was lost: the history matches its anchor"),
+            }
+            Ok(())
+        }
         AuditCommand::Export { out } => {
-            let written = store.export_audit(&out).map_err(err)?;
+            let written = open_history()?.export_audit(&out).map_err(err)?;
             eprintln!("wrote {written} audit entries to {}", out.display());
             Ok(())
         }
     }
+}
+
+/// The anchors in the systemd journal.
+fn journal_anchors() -> Result<Vec<anchor::Anchor>, String> {
+    let mut journal = std::process::Command::new("journalctl")
+        .args(["--no-pager", "--quiet", "-o", "cat"])
+        .arg(format!("SYSLOG_IDENTIFIER={}", anchor::SYSLOG_TAG))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run journalctl ({e}): on a machine without the systemd journal, check against a collected log with --against FILE"))?;
+    let anchors = journal
+        .stdout
+        .take()
+        .map(anchor::read_anchors)
+        .transpose()
+        .map_err(|e| format!("reading the journal: {e}"))?
+        .unwrap_or_default();
+    let status = journal.wait().map_err(err)?;
+    if !status.success() {
+        return Err(format!(
+            "journalctl failed ({status}): is this user allowed to read the system journal?"
+        ));
+    }
+    Ok(anchors)
+}
+
+/// The anchors in a log IT collected.
+fn log_anchors(file: &Path) -> Result<Vec<anchor::Anchor>, String> {
+    let log = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    anchor::read_anchors(log).map_err(|e| format!("{}: {e}", file.display()))
 }
 
 /// Runs every check and prints one line each; fails if any failed.
@@ -1229,6 +1353,30 @@ fn doctor() -> CliResult {
                 }
             }),
         );
+        report(
+            "audit anchor",
+            store.history_id().map_err(err).map(|id| match id {
+                Some(id) => format!(
+                    "the history (id {id}) matches {}",
+                    anchor::file_for(store.path()).display()
+                ),
+                None => "no anchor yet".into(),
+            }),
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            let socket = anchor::syslog_socket();
+            if std::fs::metadata(&socket).is_ok_and(|m| m.file_type().is_socket()) {
+                println!("ok    system log: audit anchors go to {}", socket.display());
+            } else {
+                // Not a failure: the anchor file still catches damage.
+                println!(
+                    "warn  system log: {} is not there, so audit anchors stay on this machine's anchor file only; start systemd-journald or rsyslog",
+                    socket.display()
+                );
+            }
+        }
         report(
             "local API keys",
             store.api_keys().map_err(err).map(|keys| {

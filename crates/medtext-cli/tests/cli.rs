@@ -1009,3 +1009,105 @@ fn serve_stops_at_once_where_the_policy_turns_the_api_off() {
     // Refused before the history was opened.
     assert!(!dir.path().join("history.db").exists());
 }
+
+/// Collects what medtext sends to the system log, on a socket of its own.
+#[cfg(unix)]
+struct SyslogCollector {
+    socket: std::os::unix::net::UnixDatagram,
+    path: PathBuf,
+}
+
+#[cfg(unix)]
+impl SyslogCollector {
+    fn bind(dir: &std::path::Path) -> Self {
+        let path = dir.join("syslog.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket.set_nonblocking(true).unwrap();
+        Self { socket, path }
+    }
+
+    /// Every line received so far.
+    fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = self.socket.recv(&mut buf) {
+            lines.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        lines
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn audit_verify_against_the_system_log_finds_what_the_owner_cut_from_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().canonicalize().unwrap().join("data");
+    let log = SyslogCollector::bind(dir.path());
+    let run = |args: &[&str]| {
+        medtext_with(
+            args,
+            &[
+                ("MEDTEXT_DATA_DIR", data.as_path()),
+                ("MEDTEXT_SYSLOG_SOCKET", log.path.as_path()),
+            ],
+        )
+    };
+    for note in [
+        "NSTEMI, troponin peaked 4.2",
+        "Metastatic adenocarcinoma of the colon",
+    ] {
+        let out = run(&["classify", "--save", note]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let lines = log.lines();
+    assert!(lines.len() >= 2, "{lines:?}");
+    for line in &lines {
+        assert!(line.contains("medtext-audit-anchor v1"), "{line}");
+        assert!(
+            !line.contains("troponin") && !line.contains("adenocarcinoma"),
+            "{line}"
+        );
+    }
+    let collected = dir.path().join("collected.log");
+    std::fs::write(&collected, lines.join("\n")).unwrap();
+    let against = ["audit", "verify", "--against", collected.to_str().unwrap()];
+    let out = run(&against);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("anchored in the log"));
+
+    // The owner holds the key: they cut the newest record and its audit
+    // entry, and remove the anchor file beside the database.
+    let db = data.join("history.db");
+    let key_hex = keyring::Entry::new(
+        medtext_core::keychain::KEYCHAIN_SERVICE,
+        &medtext_core::keychain::account_for(&db),
+    )
+    .unwrap()
+    .get_password()
+    .unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(&format!(
+        "PRAGMA key = \"x'{key_hex}'\";
+         DELETE FROM classifications WHERE id = (SELECT max(id) FROM classifications);
+         DELETE FROM audit WHERE seq = (SELECT max(seq) FROM audit);"
+    ))
+    .unwrap();
+    drop(conn);
+    // Until the anchor file goes too, the next open refuses the history.
+    let out = run(&["history"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("lost work that was reported saved"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(data.join("history.db.anchor")).unwrap();
+    // The chain alone cannot tell...
+    let out = run(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // ...the system log can.
+    let out = run(&against);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("were cut off"), "{}", stderr(&out));
+    medtext_core::keychain::delete_all_keys(&db).unwrap();
+}

@@ -35,6 +35,9 @@ pub enum Action {
     ApiKeyRevoke,
     /// Texts classified through the local API (`medtext serve`); not saved.
     ApiClassify,
+    /// Committed entries found missing at open (see [`crate::anchor`]),
+    /// recorded by `medtext audit accept-loss` so the trail says so.
+    AuditLoss,
 }
 
 impl Action {
@@ -53,6 +56,7 @@ impl Action {
             Self::ApiKeyCreate => "api-key-create",
             Self::ApiKeyRevoke => "api-key-revoke",
             Self::ApiClassify => "api-classify",
+            Self::AuditLoss => "audit-loss",
         }
     }
 }
@@ -247,8 +251,25 @@ pub fn verify(entries: &[Entry]) -> Verification {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The entries of a whole chain of `n`.
+    pub(crate) fn chain_of(n: i64) -> Vec<Entry> {
+        entries(&chain(n)).unwrap()
+    }
+
+    /// Renumbers and re-hashes `entries` into a chain that verifies, as
+    /// someone holding the database key could after editing them.
+    pub(crate) fn rehash(entries: &mut [Entry]) {
+        let mut prev = GENESIS.to_string();
+        for (i, e) in entries.iter_mut().enumerate() {
+            e.seq = i as i64 + 1;
+            e.prev_hash = prev;
+            e.hash = e.expected_hash();
+            prev = e.hash.clone();
+        }
+    }
 
     fn chain(n: i64) -> Connection {
         let conn = Connection::open_in_memory().unwrap();

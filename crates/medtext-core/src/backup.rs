@@ -158,7 +158,9 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
         other => other,
     })?;
     let records = check_copy(&source, source.count()?)?;
-    let current = HistoryStore::open_in(data_dir)?;
+    // The history being replaced may be gone or have lost work: that is
+    // what a restore is for.
+    let current = HistoryStore::open_in_mode(data_dir, crate::store::OpenMode::Restore)?;
     let live = current.path().to_path_buf();
     let live_key = crate::keychain::database_key(&live)?;
     let last_id = current.last_record_id()?;
@@ -172,7 +174,8 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
     let copied = source
         .export_to(&incoming, &live_key.to_hex())
         .and_then(|()| {
-            let copy = HistoryStore::open(&incoming, &live_key)?;
+            let mut copy = HistoryStore::open(&incoming, &live_key)?;
+            copy.renew_history_id()?;
             check_copy(&copy, records)
         });
     if let Err(e) = copied {
@@ -200,6 +203,7 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
         return Err(Error::io(&live, e));
     }
     let mut restored = HistoryStore::open(&live, &live_key)?;
+    restored.anchor_commits()?;
     // Ids the replaced history gave after the backup must not come back.
     restored.keep_ids_above(last_id)?;
     restored.audit_only(Action::Restore, format!("records={records}"))?;

@@ -50,6 +50,12 @@ pub enum Error {
     #[error("the history database {path} exists but its key is missing from the OS keychain. The file was left untouched and no new database was created; restore the keychain entry, or move the file aside to start a new history")]
     KeyMissing { path: PathBuf },
 
+    #[error("the history database {path} is missing or empty, yet {kept} show that a history was kept here: it was deleted or damaged. Nothing was changed and no new history was made. Put the file back from a backup of the folder, or restore a MedText backup with `medtext restore FILE`; if there is no copy, `medtext history start-new --confirm` starts an empty history and keeps the old recovery file aside")]
+    HistoryMissing { path: PathBuf, kept: String },
+
+    #[error("the history database {path} has lost work that was reported saved: {problem}. Nothing was changed. Restore the history from a backup (`medtext restore FILE`) or put back the folder's files from a copy; if there is none, `medtext audit accept-loss` records the loss in the audit trail and opens the history as it is")]
+    AuditLoss { path: PathBuf, problem: String },
+
     #[error("OS keychain: {problem}. Check that a keyring (Secret Service, Credential Manager or Keychain) is running and unlocked")]
     Keychain { problem: String },
 
@@ -131,6 +137,8 @@ impl Error {
             Error::Inference(_) => "inference",
             Error::WrongKeyOrNotADatabase { .. } => "wrong_key",
             Error::KeyMissing { .. } => "key_missing",
+            Error::HistoryMissing { .. } => "history_missing",
+            Error::AuditLoss { .. } => "audit_loss",
             Error::Keychain { .. } => "keychain",
             Error::Store { .. } => "store",
             Error::Damaged { .. } => "damaged",

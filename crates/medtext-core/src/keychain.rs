@@ -278,6 +278,12 @@ pub(crate) fn store_recovery_key(db_path: &Path, key: &RecoveryKey) -> Result<()
     Ok(())
 }
 
+/// Removes the recovery key of `db_path` from the keychain (its history is
+/// gone and a new one starts: see `HistoryStore::start_new`).
+pub(crate) fn delete_recovery_key(db_path: &Path) -> Result<()> {
+    delete(recovery_entry(db_path)?)
+}
+
 fn recovery_entry(db_path: &Path) -> Result<keyring::Entry> {
     keyring::Entry::new(
         KEYCHAIN_SERVICE,

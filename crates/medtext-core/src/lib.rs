@@ -5,6 +5,7 @@
 //! command-line tool and the tests all run exactly the same code.
 
 pub mod abbreviations;
+pub mod anchor;
 pub mod api_keys;
 pub mod archive;
 pub mod audit;

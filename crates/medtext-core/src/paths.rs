@@ -187,6 +187,17 @@ pub fn create_private_file(path: &std::path::Path) -> Result<std::fs::File> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Opens `path` for reading and writing, readable by the owner only,
+/// keeping what is there (created empty if missing).
+pub fn open_private_file(path: &std::path::Path) -> Result<std::fs::File> {
+    private_options()
+        .read(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io(path, e))
+}
+
 /// [`create_private_file`], failing if `path` already exists.
 pub fn create_new_private_file(path: &std::path::Path) -> Result<std::fs::File> {
     private_options()

@@ -8,10 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::Type;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use crate::anchor;
 use crate::audit::{self, Action, Event};
 use crate::evidence::WordEvidence;
 use crate::keychain::{self, DatabaseKey, RecoveryKey};
@@ -233,16 +235,56 @@ pub struct HistoryStore {
     /// The key of the audit's text digests, once read (see
     /// [`HistoryStore::audit_text_key`]); it never changes once made.
     audit_text_key: Option<zeroize::Zeroizing<String>>,
+    /// The history's id while every commit is anchored (see
+    /// [`crate::anchor`]): set by `open_in` and `recover`, not by the plain
+    /// `open` of a copy (a backup being checked has no anchor).
+    anchor_history: Option<String>,
+    /// See [`HistoryStore::anchor_problem`].
+    anchor_problem: Option<String>,
 }
+
+/// What [`HistoryStore::open_in_mode`] accepts beyond a sound history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// Everyday use: a history gone where one was kept, or one that lost
+    /// committed work since its last anchor, is refused.
+    Normal,
+    /// `medtext audit verify`: lost work is reported by
+    /// [`HistoryStore::anchor_problem`] instead of refused, and nothing is
+    /// written, the anchors included.
+    Inspect,
+    /// `medtext audit accept-loss`: lost work is recorded in the audit trail
+    /// (an `audit-loss` entry) and the anchor moves to the chain's head.
+    AcceptLoss,
+    /// A restore: the history may be missing (the backup replaces it at
+    /// once) and its anchor is not compared.
+    Restore,
+}
+
+/// The setting that holds the history's random id.
+const HISTORY_ID: &str = "history_id";
 
 impl HistoryStore {
     /// Opens (or creates) the history in `data_dir`, with its key from the OS
     /// keychain. The directory is made owner-only. If a key rotation was
     /// interrupted after the database took the new key, the new key (kept
     /// under its own keychain entry until then) opens it and becomes the key.
+    ///
+    /// A new history is made only on a first run: never where a history was
+    /// kept before (see [`Error::HistoryMissing`]), and a history that lost
+    /// committed work since its last anchor is refused
+    /// ([`Error::AuditLoss`], see [`crate::anchor`]).
     pub fn open_in(data_dir: &Path) -> Result<Self> {
+        Self::open_in_mode(data_dir, OpenMode::Normal)
+    }
+
+    /// [`HistoryStore::open_in`] with what `mode` accepts beyond it.
+    pub fn open_in_mode(data_dir: &Path, mode: OpenMode) -> Result<Self> {
         let path = database_path(data_dir)?;
         let in_use = hold_history(&path)?;
+        if mode != OpenMode::Restore {
+            refuse_a_lost_history(&path)?;
+        }
         let key = keychain::database_key(&path)?;
         let (mut store, key) = match Self::open(&path, &key) {
             Err(Error::WrongKeyOrNotADatabase { .. })
@@ -257,10 +299,194 @@ impl HistoryStore {
             }
             other => (other?, key),
         };
+        store.check_anchor(mode)?;
         store.policy = Policy::load()?;
         store.ensure_recovery(&key)?;
         store._in_use = Some(in_use);
         Ok(store)
+    }
+
+    /// Compares the chain with the anchor kept beside the database, then
+    /// anchors every commit from here on (see [`crate::anchor`]). Nothing is
+    /// written before the comparison: a refused history keeps its files as
+    /// they were, write-ahead log included, for whoever restores it.
+    fn check_anchor(&mut self, mode: OpenMode) -> Result<()> {
+        let kept = match mode {
+            OpenMode::Restore => None,
+            _ => anchor::read_file(&self.path)?,
+        };
+        let id = self.setting(HISTORY_ID)?;
+        let problem = match (&kept, &id) {
+            (None, _) => None,
+            (Some(_), None) => Some(
+                "the history's id is gone although its anchor names one (the file was put back from an older copy, or the work that set the id was lost)"
+                    .to_string(),
+            ),
+            // The anchor of a history this one replaced (a restore).
+            (Some(kept), Some(id)) if kept.history != *id => None,
+            (Some(kept), Some(_)) => self.lost_since(kept)?,
+        };
+        let accepted = match (problem, mode) {
+            (None, _) => None,
+            (Some(problem), OpenMode::Normal) => {
+                self.keep_files_as_they_are();
+                return Err(Error::AuditLoss {
+                    path: self.path.clone(),
+                    problem,
+                });
+            }
+            (Some(problem), OpenMode::Inspect) => {
+                self.keep_files_as_they_are();
+                self.anchor_problem = Some(problem);
+                return Ok(());
+            }
+            (Some(problem), OpenMode::AcceptLoss | OpenMode::Restore) => Some(problem),
+        };
+        if mode == OpenMode::Inspect {
+            // Looking changes nothing, the anchors included.
+            return Ok(());
+        }
+        let history = match id {
+            Some(id) => id,
+            None => {
+                let id = anchor::new_history_id()?;
+                self.put_unaudited_setting(HISTORY_ID, id.clone())?;
+                id
+            }
+        };
+        self.anchor_history = Some(history);
+        match accepted {
+            Some(problem) => {
+                self.audit_only(Action::AuditLoss, problem.clone())?;
+                self.anchor_problem = Some(problem);
+                Ok(())
+            }
+            None => self.anchor_head(),
+        }
+    }
+
+    /// Closing must not checkpoint the write-ahead log into the database:
+    /// a refused history is left as it was found.
+    fn keep_files_as_they_are(&self) {
+        let _ = self
+            .conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true);
+    }
+
+    /// What the chain lost since `kept` was anchored, if anything.
+    fn lost_since(&self, kept: &anchor::Anchor) -> Result<Option<String>> {
+        let found: Option<String> = self
+            .conn
+            .query_row("SELECT hash FROM audit WHERE seq = ?1", [kept.seq], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(|e| store_error(&self.path, e))?;
+        let head = self.chain_head()?.map_or(0, |(seq, _)| seq);
+        Ok(match found {
+            Some(hash) if hash == kept.hash => None,
+            Some(_) => Some(format!(
+                "audit entry {} is not the one committed (the trail was rewritten, or the file was put back from another copy)",
+                kept.seq
+            )),
+            None => Some(format!(
+                "the audit trail ends at entry {head}, but entry {} was committed (entries {} to {} and the records they audit are gone: the write-ahead log was damaged or removed, or the file was put back from an older copy)",
+                kept.seq,
+                head + 1,
+                kept.seq
+            )),
+        })
+    }
+
+    /// The newest audit entry's sequence number and hash.
+    fn chain_head(&self) -> Result<Option<(i64, String)>> {
+        self.conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| store_error(&self.path, e))
+    }
+
+    /// Writes the chain's head to the anchor file and the system log. The
+    /// commit is on disk already: a failure here is logged, not returned,
+    /// so no caller takes a saved record for a lost one.
+    fn anchor_head(&self) -> Result<()> {
+        let Some(history) = &self.anchor_history else {
+            return Ok(());
+        };
+        let written = anchor::write_file(&self.path, || {
+            Ok(self.chain_head()?.map(|(seq, hash)| anchor::Anchor {
+                history: history.clone(),
+                seq,
+                hash,
+            }))
+        });
+        match written {
+            Ok(Some(head)) => anchor::send_to_system_log(&head),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(event = "audit_anchor_not_written", error = e.kind()),
+        }
+        Ok(())
+    }
+
+    /// When opened with [`OpenMode::Inspect`]: what the history lost since
+    /// its last anchor, if anything; with [`OpenMode::AcceptLoss`], the loss
+    /// just recorded in the audit trail.
+    pub fn anchor_problem(&self) -> Option<&str> {
+        self.anchor_problem.as_deref()
+    }
+
+    /// The history's random id, which its anchors carry (see
+    /// [`crate::anchor`]).
+    pub fn history_id(&self) -> Result<Option<String>> {
+        self.setting(HISTORY_ID)
+    }
+
+    /// Gives this history a new random id. A restored history gets one
+    /// before it takes the old one's place: it starts a new line of
+    /// anchors, and the replaced history's anchor is not compared with it.
+    pub(crate) fn renew_history_id(&mut self) -> Result<()> {
+        self.put_unaudited_setting(HISTORY_ID, anchor::new_history_id()?)
+    }
+
+    /// Anchors every commit from here on under the history's id (a store
+    /// opened with the plain [`HistoryStore::open`] does not).
+    pub(crate) fn anchor_commits(&mut self) -> Result<()> {
+        self.anchor_history = self.setting(HISTORY_ID)?;
+        Ok(())
+    }
+
+    /// Starts a new, empty history in `data_dir` where the old one is gone
+    /// (the file deleted or emptied) and no copy of it can be put back. The
+    /// old recovery file and anchor are kept aside under a dated name
+    /// (the escrowed recovery key still opens the old recovery file), and
+    /// the old recovery key leaves the keychain; the next open makes the new
+    /// history. Refused while the history is there or open elsewhere.
+    pub fn start_new(data_dir: &Path) -> Result<Vec<PathBuf>> {
+        let path = database_path(data_dir)?;
+        let _alone = hold_history_alone(&path)?;
+        if path.exists() && !is_empty_file(&path)? {
+            return Err(Error::Store {
+                path,
+                problem: "the history is there: nothing to start over (delete records with `medtext history delete`)".into(),
+            });
+        }
+        let stamp = now_ms();
+        let mut kept = Vec::new();
+        for old in [recovery::file_for(&path), anchor::file_for(&path)] {
+            if old.exists() {
+                let mut name = old.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".retired-{stamp}"));
+                let aside = old.with_file_name(name);
+                std::fs::rename(&old, &aside).map_err(|e| Error::io(&old, e))?;
+                kept.push(aside);
+            }
+        }
+        keychain::delete_recovery_key(&path)?;
+        Ok(kept)
     }
 
     /// Makes sure the history has a recovery key in the keychain and a
@@ -310,6 +536,7 @@ impl HistoryStore {
         let mut store = Self::open(&path, &key)?;
         store._in_use = Some(in_use);
         store.policy = Policy::load()?;
+        store.check_anchor(OpenMode::Normal)?;
         keychain::store_database_key(&path, &key)?;
         keychain::store_recovery_key(&path, &recovery_key)?;
         Ok(store)
@@ -443,6 +670,8 @@ impl HistoryStore {
             policy: Policy::default(),
             _in_use: None,
             audit_text_key: None,
+            anchor_history: None,
+            anchor_problem: None,
         };
         store.migrate()?;
         Ok(store)
@@ -566,6 +795,7 @@ impl HistoryStore {
             .map_err(|e| store_error(&path, e))?;
         let value = work(&tx).map_err(|e| store_error(&path, e))?;
         tx.commit().map_err(|e| store_error(&path, e))?;
+        self.anchor_head()?;
         Ok(value)
     }
 
@@ -1462,6 +1692,36 @@ fn confirm_key(path: &Path, key: &DatabaseKey) -> Result<()> {
     } else {
         Err(unfinished())
     }
+}
+
+/// Refuses to make a new history where one was kept: the database file is
+/// missing or empty, but its recovery file, its audit anchor or its
+/// recovery key is still there. A first run leaves none of those until the
+/// history is set up (the recovery file and key are made once the database
+/// opens, and no record can be saved before), so a first run stopped half
+/// way is set up again; anything later is a lost history, which must be
+/// put back, not silently replaced by an empty one.
+fn refuse_a_lost_history(path: &Path) -> Result<()> {
+    if path.exists() && !is_empty_file(path)? {
+        return Ok(());
+    }
+    let mut kept = Vec::new();
+    if recovery::file_for(path).exists() {
+        kept.push("its recovery file");
+    }
+    if anchor::file_for(path).exists() {
+        kept.push("its audit anchor");
+    }
+    if keychain::recovery_key(path)?.is_some() {
+        kept.push("its recovery key in the keychain");
+    }
+    if kept.is_empty() {
+        return Ok(());
+    }
+    Err(Error::HistoryMissing {
+        path: path.to_path_buf(),
+        kept: kept.join(" and "),
+    })
 }
 
 /// `data_dir/history.db`, the directory created owner-only and resolved (the
