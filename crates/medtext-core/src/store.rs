@@ -2161,18 +2161,24 @@ pub(crate) mod tests {
         assert_eq!(exports[0].detail.as_deref(), Some("format=csv rows=2"));
         assert_eq!(s.matching_ids(&HistoryQuery::default()).unwrap().len(), 3);
         #[cfg(unix)]
-        {
-            // Owner-only whatever the umask, even over a readable old file.
+        for out in [&csv_out, &json_out] {
+            // Owner-only whatever the umask.
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&json_out, std::fs::Permissions::from_mode(0o644)).unwrap();
-            std::fs::write(json_out.with_extension("partial"), "stale").unwrap();
-            s.export_records(&[c], ExportFormat::Json, &json_out)
-                .unwrap();
-            for out in [&csv_out, &json_out] {
-                let mode = std::fs::metadata(out).unwrap().permissions().mode();
-                assert_eq!(mode & 0o777, 0o600, "{}", out.display());
-            }
+            let mode = std::fs::metadata(out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", out.display());
         }
+        // An existing file is never replaced, and a file beside it with the
+        // name a partial export might have is not MedText's to remove.
+        let before = std::fs::read(&json_out).unwrap();
+        let beside = json_out.with_extension("partial");
+        std::fs::write(&beside, "someone's file").unwrap();
+        let err = s
+            .export_records(&[a], ExportFormat::Json, &json_out)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(std::fs::read(&json_out).unwrap(), before);
+        assert_eq!(std::fs::read(&beside).unwrap(), b"someone's file");
         // A note that starts like a formula is a text in a spreadsheet.
         let formula = s.save("=HYPERLINK(\"x\") pt", &sample("x")).unwrap();
         let out = dir.path().join("formula.csv");

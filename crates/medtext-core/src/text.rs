@@ -106,6 +106,32 @@ mod tests {
     }
 
     #[test]
+    fn a_text_of_only_invisible_characters_is_refused_like_whitespace() {
+        for invisible in [
+            "\0",
+            "\0\0 \n\0",
+            "\u{200b}\u{200c}\u{200d}",
+            "\u{2060}\u{feff}",
+            "\u{00ad}\u{034f}\u{180e}\u{2061}\u{206f}\u{3164}\u{fe0f}\u{e0001}",
+            "\u{1}\u{7f}\u{85}\u{9f} \u{a0}\u{2028}\u{3000}",
+        ] {
+            let err = validate(invisible).unwrap_err();
+            assert!(matches!(err, Error::EmptyText), "{invisible:?}");
+            assert!(err.to_string().contains("invisible characters"), "{err}");
+        }
+        // Something visible among them is a text (a zero-width joiner is
+        // part of many scripts' words).
+        for visible in [
+            "\u{200b}a",
+            "\0 1",
+            "\u{feff}chest pain",
+            "\u{200d}\u{2764}",
+        ] {
+            assert!(validate(visible).is_ok(), "{visible:?}");
+        }
+    }
+
+    #[test]
     fn over_the_limit_is_rejected_with_both_sizes() {
         let long = "a".repeat(MAX_TEXT_CHARS + 1);
         match validate(&long) {

@@ -908,6 +908,38 @@ mod tests {
         assert_eq!(staging_folders(&models), 0);
     }
 
+    #[test]
+    fn arguments_that_would_make_a_broken_or_useless_pack_are_refused_before_training() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        type Change = fn(&mut TrainRequest);
+        let cases: [(Change, &str); 11] = [
+            (|r| r.head_name = "a/b".into(), "cannot name a head"),
+            (|r| r.abstain_below = 7.0, "abstain-below"),
+            (|r| r.abstain_below = f64::NAN, "abstain-below"),
+            (|r| r.learning_rate = Some(f64::NAN), "learning-rate"),
+            (|r| r.learning_rate = Some(-0.1), "learning-rate"),
+            (|r| r.weight_decay = f64::INFINITY, "weight-decay"),
+            (|r| r.shape = HeadShape::Mlp { hidden: 0 }, "mlp-hidden"),
+            (|r| r.max_tokens = 2, "max-tokens"),
+            (|r| r.min_per_label = 0, "min-examples"),
+            (|r| r.task = " ".into(), "task"),
+            (|r| r.version = String::new(), "version"),
+        ];
+        for (change, problem) in cases {
+            let mut bad = request(examples(), None);
+            change(&mut bad);
+            let mut progressed = false;
+            let err = train_new_pack(&models, "mine", bad, &mut |_| progressed = true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem), "{problem}: {err}");
+            assert!(!progressed, "{problem}: training started");
+            assert!(!models.join("mine").exists());
+        }
+        assert_eq!(staging_folders(&models), 0);
+    }
+
     /// Changes the last byte of pack `pack`'s file `file` and checks that
     /// loading the pack is refused, naming the file.
     fn refused_once_damaged(models: &Path, pack: &str, file: &Path) {
