@@ -1158,7 +1158,8 @@ fn more_threads_than_the_limit_are_refused() {
     let out = medtext(&["--threads", "1000", "pack", "list"], dir.path());
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("--threads 1000 is more than 64"),
+        stderr(&out).contains("invalid value '1000' for '--threads")
+            && stderr(&out).contains("1..=64"),
         "{}",
         stderr(&out)
     );
@@ -1339,7 +1340,7 @@ fn train_refuses_arguments_that_would_make_a_broken_or_useless_pack() {
         (&["--abstain-below", "NaN"], "abstain-below"),
         (&["--learning-rate", "nan"], "learning-rate"),
         (&["--learning-rate", "0"], "learning-rate"),
-        (&["--weight-decay", "-1"], "weight-decay"),
+        (&["--weight-decay=-1"], "weight-decay"),
         (&["--weight-decay", "inf"], "weight-decay"),
         (&["--mlp-hidden", "0"], "mlp-hidden"),
         (&["--max-tokens", "1"], "max-tokens"),
