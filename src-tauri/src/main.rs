@@ -10,6 +10,10 @@ fn main() {
     let threads = medtext_core::paths::data_dir()
         .ok()
         .and_then(|dir| medtext_core::runtime::saved_threads(&dir));
-    medtext_core::runtime::configure(threads);
+    // A RAYON_NUM_THREADS outside 1 to 64 stops the app, as it stops the CLI.
+    if let Err(e) = medtext_core::runtime::configure(threads) {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
     medtext_app::run();
 }

@@ -19,8 +19,8 @@ use medtext_core::store::{
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainRequest};
 use medtext_core::{
-    dataset, logging, metrics, network, paths, runtime, signing, text, Classification, Classifier,
-    HistoryStore,
+    dataset, logging, metrics, network, paths, runtime, signing, text, user_files, Classification,
+    Classifier, HistoryStore,
 };
 
 #[derive(Parser)]
@@ -33,8 +33,15 @@ Environment:\n  MEDTEXT_DATA_DIR    where the encrypted history lives (default: 
 MEDTEXT_MODELS_DIR  where model packs are found (default: the models/ folder installed with MedText)"
 )]
 struct Cli {
-    /// Inference threads (default: RAYON_NUM_THREADS if set, else every CPU available).
-    #[arg(long, global = true)]
+    /// Inference threads, from 1 to 64 (default: RAYON_NUM_THREADS if set,
+    /// else every CPU available, at most 64). More threads than CPUs only
+    /// take turns on them.
+    #[arg(
+        long,
+        global = true,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new()
+            .range(1..=runtime::MAX_THREADS as u64)
+    )]
     threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
@@ -42,7 +49,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Classify one text given as an argument, a file, or standard input.
+    /// Classify one text given as an argument, a file, or standard input
+    /// (`--file -`; an argument is visible to other users in `ps`).
     Classify(ClassifyArgs),
     /// Search, show, correct and delete saved classifications (the encrypted
     /// history). Without a subcommand: list the newest, filtered.
@@ -362,12 +370,16 @@ struct ClassifyArgs {
     /// chapter and block; JSON becomes a list. Not with --evidence or --save.
     #[arg(long, conflicts_with_all = ["evidence", "save", "head"])]
     all_heads: bool,
-    /// Read the text from this file (`-` for standard input) instead of TEXT.
+    /// Read the text from this file instead of TEXT; `--file -` reads
+    /// standard input (`medtext classify --file - < note.txt`), the way to
+    /// give a patient's note.
     #[arg(long, conflicts_with = "text")]
     file: Option<PathBuf>,
     /// The text to classify. Quotes are optional: several words are joined
     /// by single spaces (so that clap never quotes a word of a note back as
-    /// an "unexpected argument").
+    /// an "unexpected argument"). A note given here is visible to every
+    /// user of this machine (in `ps` and /proc) while medtext runs, and
+    /// stays in the shell's history: give patient text with `--file -`.
     #[arg(required_unless_present = "file", num_args = 1..)]
     text: Vec<String>,
 }
@@ -553,7 +565,10 @@ fn main() -> ExitCode {
     if !policy.managed().is_empty() {
         tracing::info!(event = "policy", managed = policy.managed().len());
     }
-    runtime::configure(cli.threads);
+    if let Err(e) = runtime::configure(cli.threads) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let command = command_name(&cli.command);
     let started = std::time::Instant::now();
     let result = match cli.command {
@@ -705,7 +720,11 @@ fn pack_command(command: PackCommand) -> CliResult {
             with_encoder,
         } => {
             let pack = Pack::find(&models, &pack).map_err(err)?;
-            archive::write_archive(&pack, &out, with_encoder).map_err(err)?;
+            // Written under a name of its own, then put in place: an
+            // existing file is never replaced, a failed export leaves none.
+            let file = user_files::NewFile::create(&out).map_err(err)?;
+            archive::write_archive(&pack, file.path(), with_encoder).map_err(err)?;
+            file.place().map_err(err)?;
             println!("wrote {}", out.display());
         }
         PackCommand::Keygen { out } => {
@@ -770,7 +789,9 @@ fn read_input(args: &ClassifyArgs) -> Result<String, String> {
         (true, Some(path)) => std::fs::File::open(path)
             .map_err(|e| format!("{}: {e}", path.display()))
             .and_then(|file| text::read_bounded(file, path).map_err(err)),
-        (true, None) => Err("give the text to classify, or --file".into()),
+        (true, None) => {
+            Err("give the text to classify with --file - (standard input) or --file PATH".into())
+        }
     }
 }
 
@@ -1096,11 +1117,12 @@ fn history_action(store: &mut HistoryStore, action: HistoryAction) -> CliResult 
 }
 
 /// One line from standard input, for passphrases and keys: never taken from
-/// the command line, which shells keep in their history.
+/// the command line, which shells keep in their history. At most
+/// [`user_files::SECRET_LINE`] is read (standard input may never end).
 fn read_secret_line() -> Result<String, String> {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).map_err(err)?;
-    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    user_files::SECRET_LINE
+        .read_line(std::io::stdin().lock(), Path::new("standard input"))
+        .map_err(err)
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -1504,8 +1526,9 @@ fn csv_reader(path: &Path) -> Result<dataset::CsvReader, String> {
 }
 
 fn eval(args: EvalArgs) -> CliResult {
-    let classifier = load_classifier(&args.pack)?;
+    // The file first: a refusal comes at once, not after the model loads.
     let examples = read_examples(&args.data, None)?;
+    let classifier = load_classifier(&args.pack)?;
     let labels = &classifier.head_spec().labels;
     let ids: Vec<String> = labels.iter().map(|l| l.id.clone()).collect();
     let mut truth = Vec::with_capacity(examples.len());

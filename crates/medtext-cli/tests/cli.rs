@@ -1111,3 +1111,402 @@ fn audit_verify_against_the_system_log_finds_what_the_owner_cut_from_the_chain()
     assert!(stderr(&out).contains("were cut off"), "{}", stderr(&out));
     medtext_core::keychain::delete_all_keys(&db).unwrap();
 }
+
+/// Runs medtext with `stdin`, under a ceiling on its address space (8 GB)
+/// and its time (60 s): given an input that never ends (`/dev/zero`), a
+/// medtext that reads it whole fails or is stopped, instead of filling the
+/// machine's memory.
+fn medtext_bounded(
+    args: &[&str],
+    data_dir: &std::path::Path,
+    stdin: std::process::Stdio,
+) -> Output {
+    let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+    Command::new("timeout")
+        .args([
+            "60",
+            "bash",
+            "-c",
+            "ulimit -v 8000000 && exec \"$@\"",
+            "medtext",
+        ])
+        .arg(env!("CARGO_BIN_EXE_medtext"))
+        .args(args)
+        .env("MEDTEXT_MODELS_DIR", models)
+        .env("MEDTEXT_DATA_DIR", data_dir)
+        .stdin(stdin)
+        .output()
+        .unwrap()
+}
+
+fn dev_zero() -> std::process::Stdio {
+    std::fs::File::open("/dev/zero").unwrap().into()
+}
+
+#[test]
+fn eval_and_train_refuse_an_input_that_never_ends_by_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    // A JSON Lines name is read another way than CSV: both are bounded.
+    let endless_jsonl = dir.path().join("endless.jsonl");
+    std::os::unix::fs::symlink("/dev/zero", &endless_jsonl).unwrap();
+    let jsonl = endless_jsonl.to_str().unwrap();
+    let encoder =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/encoders/all-minilm-l6-v2");
+    let out_dir = dir.path().join("pack");
+    for args in [
+        &["eval", "--input", "/dev/zero"][..],
+        &["eval", "--input", jsonl],
+        &["eval", "--input", "x.csv", "--label-names", "/dev/zero"],
+        &[
+            "train",
+            "--input",
+            "/dev/zero",
+            "--encoder",
+            encoder.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--name",
+            "n",
+            "--task",
+            "t",
+            "--license",
+            "MIT",
+            "--attribution",
+            "a",
+        ],
+    ] {
+        let args: Vec<&str> = args.to_vec();
+        let sample = dir.path().join("x.csv");
+        std::fs::write(&sample, "text,label\nchest pain,1\n").unwrap();
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| {
+                if *a == "x.csv" {
+                    sample.to_str().unwrap()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let out = medtext_bounded(&args, dir.path(), std::process::Stdio::null());
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            stderr(&out).contains("is larger than 256 MB"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert!(!out_dir.exists());
+}
+
+#[test]
+fn classify_and_secrets_on_standard_input_are_read_up_to_a_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = medtext_bounded(&["classify", "--file", "-"], dir.path(), dev_zero());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("standard input is larger than 400,000 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    // The recovery key is read before the history is opened.
+    let out = medtext_bounded(&["key", "recover"], dir.path(), dev_zero());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("standard input is larger than 1,024 bytes"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn restore_refuses_a_backup_that_never_ends_or_is_too_large_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let passphrase = || {
+        let file = dir.path().join("passphrase");
+        std::fs::write(&file, "a passphrase of some length\n").unwrap();
+        std::fs::File::open(file).unwrap().into()
+    };
+    let out = medtext_bounded(&["restore", "/dev/zero"], dir.path(), passphrase());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/dev/zero is not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+    // A sparse file one byte over the limit: no disk is used.
+    let huge = dir.path().join("huge.backup");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len((16 << 30) + 1)
+        .unwrap();
+    let out = medtext_bounded(
+        &["restore", huge.to_str().unwrap()],
+        dir.path(),
+        passphrase(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is larger than 16 GB"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir.path().join("history.db").exists());
+}
+
+#[test]
+fn more_threads_than_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = medtext(&["--threads", "1000", "pack", "list"], dir.path());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid value '1000' for '--threads")
+            && stderr(&out).contains("1..=64"),
+        "{}",
+        stderr(&out)
+    );
+    for value in ["1000", "lots"] {
+        let out = medtext_with(
+            &["pack", "list"],
+            &[
+                ("MEDTEXT_DATA_DIR", dir.path()),
+                ("RAYON_NUM_THREADS", std::path::Path::new(value)),
+            ],
+        );
+        assert!(!out.status.success(), "{value}");
+        assert!(
+            stderr(&out).contains(&format!("RAYON_NUM_THREADS is '{value}'")),
+            "{}",
+            stderr(&out)
+        );
+    }
+    assert!(medtext(&["--threads", "64", "pack", "list"], dir.path())
+        .status
+        .success());
+}
+
+#[test]
+fn exports_never_replace_a_file_or_remove_one_they_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let run = |args: &[&str]| medtext(args, dir.path());
+    // Someone's files, with the names a careless exporter would use.
+    for name in [
+        "notes.csv",
+        "notes.partial",
+        "fresh.partial",
+        "audit.jsonl",
+        "audit.partial",
+        "pack.tar",
+        "history.backup",
+        "new.backup.partial",
+    ] {
+        std::fs::write(path(name), format!("{name} is not MedText's")).unwrap();
+    }
+    let untouched = |name: &str| {
+        assert_eq!(
+            std::fs::read_to_string(path(name)).unwrap(),
+            format!("{name} is not MedText's"),
+            "{name} was changed"
+        );
+    };
+    let refused = |args: &[&str], existing: &str| {
+        let out = run(args);
+        assert!(!out.status.success(), "{args:?} replaced {existing}");
+        assert!(
+            stderr(&out).contains("already exists"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        untouched(existing);
+    };
+    let s = |name: &str| path(name).to_str().unwrap().to_string();
+    refused(
+        &["history", "export", "--all", "--out", &s("notes.csv")],
+        "notes.csv",
+    );
+    refused(
+        &["audit", "export", "--out", &s("audit.jsonl")],
+        "audit.jsonl",
+    );
+    refused(
+        &[
+            "pack",
+            "export",
+            "medical-abstracts",
+            "--out",
+            &s("pack.tar"),
+        ],
+        "pack.tar",
+    );
+    let with_stdin = |args: &[&str]| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_medtext"))
+            .args(args)
+            .env("MEDTEXT_DATA_DIR", dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "a passphrase of some length").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = with_stdin(&["backup", "--out", &s("history.backup")]);
+    assert!(!out.status.success());
+    untouched("history.backup");
+    // New names: written, and the files beside them left alone.
+    for args in [
+        vec!["history", "export", "--all", "--out", &s("fresh.csv")],
+        vec!["audit", "export", "--out", &s("audit.json")],
+    ] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    let out = with_stdin(&["backup", "--out", &s("new.backup")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in [
+        "notes.csv",
+        "notes.partial",
+        "fresh.partial",
+        "audit.jsonl",
+        "audit.partial",
+        "pack.tar",
+        "history.backup",
+        "new.backup.partial",
+    ] {
+        untouched(name);
+    }
+    // Nothing of MedText's own is left beside them.
+    let partial: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect();
+    assert_eq!(
+        partial,
+        [
+            "audit.partial",
+            "fresh.partial",
+            "new.backup.partial",
+            "notes.partial"
+        ]
+        .map(String::from)
+        .into()
+    );
+    medtext_core::keychain::delete_all_keys(&dir.path().canonicalize().unwrap().join("history.db"))
+        .unwrap();
+}
+
+#[test]
+fn a_text_of_only_invisible_characters_is_refused_like_whitespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = medtext(
+        &["classify", "\u{200b}\u{200c}\u{200d}\u{2060}\u{feff}"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invisible characters"),
+        "{}",
+        stderr(&out)
+    );
+    let file = dir.path().join("nul.txt");
+    std::fs::write(&file, b"\0\0\0 \0\n").unwrap();
+    let out = medtext(&["classify", "--file", file.to_str().unwrap()], dir.path());
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invisible characters"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn train_refuses_arguments_that_would_make_a_broken_or_useless_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("notes.csv");
+    let mut rows = String::from("text,label\n");
+    for i in 0..8 {
+        rows.push_str(&format!("chest pain and troponin rise {i},cardiac\n"));
+        rows.push_str(&format!(
+            "cough and fever with consolidation {i},respiratory\n"
+        ));
+    }
+    std::fs::write(&data, rows).unwrap();
+    let encoder =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/encoders/all-minilm-l6-v2");
+    let out_dir = dir.path().join("pack");
+    for (extra, problem) in [
+        (&["--name", "a/b"][..], "cannot name a pack"),
+        (&["--head", "../h"], "cannot name a head"),
+        (&["--abstain-below", "7"], "abstain-below"),
+        (&["--abstain-below", "NaN"], "abstain-below"),
+        (&["--learning-rate", "nan"], "learning-rate"),
+        (&["--learning-rate", "0"], "learning-rate"),
+        (&["--weight-decay=-1"], "weight-decay"),
+        (&["--weight-decay", "inf"], "weight-decay"),
+        (&["--mlp-hidden", "0"], "mlp-hidden"),
+        (&["--max-tokens", "1"], "max-tokens"),
+        (&["--min-examples", "0"], "min-examples"),
+        (&["--version", " "], "version"),
+    ] {
+        let mut args = vec![
+            "train",
+            "--input",
+            data.to_str().unwrap(),
+            "--encoder",
+            encoder.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--task",
+            "test",
+            "--license",
+            "MIT",
+            "--attribution",
+            "test",
+            "--no-cache",
+        ];
+        if !extra.contains(&"--name") {
+            args.extend(["--name", "chest"]);
+        }
+        args.extend_from_slice(extra);
+        let out = medtext(&args, dir.path());
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(
+            stderr(&out).contains(problem),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+        assert!(!out_dir.exists(), "{extra:?} wrote {}", out_dir.display());
+    }
+}
+
+#[test]
+fn classify_help_says_an_argument_is_visible_to_others_and_file_dash_reads_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = medtext(&["classify", "--help"], dir.path());
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("`ps`"), "{help}");
+    assert!(help.contains("--file -"), "{help}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args(["classify", "--json", "--file", "-"])
+        .env(
+            "MEDTEXT_MODELS_DIR",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        )
+        .env("MEDTEXT_DATA_DIR", dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Adenocarcinoma of the colon with liver metastases.\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["top"]["id"], "neoplasms");
+}

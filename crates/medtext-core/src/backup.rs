@@ -18,6 +18,7 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use crate::audit::Action;
 use crate::keychain::DatabaseKey;
 use crate::store::HistoryStore;
+use crate::user_files::{Limit, NewFile};
 use crate::{Error, Result};
 
 /// Argon2id cost: 64 MiB, 3 passes, 1 lane (above OWASP's minimum of
@@ -73,15 +74,16 @@ impl BackupKey {
         Self::derive(passphrase, salt)
     }
 
-    /// The key of the backup at `path`: its salt is the file's first 16 bytes.
-    pub(crate) fn for_file(path: &Path, passphrase: &str) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let salt: [u8; 16] = bytes
-            .get(..16)
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| Error::Backup {
+    /// The key of the backup `file` (at `path`): its salt is the file's
+    /// first 16 bytes, and nothing more is read.
+    fn for_file(mut file: &std::fs::File, path: &Path, passphrase: &str) -> Result<Self> {
+        let mut salt = [0u8; 16];
+        std::io::Read::read_exact(&mut file, &mut salt).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => Error::Backup {
                 problem: format!("{} is too short to be a MedText backup", path.display()),
-            })?;
+            },
+            _ => Error::io(path, e),
+        })?;
         Self::derive(passphrase, salt)
     }
 
@@ -101,31 +103,28 @@ pub struct BackupReport {
 }
 
 impl HistoryStore {
-    /// Writes an encrypted backup of the whole history to `out` (which must
-    /// not exist yet), keyed from `passphrase`; checks that it opens and
-    /// holds every record before reporting it done, and audits it.
+    /// Writes an encrypted backup of the whole history to `out`, a new file
+    /// (see [`NewFile`]), keyed from `passphrase`; checks that it opens,
+    /// holds every record and is small enough to restore before reporting
+    /// it done, and audits it.
     pub fn backup(&mut self, out: &Path, passphrase: &str) -> Result<BackupReport> {
         self.policy().check_backup()?;
-        if out.exists() {
-            return Err(Error::Backup {
-                problem: format!("{} already exists; choose a new file name", out.display()),
-            });
-        }
+        let file = NewFile::create(out)?;
         let key = BackupKey::new_for(passphrase)?;
-        let partial = partial_path(out);
-        let _ = std::fs::remove_file(&partial);
-        let written = self.export_to(&partial, &key.sql_literal()).and_then(|()| {
-            let copy = HistoryStore::open_raw(&partial, &key.sql_literal())?;
-            check_copy(&copy, self.count()?)
-        });
-        let records = match written {
-            Ok(records) => records,
-            Err(e) => {
-                let _ = std::fs::remove_file(&partial);
-                return Err(e);
-            }
-        };
-        crate::store::audited_rename(&partial, out, || {
+        let partial = file.path();
+        self.export_to(partial, &key.sql_literal())?;
+        let copy = HistoryStore::open_raw(partial, &key.sql_literal())?;
+        let records = check_copy(&copy, self.count()?)?;
+        drop(copy);
+        let size = std::fs::metadata(partial)
+            .map_err(|e| Error::io(partial, e))?
+            .len();
+        BACKUP_LIMIT.check(size, out).map_err(|_| Error::Backup {
+            problem: format!(
+                "the backup would be larger than `medtext restore` reads ({size} bytes); delete old records (`medtext history purge`) and try again"
+            ),
+        })?;
+        crate::store::audited_place(file, || {
             self.audit_only(Action::Backup, format!("records={records}"))
         })?;
         Ok(BackupReport {
@@ -143,11 +142,12 @@ impl HistoryStore {
 /// `history.db.before-restore-<time>`, still encrypted with its key.
 pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<BackupReport> {
     crate::policy::Policy::load()?.check_backup()?;
-    let key = BackupKey::for_file(backup, passphrase)?;
+    let file = open_backup(backup)?;
+    let key = BackupKey::for_file(&file, backup, passphrase)?;
     // Read from a private copy: opening a database writes to it (its log,
     // its mode, an older schema's migration), and the backup is IT's file,
     // perhaps read-only, that must stay as it was.
-    let copy = PrivateCopy::of(backup, data_dir)?;
+    let copy = PrivateCopy::of(file, backup, data_dir)?;
     let source = HistoryStore::open_raw(&copy.0, &key.sql_literal()).map_err(|e| match e {
         Error::WrongKeyOrNotADatabase { .. } => Error::Backup {
             problem: format!(
@@ -170,7 +170,9 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
     let _alone = crate::store::hold_history_alone(&live)?;
     // The backup's rows, re-encrypted with the history's own key.
     let incoming = partial_path(&live);
+    // MedText's own name in its own folder: what a crash left there.
     let _ = std::fs::remove_file(&incoming);
+    crate::paths::create_new_private_file(&incoming)?;
     let copied = source
         .export_to(&incoming, &live_key.to_hex())
         .and_then(|()| {
@@ -239,13 +241,15 @@ fn check_copy(copy: &HistoryStore, expected: i64) -> Result<i64> {
 struct PrivateCopy(PathBuf);
 
 impl PrivateCopy {
-    fn of(backup: &Path, dir: &Path) -> Result<Self> {
+    /// Copies the rest of `from` (the backup at `backup`, its salt read),
+    /// within [`BACKUP_LIMIT`].
+    fn of(mut from: std::fs::File, backup: &Path, dir: &Path) -> Result<Self> {
         crate::paths::ensure_private_dir(dir)?;
         let copy = Self(dir.join("restore-source.partial"));
         copy.remove();
-        let mut from = std::fs::File::open(backup).map_err(|e| Error::io(backup, e))?;
         let mut to = crate::paths::create_new_private_file(&copy.0)?;
-        std::io::copy(&mut from, &mut to).map_err(|e| Error::io(&copy.0, e))?;
+        std::io::Seek::rewind(&mut from).map_err(|e| Error::io(backup, e))?;
+        BACKUP_LIMIT.copy(from, backup, &mut to, &copy.0)?;
         Ok(copy)
     }
 
@@ -260,6 +264,34 @@ impl Drop for PrivateCopy {
     fn drop(&mut self) {
         self.remove();
     }
+}
+
+/// The most read of a backup: about ten million typical records (1.5 KB
+/// each with their index), far beyond a workstation's history. A backup is
+/// checked against it when it is written, so every backup made restores.
+pub const BACKUP_LIMIT: Limit = Limit {
+    bytes: 16 << 30,
+    what: "a MedText backup",
+    advice: "MedText never writes a backup this large; check that this is the file `medtext backup` wrote",
+};
+
+/// Opens the backup at `path`, refusing what cannot be one before reading
+/// it: a device or a pipe (`/dev/zero` never ends; a backup is a file that
+/// `medtext backup` wrote) or a file over [`BACKUP_LIMIT`]. The copy is
+/// bounded too, for a file that grows while it is read.
+fn open_backup(path: &Path) -> Result<std::fs::File> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let metadata = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !metadata.is_file() {
+        return Err(Error::Backup {
+            problem: format!(
+                "{} is not a regular file: give the file that `medtext backup` wrote",
+                path.display()
+            ),
+        });
+    }
+    BACKUP_LIMIT.check(metadata.len(), path)?;
+    Ok(file)
 }
 
 fn partial_path(path: &Path) -> PathBuf {
@@ -300,7 +332,17 @@ mod tests {
         let passphrase = "correct horse battery staple";
         let report = live.backup(&out, passphrase).unwrap();
         assert_eq!(report.records, 20);
-        assert!(!dir.path().join("backup.mtb.partial").exists());
+        let partial = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("partial")
+            })
+            .count();
+        assert_eq!(partial, 0, "a partial file was left");
         // An existing file is never overwritten.
         let err = live.backup(&out, passphrase).err().unwrap().to_string();
         assert!(err.contains("already exists"), "{err}");
@@ -310,7 +352,8 @@ mod tests {
         assert!(!bytes.windows(15).any(|w| w == b"SQLite format 3"));
         // The right passphrase opens it, with search working; the salt is
         // the file's first bytes.
-        let opened = BackupKey::for_file(&out, passphrase).unwrap();
+        let key_of = |passphrase| BackupKey::for_file(&open_backup(&out)?, &out, passphrase);
+        let opened = key_of(passphrase).unwrap();
         assert_eq!(&bytes[..16], &opened.salt);
         let copy = HistoryStore::open_raw(&out, &opened.sql_literal()).unwrap();
         let found = copy
@@ -321,7 +364,7 @@ mod tests {
             .unwrap();
         assert_eq!(found.total, 20);
         // A wrong one does not.
-        let wrong = BackupKey::for_file(&out, "correct horse battery stapl").unwrap();
+        let wrong = key_of("correct horse battery stapl").unwrap();
         assert!(matches!(
             HistoryStore::open_raw(&out, &wrong.sql_literal()),
             Err(Error::WrongKeyOrNotADatabase { .. })

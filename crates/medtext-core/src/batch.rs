@@ -61,7 +61,7 @@ impl BatchRow {
 }
 
 /// Writes `rows` as CSV to a new file in `folder` (unless `policy` forbids
-/// exports) and returns its path.
+/// exports), whole or not at all, and returns its path.
 pub fn save_results(rows: &[BatchRow], folder: &Path, policy: &Policy) -> Result<PathBuf> {
     policy.check_export()?;
     let out = paths::new_export_path(folder, "csv")?;
@@ -93,8 +93,9 @@ pub fn save_results(rows: &[BatchRow], folder: &Path, policy: &Policy) -> Result
     let bytes = w
         .into_inner()
         .map_err(|e| Error::io(&out, std::io::Error::other(e.to_string())))?;
-    let mut file = paths::create_new_private_file(&out)?;
-    std::io::Write::write_all(&mut file, &bytes).map_err(|e| Error::io(&out, e))?;
+    let mut file = crate::user_files::NewFile::create(&out)?;
+    file.write_all(&bytes)?;
+    file.place()?;
     Ok(out)
 }
 

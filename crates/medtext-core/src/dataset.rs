@@ -2,16 +2,31 @@
 
 use std::path::Path;
 
+use crate::user_files::Limit;
 use crate::{Error, Result};
 
-pub type CsvReader = csv::Reader<std::fs::File>;
+/// The most read of a data file (training, evaluation, a batch, a split, a
+/// list of labels or abbreviations): the size of file the app accepts for
+/// training (a CSV of 256 MB holds several hundred thousand notes). Its rows
+/// are kept in memory, so a larger one is refused before it is read.
+pub const FILE_LIMIT: Limit = Limit {
+    bytes: crate::training::MAX_STAGED_FILE_BYTES as u64,
+    what: "a data file",
+    advice: "split it into smaller files",
+};
 
-/// Opens a CSV file that has a header row.
+pub type CsvReader = csv::Reader<std::io::Cursor<Vec<u8>>>;
+
+/// Reads a CSV file that has a header row (within [`FILE_LIMIT`]).
 pub fn open_csv(path: &Path) -> Result<CsvReader> {
-    csv::Reader::from_path(path).map_err(|e| Error::Dataset {
-        path: path.to_path_buf(),
-        problem: format!("cannot open: {e}"),
-    })
+    let bytes = FILE_LIMIT.read_file(path).map_err(|e| match e {
+        Error::Io { source, .. } => Error::Dataset {
+            path: path.to_path_buf(),
+            problem: format!("cannot open: {source}"),
+        },
+        other => other,
+    })?;
+    Ok(csv::Reader::from_reader(std::io::Cursor::new(bytes)))
 }
 
 /// One labelled example.
@@ -68,10 +83,10 @@ pub fn read_texts(path: &Path, text: &str) -> Result<Vec<String>> {
     rows.into_iter()
         .map(|(row, mut fields)| {
             let text = fields.pop().unwrap_or_default();
-            if text.trim().is_empty() {
+            if !crate::text::has_content(&text) {
                 Err(Error::Dataset {
                     path: path.to_path_buf(),
-                    problem: format!("row {row} has an empty text"),
+                    problem: format!("row {row} has an empty text (or only invisible characters)"),
                 })
             } else {
                 Ok(text)
@@ -96,10 +111,12 @@ fn examples(path: &Path, columns: Columns, rows: Vec<Row>) -> Result<Vec<Example
                 label: fields.next().unwrap_or_default().trim().to_string(),
                 group: columns.group.and(fields.next()),
             };
-            if example.text.trim().is_empty() || example.label.is_empty() {
+            if !crate::text::has_content(&example.text) || example.label.is_empty() {
                 return Err(Error::Dataset {
                     path: path.to_path_buf(),
-                    problem: format!("row {row} has an empty text or label"),
+                    problem: format!(
+                        "row {row} has an empty text (or only invisible characters) or label"
+                    ),
                 });
             }
             Ok(example)
@@ -137,7 +154,7 @@ fn jsonl_fields(path: &Path, names: &[&str]) -> Result<Vec<Row>> {
         path: path.to_path_buf(),
         problem,
     };
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let bytes = FILE_LIMIT.read_file(path)?;
     let mut rows = Vec::new();
     for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let row = i + 1;

@@ -9,7 +9,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the text is empty: type or paste a note to classify")]
+    #[error("the text is empty, or only white space and invisible characters (such as NUL or zero-width spaces): type or paste a note to classify")]
     EmptyText,
 
     #[error(
@@ -17,8 +17,16 @@ pub enum Error {
     )]
     TextTooLong { chars: usize, limit: usize },
 
-    #[error("the input is over {limit_bytes} bytes, more than the longest text MedText classifies: split it into parts and classify each")]
-    InputTooLarge { limit_bytes: u64 },
+    #[error("{input} is larger than {limit}, the most {what} may be: {advice}")]
+    InputTooLarge {
+        input: PathBuf,
+        limit: String,
+        what: &'static str,
+        advice: &'static str,
+    },
+
+    #[error("{path} already exists: MedText does not replace a file; choose a new file name")]
+    OutputExists { path: PathBuf },
 
     #[error("the input is not valid UTF-8 text (first invalid byte at offset {offset}): save it as UTF-8 and try again")]
     InvalidUtf8 { offset: usize },
@@ -128,6 +136,7 @@ impl Error {
             Error::TextTooLong { .. } => "text_too_long",
             Error::InvalidUtf8 { .. } => "invalid_utf8",
             Error::InputTooLarge { .. } => "input_too_large",
+            Error::OutputExists { .. } => "output_exists",
             Error::Pack { .. } => "pack",
             Error::PackNotFound { .. } => "pack_not_found",
             Error::Tokenizer { .. } => "tokenizer",

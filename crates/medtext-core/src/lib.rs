@@ -41,6 +41,7 @@ pub mod text;
 pub mod tokenize;
 pub mod train;
 pub mod training;
+pub mod user_files;
 pub mod worker;
 
 pub use classifier::{Classification, Classifier, Embedder, LabelScore};

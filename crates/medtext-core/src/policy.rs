@@ -161,12 +161,20 @@ pub fn machine_policy_path() -> PathBuf {
     }
 }
 
+/// The most read of a policy file: a page of settings is a few hundred bytes.
+const POLICY_LIMIT: crate::user_files::Limit = crate::user_files::Limit {
+    bytes: 1 << 20,
+    what: "a machine policy",
+    advice: "IT should give it only the settings it fixes; MedText does not start until then",
+};
+
 impl Policy {
     /// The machine policy, or the empty policy when there is no file.
     pub fn load() -> Result<Self> {
         let path = machine_policy_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
+        match std::fs::File::open(&path) {
+            Ok(file) => {
+                let bytes = POLICY_LIMIT.read(file, &path)?;
                 check_not_user_writable(&path)?;
                 // A test's own file (debug builds only) belongs to whoever runs
                 // the tests; the real one must not belong to the user.

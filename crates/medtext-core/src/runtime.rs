@@ -40,7 +40,10 @@ const THREADS_ENV: &str = "RAYON_NUM_THREADS";
 /// matrix multiplication (dozens per forward pass), which costs milliseconds
 /// on short notes. Call this first thing in `main`: it sets an environment
 /// variable, which is only sound while the process has a single thread.
-pub fn configure(threads: Option<usize>) -> usize {
+///
+/// Refuses a `threads` or `RAYON_NUM_THREADS` outside 1 to [`MAX_THREADS`],
+/// rather than start a thousand threads because a digit was repeated.
+pub fn configure(threads: Option<usize>) -> Result<usize> {
     // SAFETY: sets one integer option of the allocator; any value is valid.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     configure_threads(threads)
@@ -59,11 +62,7 @@ pub fn pool() -> Result<&'static rayon::ThreadPool> {
     if let Some(pool) = POOL.get() {
         return Ok(pool);
     }
-    let threads = std::env::var(THREADS_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let threads = threads_from_env(std::env::var_os(THREADS_ENV))?.unwrap_or_else(every_cpu);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .thread_name(|i| format!("medtext-inference-{i}"))
@@ -76,8 +75,43 @@ pub fn pool() -> Result<&'static rayon::ThreadPool> {
 /// threads (not patient data, and needed before the keychain is opened).
 const ENGINE_SETTINGS_FILE: &str = "engine.json";
 
-/// Most inference threads a user may choose.
+/// Most inference threads MedText runs, whoever chooses: the app's
+/// setting, `--threads`, `RAYON_NUM_THREADS` or the CPU count.
+///
+/// Why 64: inference is CPU-bound, so threads beyond the cores only take
+/// turns on them (measured on 2 cores: a third thread made latency erratic,
+/// see [`pool`]), and each layer is one fork-join whose rows are split
+/// across the threads: past 64, a MiniLM layer (384 wide) is cut into
+/// slivers of a few rows and the joins cost more than they save. A desktop
+/// workstation has fewer cores than that.
 pub const MAX_THREADS: usize = 64;
+
+/// One thread per CPU available to this process, at most [`MAX_THREADS`].
+fn every_cpu() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_THREADS)
+}
+
+/// The thread count `RAYON_NUM_THREADS` asks for (`value`; `None` when it
+/// is unset or empty), refused unless it is a number from 1 to
+/// [`MAX_THREADS`].
+fn threads_from_env(value: Option<std::ffi::OsString>) -> Result<Option<usize>> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=MAX_THREADS).contains(n))
+        .map(Some)
+        .ok_or_else(|| {
+            Error::Engine(format!(
+                "{THREADS_ENV} is '{}': set it to a number of inference threads from 1 to {MAX_THREADS}, or unset it to use every CPU",
+                value.to_string_lossy()
+            ))
+        })
+}
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct EngineSettings {
@@ -108,18 +142,18 @@ pub fn save_threads(data_dir: &std::path::Path, threads: Option<usize>) -> Resul
     std::fs::write(&path, json).map_err(|e| Error::io(&path, e))
 }
 
-fn configure_threads(threads: Option<usize>) -> usize {
-    let chosen = threads
-        .filter(|&n| n > 0)
-        .or_else(|| {
-            std::env::var(THREADS_ENV)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|&n: &usize| n > 0)
-        })
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+fn configure_threads(threads: Option<usize>) -> Result<usize> {
+    let chosen = match threads {
+        Some(n) if !(1..=MAX_THREADS).contains(&n) => {
+            return Err(Error::Engine(format!(
+                "{n} inference threads asked for: choose from 1 to {MAX_THREADS}"
+            )))
+        }
+        Some(n) => n,
+        None => threads_from_env(std::env::var_os(THREADS_ENV))?.unwrap_or_else(every_cpu),
+    };
     std::env::set_var(THREADS_ENV, chosen.to_string());
-    chosen
+    Ok(chosen)
 }
 
 #[cfg(test)]
@@ -144,6 +178,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_thread_count_outside_1_to_the_maximum_is_refused() {
+        let env = |v: &str| threads_from_env(Some(v.into()));
+        assert_eq!(env("8").unwrap(), Some(8));
+        assert_eq!(env(&MAX_THREADS.to_string()).unwrap(), Some(MAX_THREADS));
+        assert_eq!(threads_from_env(Some("".into())).unwrap(), None);
+        assert_eq!(threads_from_env(None).unwrap(), None);
+        for bad in ["0", "1000", "lots", "-1", "65"] {
+            let err = env(bad).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("RAYON_NUM_THREADS is '{bad}'")),
+                "{err}"
+            );
+        }
+        for bad in [0, MAX_THREADS + 1, 1000] {
+            assert!(configure_threads(Some(bad)).is_err(), "{bad}");
+        }
+        assert!((1..=MAX_THREADS).contains(&every_cpu()));
+    }
+
     /// Guards the option index against a mimalloc upgrade that renumbers it:
     /// the purge delay is the only option whose default is 10.
     #[test]
@@ -155,7 +209,7 @@ mod tests {
                 before == 10 || before == PURGE_DELAY_MS,
                 "option 15 is {before}"
             );
-            configure(Some(1));
+            configure(Some(1)).unwrap();
             assert_eq!(
                 libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY),
                 PURGE_DELAY_MS

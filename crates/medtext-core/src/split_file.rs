@@ -18,7 +18,8 @@ use crate::{Error, Result};
 
 const PARTS: [&str; 3] = ["train", "validation", "test"];
 
-/// Writes `split` of `examples` to `path`.
+/// Writes `split` of `examples` to `path`, a new file (see
+/// [`crate::user_files::NewFile`]).
 pub fn write(
     path: &Path,
     examples: &[Example],
@@ -48,7 +49,9 @@ pub fn write(
     let bytes = w
         .into_inner()
         .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
-    std::fs::write(path, bytes).map_err(|e| Error::io(path, e))
+    let mut file = crate::user_files::NewFile::create(path)?;
+    file.write_all(&bytes)?;
+    file.place()
 }
 
 /// The split that `path` (written by [`write`], perhaps for another label
@@ -63,7 +66,7 @@ pub fn read(
         path: path.to_path_buf(),
         problem,
     };
-    let mut reader = csv::Reader::from_path(path).map_err(|e| bad(e.to_string()))?;
+    let mut reader = crate::dataset::open_csv(path)?;
     let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
     let column = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| {

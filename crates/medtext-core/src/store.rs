@@ -20,6 +20,7 @@ use crate::keychain::{self, DatabaseKey, RecoveryKey};
 use crate::policy::Policy;
 use crate::recovery;
 use crate::text::spreadsheet_cell;
+use crate::user_files::NewFile;
 use crate::{paths, Classification, Error, LabelScore, Result};
 
 /// File name of the history database inside the data directory.
@@ -834,10 +835,10 @@ impl HistoryStore {
             .ok_or(Error::RecordNotFound { id })
     }
 
-    /// Writes the records `ids` to `out` as CSV or JSON for research, and
-    /// records the export (with the ids) in the audit trail. The file is NOT
-    /// encrypted: the caller must say so. Written beside `out` and renamed,
-    /// so it is complete or absent; returns how many records it holds.
+    /// Writes the records `ids` to `out`, a new file, as CSV or JSON for
+    /// research, and records the export (with the ids) in the audit trail.
+    /// The file is NOT encrypted: the caller must say so. It is complete or
+    /// absent (see [`NewFile`]); returns how many records it holds.
     pub fn export_records(
         &mut self,
         ids: &[i64],
@@ -845,6 +846,7 @@ impl HistoryStore {
         out: &Path,
     ) -> Result<usize> {
         self.policy.check_export()?;
+        let mut file = NewFile::create(out)?;
         let records = ids
             .iter()
             .map(|&id| self.load_record(id))
@@ -861,10 +863,10 @@ impl HistoryStore {
                 problem: format!("cannot encode the export: {e}"),
             })?,
         };
-        let partial = write_partial(out, &bytes)?;
+        file.write_all(&bytes)?;
         let exported: Vec<i64> = records.iter().map(|r| r.entry.id).collect();
         let detail = format!("format={} rows={}", format.as_str(), exported.len());
-        audited_rename(&partial, out, || {
+        audited_place(file, || {
             self.in_transaction(|tx| {
                 audit::append(
                     tx,
@@ -1322,19 +1324,18 @@ impl HistoryStore {
         audit::entries(&self.conn).map_err(|e| store_error(&self.path, e))
     }
 
-    /// Copies the whole database into a new SQLCipher file at `path` keyed
-    /// with `key_hex` (see [`HistoryStore::open_raw`]), schema version
-    /// included; the file is owner-only.
+    /// Copies the whole database into the new SQLCipher file at `path`
+    /// keyed with `key_hex` (see [`HistoryStore::open_raw`]), schema version
+    /// included. The caller creates `path` first, empty and owner-only: the
+    /// connection may not create files (it opened an existing database
+    /// without SQLITE_OPEN_CREATE), and an empty file opens as an empty
+    /// database.
     pub(crate) fn export_to(&self, path: &Path, key_hex: &str) -> Result<()> {
         let fail = |e| store_error(path, e);
         let version: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(fail)?;
-        // The connection may not create files (it opened an existing
-        // database without SQLITE_OPEN_CREATE), and an empty file opens as
-        // an empty database: create it, owner-only, first.
-        paths::create_new_private_file(path)?;
         let target = path.to_string_lossy();
         self.conn
             .execute(
@@ -1369,11 +1370,12 @@ impl HistoryStore {
         })
     }
 
-    /// Writes the audit trail to `out` as JSON Lines (one entry per line,
-    /// oldest first) and records the export in the trail; returns how many
-    /// entries were written. The file is complete or absent: it is written
-    /// beside `out` and renamed into place.
+    /// Writes the audit trail to `out`, a new file, as JSON Lines (one entry
+    /// per line, oldest first) and records the export in the trail; returns
+    /// how many entries were written. The file is complete or absent (see
+    /// [`NewFile`]).
     pub fn export_audit(&mut self, out: &Path) -> Result<usize> {
+        let mut file = NewFile::create(out)?;
         let entries = self.audit_entries()?;
         let mut lines = String::new();
         for entry in &entries {
@@ -1384,8 +1386,8 @@ impl HistoryStore {
             lines.push_str(&line);
             lines.push('\n');
         }
-        let partial = write_partial(out, lines.as_bytes())?;
-        audited_rename(&partial, out, || {
+        file.write_all(lines.as_bytes())?;
+        audited_place(file, || {
             self.audit_only(
                 Action::Export,
                 format!("audit-log entries={}", entries.len()),
@@ -1590,41 +1592,13 @@ pub(crate) fn store_error(path: &Path, e: rusqlite::Error) -> Error {
     }
 }
 
-/// Writes `bytes` beside `out`, to be put in place by [`audited_rename`],
-/// so that `out` is complete or absent. Readable by the owner only: an
-/// export is patient data outside the encrypted database, and the umask may
-/// let others read it.
-fn write_partial(out: &Path, bytes: &[u8]) -> Result<PathBuf> {
-    let partial = out.with_extension("partial");
-    // One left by a crash may have other permissions: start anew.
-    match std::fs::remove_file(&partial) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&partial, e)),
-        _ => {}
-    }
-    let mut file = paths::create_new_private_file(&partial)?;
-    if let Err(e) = std::io::Write::write_all(&mut file, bytes).and_then(|()| file.sync_all()) {
-        // Half an export is still patient data: none is left behind.
-        let _ = std::fs::remove_file(&partial);
-        return Err(Error::io(&partial, e));
-    }
-    Ok(partial)
-}
-
-/// Puts the finished file `partial` in place as `out` once `audit` has
-/// recorded it: no file leaves the history without its audit entry. If the
-/// entry cannot be written, or the rename fails (then the entry stays, and
-/// the error says the file is not there), the file is removed.
-pub(crate) fn audited_rename(
-    partial: &Path,
-    out: &Path,
-    audit: impl FnOnce() -> Result<()>,
-) -> Result<()> {
-    let placed =
-        audit().and_then(|()| std::fs::rename(partial, out).map_err(|e| Error::io(out, e)));
-    if placed.is_err() {
-        let _ = std::fs::remove_file(partial);
-    }
-    placed
+/// Puts the finished `file` in place once `audit` has recorded it: no file
+/// leaves the history without its audit entry. If the entry cannot be
+/// written, or placing fails (then the entry stays, and the error says the
+/// file is not there), the file is removed.
+pub(crate) fn audited_place(file: NewFile, audit: impl FnOnce() -> Result<()>) -> Result<()> {
+    audit()?;
+    file.place()
 }
 
 /// The lock file beside the database `db`. Every process that has the
@@ -2301,12 +2275,18 @@ pub(crate) mod tests {
     fn an_export_whose_audit_entry_fails_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("export.csv");
-        let partial = write_partial(&out, b"id,text\n").unwrap();
-        let refused = audited_rename(&partial, &out, || Err(Error::Locked));
+        let new_file = || {
+            let mut file = NewFile::create(&out).unwrap();
+            file.write_all(b"id,text\n").unwrap();
+            let partial = file.path().to_path_buf();
+            (file, partial)
+        };
+        let (file, partial) = new_file();
+        let refused = audited_place(file, || Err(Error::Locked));
         assert!(matches!(refused, Err(Error::Locked)));
         assert!(!out.exists() && !partial.exists());
-        let partial = write_partial(&out, b"id,text\n").unwrap();
-        audited_rename(&partial, &out, || Ok(())).unwrap();
+        let (file, partial) = new_file();
+        audited_place(file, || Ok(())).unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"id,text\n");
         assert!(!partial.exists());
     }
@@ -2421,18 +2401,24 @@ pub(crate) mod tests {
         assert_eq!(exports[0].detail.as_deref(), Some("format=csv rows=2"));
         assert_eq!(s.matching_ids(&HistoryQuery::default()).unwrap().len(), 3);
         #[cfg(unix)]
-        {
-            // Owner-only whatever the umask, even over a readable old file.
+        for out in [&csv_out, &json_out] {
+            // Owner-only whatever the umask.
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&json_out, std::fs::Permissions::from_mode(0o644)).unwrap();
-            std::fs::write(json_out.with_extension("partial"), "stale").unwrap();
-            s.export_records(&[c], ExportFormat::Json, &json_out)
-                .unwrap();
-            for out in [&csv_out, &json_out] {
-                let mode = std::fs::metadata(out).unwrap().permissions().mode();
-                assert_eq!(mode & 0o777, 0o600, "{}", out.display());
-            }
+            let mode = std::fs::metadata(out).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{}", out.display());
         }
+        // An existing file is never replaced, and a file beside it with the
+        // name a partial export might have is not MedText's to remove.
+        let before = std::fs::read(&json_out).unwrap();
+        let beside = json_out.with_extension("partial");
+        std::fs::write(&beside, "someone's file").unwrap();
+        let err = s
+            .export_records(&[a], ExportFormat::Json, &json_out)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already exists"), "{err}");
+        assert_eq!(std::fs::read(&json_out).unwrap(), before);
+        assert_eq!(std::fs::read(&beside).unwrap(), b"someone's file");
         // A note that starts like a formula is a text in a spreadsheet.
         let formula = s.save("=HYPERLINK(\"x\") pt", &sample("x")).unwrap();
         let out = dir.path().join("formula.csv");

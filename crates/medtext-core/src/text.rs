@@ -1,5 +1,6 @@
 //! Validation of the text a clinician submits, before any work is done on it.
 
+use crate::user_files::Limit;
 use crate::{Error, Result};
 
 /// The longest text accepted, in characters (Unicode scalar values).
@@ -16,7 +17,7 @@ pub fn validate(text: &str) -> Result<()> {
 
 /// [`validate`] with a lower `limit` (the machine policy's).
 pub fn validate_within(text: &str, limit: usize) -> Result<()> {
-    if text.trim().is_empty() {
+    if !has_content(text) {
         return Err(Error::EmptyText);
     }
     let limit = limit.min(MAX_TEXT_CHARS);
@@ -27,23 +28,56 @@ pub fn validate_within(text: &str, limit: usize) -> Result<()> {
     Ok(())
 }
 
-/// Most bytes read from a file or pipe for one text: the longest text at
-/// four bytes per character. Reading stops there, so a huge file is refused
-/// without being loaded.
-pub const MAX_INPUT_BYTES: u64 = 4 * MAX_TEXT_CHARS as u64;
+/// Whether `text` has anything to classify: a character that is neither
+/// white space nor invisible. A "note" of NUL bytes or zero-width spaces
+/// (pasted from a broken export) would otherwise be classified as
+/// confidently as a real one.
+pub fn has_content(text: &str) -> bool {
+    text.chars().any(|c| !c.is_whitespace() && !is_invisible(c))
+}
 
-/// Reads one text from `reader` (a file, standard input), refusing input
-/// over [`MAX_INPUT_BYTES`] before it is all in memory, then decodes it.
+/// Control characters (C0, DEL, C1) and Unicode's default-ignorable code
+/// points (Unicode 15, DerivedCoreProperties.txt): zero-width spaces and
+/// joiners, word joiner, byte order mark, soft hyphen, bidirectional and
+/// variation selectors, Hangul fillers, tags. They show nothing by
+/// themselves.
+fn is_invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{034F}'
+                | '\u{061C}'
+                | '\u{115F}'..='\u{1160}'
+                | '\u{17B4}'..='\u{17B5}'
+                | '\u{180B}'..='\u{180F}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3164}'
+                | '\u{FE00}'..='\u{FE0F}'
+                | '\u{FEFF}'
+                | '\u{FFA0}'
+                | '\u{FFF0}'..='\u{FFF8}'
+                | '\u{1BCA0}'..='\u{1BCA3}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0000}'..='\u{E0FFF}'
+        )
+}
+
+/// The most bytes read from a file or pipe for one text: the longest text
+/// at four bytes per character. Reading stops there, so a huge file (or
+/// `/dev/zero`) is refused without being loaded.
+pub const INPUT_LIMIT: Limit = Limit {
+    bytes: 4 * MAX_TEXT_CHARS as u64,
+    what: "one text to classify",
+    advice: "split it into parts and classify each",
+};
+
+/// Reads one text from `reader` (a file, standard input) within
+/// [`INPUT_LIMIT`], then decodes it.
 pub fn read_bounded(reader: impl std::io::Read, source: &std::path::Path) -> Result<String> {
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut reader.take(MAX_INPUT_BYTES + 1), &mut bytes)
-        .map_err(|e| Error::io(source, e))?;
-    if bytes.len() as u64 > MAX_INPUT_BYTES {
-        return Err(Error::InputTooLarge {
-            limit_bytes: MAX_INPUT_BYTES,
-        });
-    }
-    decode_utf8(bytes)
+    decode_utf8(INPUT_LIMIT.read(reader, source)?)
 }
 
 /// Decodes bytes read from a file or pipe as UTF-8, with an error that says where
@@ -81,18 +115,19 @@ mod tests {
     }
 
     #[test]
-    fn input_is_read_up_to_the_limit_and_no_further() {
+    fn a_text_is_read_up_to_the_limit_and_no_further() {
         let source = std::path::Path::new("note.txt");
-        let at_limit = vec![b'a'; MAX_INPUT_BYTES as usize];
+        let at_limit = vec![b'a'; INPUT_LIMIT.bytes as usize];
         assert_eq!(
             read_bounded(&at_limit[..], source).unwrap().len(),
             at_limit.len()
         );
         let over = std::io::repeat(b'a'); // endless: must stop on its own
-        assert!(matches!(
-            read_bounded(over, source),
-            Err(Error::InputTooLarge { .. })
-        ));
+        let err = read_bounded(over, source).unwrap_err().to_string();
+        assert!(
+            err.starts_with("note.txt is larger than 400,000 bytes"),
+            "{err}"
+        );
         assert!(matches!(
             read_bounded(&b"ok \xff"[..], source),
             Err(Error::InvalidUtf8 { offset: 3 })
@@ -103,6 +138,32 @@ mod tests {
     fn empty_and_whitespace_are_rejected() {
         assert!(matches!(validate(""), Err(Error::EmptyText)));
         assert!(matches!(validate(" \n\t "), Err(Error::EmptyText)));
+    }
+
+    #[test]
+    fn a_text_of_only_invisible_characters_is_refused_like_whitespace() {
+        for invisible in [
+            "\0",
+            "\0\0 \n\0",
+            "\u{200b}\u{200c}\u{200d}",
+            "\u{2060}\u{feff}",
+            "\u{00ad}\u{034f}\u{180e}\u{2061}\u{206f}\u{3164}\u{fe0f}\u{e0001}",
+            "\u{1}\u{7f}\u{85}\u{9f} \u{a0}\u{2028}\u{3000}",
+        ] {
+            let err = validate(invisible).unwrap_err();
+            assert!(matches!(err, Error::EmptyText), "{invisible:?}");
+            assert!(err.to_string().contains("invisible characters"), "{err}");
+        }
+        // Something visible among them is a text (a zero-width joiner is
+        // part of many scripts' words).
+        for visible in [
+            "\u{200b}a",
+            "\0 1",
+            "\u{feff}chest pain",
+            "\u{200d}\u{2764}",
+        ] {
+            assert!(validate(visible).is_ok(), "{visible:?}");
+        }
     }
 
     #[test]

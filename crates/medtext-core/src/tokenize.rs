@@ -59,6 +59,10 @@ impl Tokenized {
     }
 }
 
+/// Fewest tokens in a window, `[CLS]` and `[SEP]` included: fewer leave too
+/// few words per window to classify anything.
+pub const MIN_WINDOW_TOKENS: usize = 8;
+
 /// A WordPiece/BPE tokenizer from a `tokenizer.json`, plus the windowing rule.
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -89,7 +93,7 @@ impl TextTokenizer {
         };
         let cls_id = special("[CLS]")?;
         let sep_id = special("[SEP]")?;
-        if max_tokens < 8 {
+        if max_tokens < MIN_WINDOW_TOKENS {
             return Err(problem(format!(
                 "max_tokens {max_tokens} is too small for a useful window"
             )));

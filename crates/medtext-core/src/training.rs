@@ -73,6 +73,96 @@ pub struct TrainRequest {
     pub split_from: Option<PathBuf>,
 }
 
+/// Widest MLP hidden layer: 16 times the widest encoder MedText runs
+/// (BERT-base, 768), far more than a head on a few thousand notes can use.
+pub const MAX_MLP_HIDDEN: usize = 16 * 1024;
+
+impl TrainRequest {
+    /// Refuses, before any work, an argument that would make a pack that
+    /// does not load (a name the loader refuses, a threshold outside 0..1)
+    /// or a useless one (a learning rate of NaN trains nothing). The app
+    /// and `medtext train` both come through here. Errors name the
+    /// argument as `medtext train` spells it.
+    pub fn validate(&self) -> Result<()> {
+        let refuse = |problem: String| Err(Error::Training { problem });
+        check_pack_name(&self.name)?;
+        if !pack::is_safe_name(&self.head_name) {
+            return refuse(format!(
+                "'{}' cannot name a head: use letters, digits, '-', '_' and '.' only",
+                self.head_name
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.abstain_below) {
+            return refuse(format!(
+                "abstain-below is a probability from 0 to 1, not {}",
+                self.abstain_below
+            ));
+        }
+        if let Some(rate) = self.learning_rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return refuse(format!(
+                    "learning-rate must be a number above 0 (such as 0.001), not {rate}"
+                ));
+            }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return refuse(format!(
+                "weight-decay must be a number from 0 up (such as 0.0001), not {}",
+                self.weight_decay
+            ));
+        }
+        if let HeadShape::Mlp { hidden } = self.shape {
+            if !(1..=MAX_MLP_HIDDEN).contains(&hidden) {
+                return refuse(format!(
+                    "mlp-hidden must be from 1 to {MAX_MLP_HIDDEN}, not {hidden}"
+                ));
+            }
+        }
+        if self.max_tokens < crate::tokenize::MIN_WINDOW_TOKENS {
+            return refuse(format!(
+                "max-tokens must be at least {} ([CLS], [SEP] and the words), not {}",
+                crate::tokenize::MIN_WINDOW_TOKENS,
+                self.max_tokens
+            ));
+        }
+        if self.min_per_label == 0 {
+            return refuse(
+                "min-examples must be at least 1: a label needs an example to be learnt".into(),
+            );
+        }
+        for (what, value) in [
+            ("version", &self.version),
+            ("task", &self.task),
+            ("license", &self.license),
+            ("attribution", &self.attribution),
+        ] {
+            if value.trim().is_empty() {
+                return refuse(format!(
+                    "{what} is empty: the pack shows it to clinicians and IT"
+                ));
+            }
+        }
+        if let Some(split_out) = &self.split_out {
+            crate::user_files::refuse_existing(split_out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a pack name that the pack loader would refuse (it names a
+/// folder).
+fn check_pack_name(name: &str) -> Result<()> {
+    if pack::is_safe_name(name) {
+        Ok(())
+    } else {
+        Err(Error::Training {
+            problem: format!(
+                "'{name}' cannot name a pack: use letters, digits, '-', '_' and '.' only"
+            ),
+        })
+    }
+}
+
 /// Where training is, for a progress bar.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
@@ -119,6 +209,7 @@ pub fn train_pack(
     request: TrainRequest,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainOutcome> {
+    request.validate()?;
     let (examples, removed) = dataset::deduplicate(request.examples, request.drop_conflicting);
     dataset::check_training_set(&request.input, &examples, request.min_per_label)?;
     let mut label_ids: Vec<String> = examples.iter().map(|e| e.label.clone()).collect();
@@ -425,13 +516,7 @@ pub fn train_new_pack(
     mut request: TrainRequest,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainOutcome> {
-    if !pack::is_safe_name(name) {
-        return Err(Error::Training {
-            problem: format!(
-                "'{name}' cannot name a pack: use letters, digits, '-', '_' and '.' only"
-            ),
-        });
-    }
+    check_pack_name(name)?;
     let target = models_dir.join(name);
     if target.exists() {
         return Err(Error::Training {
@@ -775,7 +860,7 @@ mod tests {
             label_displays: vec![("cardiac".into(), "Heart".into())],
             cache_dir: None,
             out: PathBuf::new(),
-            name: String::new(),
+            name: "mine".into(),
             version: "0.1.0".into(),
             task: "test".into(),
             license: "local".into(),
@@ -905,6 +990,38 @@ mod tests {
             .to_string();
         assert!(err.contains("at least two labels"), "{err}");
         assert!(!models.join("mine").exists());
+        assert_eq!(staging_folders(&models), 0);
+    }
+
+    #[test]
+    fn arguments_that_would_make_a_broken_or_useless_pack_are_refused_before_training() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = models_dir(dir.path());
+        type Change = fn(&mut TrainRequest);
+        let cases: [(Change, &str); 11] = [
+            (|r| r.head_name = "a/b".into(), "cannot name a head"),
+            (|r| r.abstain_below = 7.0, "abstain-below"),
+            (|r| r.abstain_below = f64::NAN, "abstain-below"),
+            (|r| r.learning_rate = Some(f64::NAN), "learning-rate"),
+            (|r| r.learning_rate = Some(-0.1), "learning-rate"),
+            (|r| r.weight_decay = f64::INFINITY, "weight-decay"),
+            (|r| r.shape = HeadShape::Mlp { hidden: 0 }, "mlp-hidden"),
+            (|r| r.max_tokens = 2, "max-tokens"),
+            (|r| r.min_per_label = 0, "min-examples"),
+            (|r| r.task = " ".into(), "task"),
+            (|r| r.version = String::new(), "version"),
+        ];
+        for (change, problem) in cases {
+            let mut bad = request(examples(), None);
+            change(&mut bad);
+            let mut progressed = false;
+            let err = train_new_pack(&models, "mine", bad, &mut |_| progressed = true)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(problem), "{problem}: {err}");
+            assert!(!progressed, "{problem}: training started");
+            assert!(!models.join("mine").exists());
+        }
         assert_eq!(staging_folders(&models), 0);
     }
 
