@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::abbreviations::Abbreviations;
-use crate::text::printable;
 use crate::{Error, Result};
 
 /// The manifest format this build reads.
@@ -145,12 +144,8 @@ impl Architecture {
     pub fn detect(encoder_dir: &Path) -> Result<Self> {
         let path = encoder_dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::pack(
-                &path,
-                format!("not valid JSON: {}", printable(&e.to_string())),
-            )
-        })?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::pack(&path, format!("not valid JSON: {e}")))?;
         match config.get("model_type").and_then(|v| v.as_str()) {
             Some("bert") => Ok(Self::Bert),
             Some("distilbert") => Ok(Self::Distilbert),
@@ -268,14 +263,10 @@ impl Manifest {
     /// Parses and checks a manifest's JSON; `manifest_path` names it in
     /// errors.
     pub(crate) fn parse(text: &str, manifest_path: &Path) -> Result<Self> {
-        // serde's messages quote the values they failed on: escaped, they
-        // cannot drive the terminal that shows them.
-        let manifest: Manifest = serde_json::from_str(text).map_err(|e| {
-            Error::pack(
-                manifest_path,
-                format!("invalid manifest: {}", printable(&e.to_string())),
-            )
-        })?;
+        // serde's messages may quote the values they failed on: Error shows
+        // problems escaped (text::printable).
+        let manifest: Manifest = serde_json::from_str(text)
+            .map_err(|e| Error::pack(manifest_path, format!("invalid manifest: {e}")))?;
         manifest.check(manifest_path)?;
         Ok(manifest)
     }

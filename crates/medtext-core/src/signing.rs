@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::text::printable;
 use crate::{paths, Error, Result};
 
 /// What a signature file says it is; also the start of the signed message,
@@ -161,16 +160,10 @@ pub fn verify(
             )),
         };
     };
-    // serde's messages quote what they failed on: escaped for the terminal.
-    let file: SignatureFile = serde_json::from_str(text).map_err(|e| {
-        sig_error(
-            sig_name,
-            format!(
-                "not a MedText signature file ({})",
-                printable(&e.to_string())
-            ),
-        )
-    })?;
+    // serde's messages may quote what they failed on: Error shows problems
+    // escaped (text::printable).
+    let file: SignatureFile = serde_json::from_str(text)
+        .map_err(|e| sig_error(sig_name, format!("not a MedText signature file ({e})")))?;
     if file.format != FORMAT {
         return Err(sig_error(
             sig_name,
