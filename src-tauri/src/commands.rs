@@ -656,16 +656,13 @@ pub async fn import_pack(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let models_dir = state.engine.models_dir().to_path_buf();
-    let scratch = medtext_core::paths::data_dir()
-        .map_err(fail)?
-        .join("import");
     tauri::async_runtime::spawn_blocking(move || {
-        let (pack, signer) = medtext_core::archive::import_bytes(
-            &bytes,
+        let (pack, signer) = medtext_core::archive::import(
+            bytes.as_slice(),
+            std::path::Path::new("the imported archive"),
             signature.as_deref(),
-            &scratch,
             &models_dir,
-            &policy,
+            policy.allowed_pack_signers.as_deref(),
         )
         .map_err(fail)?;
         Ok(ImportedPack {

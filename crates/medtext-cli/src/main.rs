@@ -700,17 +700,16 @@ fn pack_command(command: PackCommand) -> CliResult {
     let models = models_dir();
     match command {
         PackCommand::Import { archive } => {
-            let signer =
-                signing::verify_archive(&archive, policy().allowed_pack_signers.as_deref())
+            let (pack, signer) =
+                archive::import_file(&archive, &models, policy().allowed_pack_signers.as_deref())
                     .map_err(err)?;
-            let pack = archive::import_archive(&archive, &models).map_err(err)?;
             if let Some(signer) = signer {
                 println!("signature verified: signed by {}", signer.to_text());
             }
             println!(
                 "installed {} {} in {}",
                 pack.manifest.name,
-                pack.manifest.version,
+                text::printable(&pack.manifest.version),
                 pack.dir.display()
             );
         }
@@ -754,15 +753,22 @@ fn pack_command(command: PackCommand) -> CliResult {
             }
             for p in packs {
                 match p {
+                    // A manifest is anyone's text: escaped, it cannot
+                    // drive the terminal.
                     Ok(pack) => {
                         let m = &pack.manifest;
-                        println!("{} {}  {}", m.name, m.version, m.task);
+                        println!(
+                            "{} {}  {}",
+                            m.name,
+                            text::printable(&m.version),
+                            text::printable(&m.task)
+                        );
                         for h in &m.heads {
-                            let labels: Vec<&str> =
-                                h.labels.iter().map(|l| l.id.as_str()).collect();
+                            let labels: Vec<String> =
+                                h.labels.iter().map(|l| text::printable(&l.id)).collect();
                             println!(
                                 "  head {} ({} labels): {}",
-                                h.name,
+                                text::printable(&h.name),
                                 labels.len(),
                                 labels.join(", ")
                             );
@@ -837,12 +843,15 @@ fn classify(args: ClassifyArgs) -> CliResult {
     Ok(())
 }
 
+/// Prints a result; its labels, version and head come from a pack's
+/// manifest, so they are escaped ([`text::printable`]).
 fn print_classification(c: &Classification) {
+    let shown = text::printable;
     println!(
         "{}  {:.1}%  [{}]",
-        c.top.display,
+        shown(&c.top.display),
         c.top.probability * 100.0,
-        c.top.id
+        shown(&c.top.id)
     );
     if c.needs_review {
         println!("needs review: confidence below the pack's threshold");
@@ -851,13 +860,17 @@ fn print_classification(c: &Classification) {
         println!(
             "  {:>6.1}%  {:<34} {}",
             l.probability * 100.0,
-            l.display,
-            l.id
+            shown(&l.display),
+            shown(&l.id)
         );
     }
     println!(
         "{} tokens, {} window(s); {} {} / {}",
-        c.tokens, c.windows, c.pack, c.pack_version, c.head
+        c.tokens,
+        c.windows,
+        c.pack,
+        shown(&c.pack_version),
+        shown(&c.head)
     );
 }
 

@@ -1510,3 +1510,244 @@ fn classify_help_says_an_argument_is_visible_to_others_and_file_dash_reads_stdin
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["top"]["id"], "neoplasms");
 }
+
+/// A models folder `dir/name` whose shared encoders are the repository's
+/// (linked, not copied).
+fn models_folder(dir: &std::path::Path, name: &str) -> PathBuf {
+    let models = dir.join(name);
+    std::fs::create_dir_all(&models).unwrap();
+    std::os::unix::fs::symlink(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/encoders"),
+        models.join("encoders"),
+    )
+    .unwrap();
+    models
+}
+
+/// Copies the default pack into `models/folder` with its manifest changed
+/// by `edit`.
+fn copy_abstracts(models: &std::path::Path, folder: &str, edit: impl Fn(&mut serde_json::Value)) {
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/medical-abstracts");
+    let target = models.join(folder);
+    std::fs::create_dir_all(&target).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), target.join(entry.file_name())).unwrap();
+    }
+    let text = std::fs::read_to_string(target.join("manifest.json")).unwrap();
+    let mut manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    edit(&mut manifest);
+    std::fs::write(target.join("manifest.json"), manifest.to_string()).unwrap();
+}
+
+#[test]
+fn pack_import_installs_the_bytes_it_verified_even_from_a_pipe_that_changes() {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let signed = export_abstracts(dir.path(), false);
+    // The same pack with another version: what a swap would install.
+    let other = models_folder(dir.path(), "other");
+    copy_abstracts(&other, "medical-abstracts", |m| {
+        m["version"] = serde_json::json!("9.9.9-unsigned");
+    });
+    let unsigned = dir.path().join("unsigned.tar");
+    let out = medtext_with(
+        &[
+            "pack",
+            "export",
+            "medical-abstracts",
+            "--out",
+            unsigned.to_str().unwrap(),
+        ],
+        &[
+            ("MEDTEXT_MODELS_DIR", &other),
+            ("MEDTEXT_DATA_DIR", dir.path()),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let key = dir.path().join("it.key");
+    let out = medtext(
+        &["pack", "keygen", "--out", key.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let it_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!("[packs]\nallowed_signers = [\"{it_key}\"]\n"),
+    )
+    .unwrap();
+    let out = medtext(
+        &[
+            "pack",
+            "sign",
+            signed.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A pipe that gives the signed archive to the first open and the
+    // unsigned one to the second, with the signed archive's signature.
+    let pipe = dir.path().join("pipe.tar");
+    let name = std::ffi::CString::new(pipe.as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+    std::fs::copy(
+        dir.path().join("abstracts.tar.sig"),
+        dir.path().join("pipe.tar.sig"),
+    )
+    .unwrap();
+    let contents = [
+        std::fs::read(&signed).unwrap(),
+        std::fs::read(&unsigned).unwrap(),
+    ];
+    let writer = {
+        let pipe = pipe.clone();
+        std::thread::spawn(move || {
+            for bytes in contents {
+                if let Ok(mut file) = std::fs::OpenOptions::new().write(true).open(&pipe) {
+                    let _ = file.write_all(&bytes);
+                }
+                // Time for the reader to see the end of the first archive,
+                // so the second is what a second open gets, not more of
+                // the same stream.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+        })
+    };
+    let fresh = models_folder(dir.path(), "fresh");
+    let out = medtext_with(
+        &["pack", "import", pipe.to_str().unwrap()],
+        &[
+            ("MEDTEXT_MODELS_DIR", &fresh),
+            ("MEDTEXT_DATA_DIR", dir.path()),
+            ("MEDTEXT_POLICY_FILE", &policy),
+        ],
+    );
+    // An import that opened the pipe once leaves the writer waiting for a
+    // second reader: be it, until the writer is done.
+    let mut drain = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(&pipe)
+        .unwrap();
+    while !writer.is_finished() {
+        let _ = std::io::Read::read(&mut drain, &mut [0u8; 1 << 16]);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    writer.join().unwrap();
+
+    // What is installed is exactly what was verified, or nothing is.
+    if !out.status.success() {
+        assert!(stderr(&out).contains("signature"), "{}", stderr(&out));
+        assert!(!fresh.join("medical-abstracts").exists());
+        return;
+    }
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&it_key));
+    let installed: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fresh.join("medical-abstracts/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let original: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../models/medical-abstracts/manifest.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(installed["version"], original["version"]);
+}
+
+#[test]
+fn an_archive_larger_than_a_pack_may_be_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    // Sparse: a gigabyte on paper, nothing on the disk.
+    let archive = dir.path().join("huge.tar");
+    std::fs::File::create(&archive)
+        .unwrap()
+        .set_len((1 << 30) + 1)
+        .unwrap();
+    let models = dir.path().join("models");
+    let out = medtext_with(
+        &["pack", "import", archive.to_str().unwrap()],
+        &[
+            ("MEDTEXT_MODELS_DIR", &models),
+            ("MEDTEXT_DATA_DIR", dir.path()),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("larger than 1024 MB"),
+        "{}",
+        stderr(&out)
+    );
+    let left: Vec<_> = std::fs::read_dir(&models)
+        .map(|d| d.collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn text_from_a_pack_is_printed_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = models_folder(dir.path(), "models");
+    copy_abstracts(&models, "medical-abstracts", |m| {
+        m["version"] = serde_json::json!("\u{1b}[2J1.0");
+        m["task"] = serde_json::json!("\u{1b}]0;title\u{7} task");
+        m["heads"][0]["name"] = serde_json::json!("\u{9b}31mcategory");
+    });
+    // A broken pack whose error names a manifest entry.
+    copy_abstracts(&models, "broken", |m| {
+        m["name"] = serde_json::json!("broken");
+        m["encoder"]["sha256"]["\u{1b}[2J"] = serde_json::json!("00");
+    });
+    let run = |args: &[&str], models: &std::path::Path| {
+        let out = medtext_with(
+            args,
+            &[
+                ("MEDTEXT_MODELS_DIR", models),
+                ("MEDTEXT_DATA_DIR", dir.path()),
+            ],
+        );
+        let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+        assert!(
+            !all.iter().any(|b| matches!(b, 0x1b | 0x07))
+                && !String::from_utf8_lossy(&all).contains('\u{9b}'),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&all).escape_debug()
+        );
+        out
+    };
+    let list = String::from_utf8(run(&["pack", "list"], &models).stdout).unwrap();
+    assert!(
+        list.contains("\\u{1b}[2J1.0") && list.contains("\\u{9b}31mcategory"),
+        "{list}"
+    );
+    assert!(list.contains("broken pack"), "{list}");
+
+    let archive = dir.path().join("escaped.tar");
+    let out = run(
+        &[
+            "pack",
+            "export",
+            "medical-abstracts",
+            "--out",
+            archive.to_str().unwrap(),
+        ],
+        &models,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let fresh = models_folder(dir.path(), "fresh");
+    let out = run(&["pack", "import", archive.to_str().unwrap()], &fresh);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\\u{1b}[2J1.0"),
+        "{}",
+        stderr(&out)
+    );
+}

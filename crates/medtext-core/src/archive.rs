@@ -10,25 +10,32 @@
 //! where the manifest's encoder path is `../encoders/<name>` (an encoder
 //! shared through the models directory) or a folder inside `pack/`.
 //!
-//! Import trusts nothing in the file: only regular files and folders, only
-//! relative paths that stay inside the two roots, bounded sizes and counts;
-//! every hash is verified and every head is loaded on its encoder before
-//! anything is moved into the models directory, so a broken archive leaves
-//! the installed packs exactly as they were.
+//! Import trusts nothing in the file. It reads the archive once, into a
+//! private copy (bounded), and checks the signature against the hash of
+//! exactly those bytes. Then only the manifest and the files it lists with
+//! their sha256 are unpacked: regular files, relative paths inside the two
+//! roots, each checked against its hash. Every head is loaded on its
+//! encoder before anything is moved into the models directory, so a broken
+//! archive leaves the installed packs exactly as they were.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Component, Path, PathBuf};
 
+use sha2::{Digest, Sha256};
+
 use crate::pack::{is_safe_name, Manifest, Pack};
+use crate::signing::{self, SignerKey};
 use crate::{Classifier, Error, Result};
 
-/// Largest archive member: the biggest BERT-base weights are about 440 MB.
-pub const MAX_MEMBER_BYTES: u64 = 2 << 30;
-/// Largest total of all members.
-pub const MAX_TOTAL_BYTES: u64 = 4 << 30;
+/// Largest pack archive imported: one with a BERT-base encoder inside is
+/// about 440 MB. Members need no limit of their own: sparse members are
+/// refused, so every byte written comes from the archive.
+pub const MAX_ARCHIVE_BYTES: u64 = 1 << 30;
 /// Most members an archive may have.
 pub const MAX_MEMBERS: usize = 256;
+/// Largest manifest: the ICD-10-CM chapter pack's is 38 KB.
+const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// Writes `pack` as an archive at `out`, with its shared encoder when
 /// `with_encoder` (needed on a machine that does not have it yet).
@@ -82,25 +89,68 @@ fn slash_path(path: &Path) -> String {
         .join("/")
 }
 
-/// Imports the pack archive at `archive` into `models_dir` and returns the
-/// installed pack. Refuses a pack whose name is already installed.
-pub fn import_archive(archive: &Path, models_dir: &Path) -> Result<Pack> {
+/// Installs the pack archive at `archive` (a file, or a pipe) and returns
+/// the pack and who signed it; see [`import`]. The signature is the
+/// `<archive>.sig` beside it, if there is one.
+pub fn import_file(
+    archive: &Path,
+    models_dir: &Path,
+    allowed_signers: Option<&[SignerKey]>,
+) -> Result<(Pack, Option<SignerKey>)> {
+    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
+    // A plain file's size is known: one too large is refused unread.
+    let metadata = file.metadata().map_err(|e| Error::io(archive, e))?;
+    if metadata.is_file() && metadata.len() > MAX_ARCHIVE_BYTES {
+        return Err(too_large(archive, MAX_ARCHIVE_BYTES));
+    }
+    let signature = signing::read_signature(archive)?;
+    import(
+        file,
+        archive,
+        signature.as_deref(),
+        models_dir,
+        allowed_signers,
+    )
+}
+
+/// Installs the pack archive read from `source` into `models_dir` and
+/// returns the pack and who signed it; the one way the CLI and the app
+/// install a pack. `signature` is the text of its `.sig` file, if it came
+/// with one; `origin` names the archive in messages. With
+/// `allowed_signers` (the machine policy's), only an archive one of them
+/// signed installs; a signature that is present is always checked.
+///
+/// The source is read exactly once, into an owner-only copy in the models
+/// directory, hashing it on the way (at most [`MAX_ARCHIVE_BYTES`], so an
+/// endless pipe is refused): the signature is checked against that hash,
+/// and that copy, read back through the same handle, is what is unpacked.
+/// Reading the archive once to check it and again to install it would let
+/// a pipe, or a file replaced in between, install bytes nobody checked.
+/// Every file is checked against the manifest and every head loaded before
+/// anything is moved into place; a pack whose name is installed is refused.
+pub fn import(
+    source: impl Read,
+    origin: &Path,
+    signature: Option<&str>,
+    models_dir: &Path,
+    allowed_signers: Option<&[SignerKey]>,
+) -> Result<(Pack, Option<SignerKey>)> {
     std::fs::create_dir_all(models_dir).map_err(|e| Error::io(models_dir, e))?;
     let staging = Staging::new(models_dir)?;
-    extract(archive, &staging.dir)?;
-    let staged_pack = staging.dir.join("pack");
-    let manifest = Manifest::read(&staged_pack)?;
-    // A pack from elsewhere may only point at an encoder it brings or one
-    // shared through the models directory, never at any other folder.
-    if !manifest.encoder_inside() && manifest.shared_encoder().is_none() {
-        return Err(Error::pack(
-            archive,
-            format!(
-                "encoder.path {} must be the pack itself (.), a folder inside it, or ../encoders/<name>",
-                manifest.encoder.path.display()
-            ),
-        ));
-    }
+    let (mut copy, digest) = stage(
+        source,
+        origin,
+        &staging.dir.join("archive.tar"),
+        MAX_ARCHIVE_BYTES,
+    )?;
+    let signer = signing::verify(
+        &digest,
+        signature,
+        &signing::signature_path(origin),
+        allowed_signers,
+    )?;
+    let manifest = extract(&mut copy, origin, &staging.dir)?;
+    drop(copy);
     let installed = models_dir.join(&manifest.name);
     if installed.exists() {
         return Err(Error::pack(
@@ -112,6 +162,7 @@ pub fn import_archive(archive: &Path, models_dir: &Path) -> Result<Pack> {
         ));
     }
     // Where the encoder will come from: the archive, or the models directory.
+    let staged_pack = staging.dir.join("pack");
     let shared = manifest.shared_encoder().map(str::to_owned);
     let staged_encoder = shared
         .as_ref()
@@ -129,45 +180,56 @@ pub fn import_archive(archive: &Path, models_dir: &Path) -> Result<Pack> {
         install_encoder(staged, &models_dir.join("encoders").join(name), &manifest)?;
     }
     std::fs::rename(&staged_pack, &installed).map_err(|e| Error::io(&installed, e))?;
-    Pack::open(&installed)
+    Ok((Pack::open(&installed)?, signer))
 }
 
-/// Largest pack archive the app takes as one file (a pack with a BERT-base
-/// encoder inside is about 440 MB).
-pub const MAX_ARCHIVE_BYTES: usize = 1 << 30;
+fn too_large(origin: &Path, limit: u64) -> Error {
+    Error::pack(
+        origin,
+        format!(
+            "the archive is larger than {} MB, the most a pack archive may be (one with a BERT-base encoder is about 440 MB); nothing was installed",
+            limit >> 20
+        ),
+    )
+}
 
-/// Installs a pack archive handed over as bytes (the app's "Import a pack"),
-/// with its detached signature file's text if there is one: the archive is
-/// kept owner-only in `scratch` while the signature is checked against the
-/// machine policy (see [`crate::signing::verify_archive`]) and the pack is
-/// imported, then removed. Returns the pack and who signed it.
-pub fn import_bytes(
-    bytes: &[u8],
-    signature: Option<&str>,
-    scratch: &Path,
-    models_dir: &Path,
-    policy: &crate::policy::Policy,
-) -> Result<(Pack, Option<crate::signing::SignerKey>)> {
-    let staged = crate::training::StagedFile::write_limited(
-        scratch,
-        "tar",
-        bytes,
-        MAX_ARCHIVE_BYTES,
-        "pack archives",
-    )?;
-    let sig_path = crate::signing::signature_path(staged.path());
-    let outcome = (|| {
-        if let Some(text) = signature {
-            let mut file = crate::paths::create_new_private_file(&sig_path)?;
-            file.write_all(text.as_bytes())
-                .map_err(|e| Error::io(&sig_path, e))?;
-        }
-        let signer =
-            crate::signing::verify_archive(staged.path(), policy.allowed_pack_signers.as_deref())?;
-        Ok((import_archive(staged.path(), models_dir)?, signer))
-    })();
-    let _ = std::fs::remove_file(&sig_path);
-    outcome
+/// Copies at most `limit` bytes of `source` into a new owner-only file at
+/// `path`; returns the file (readable) and the SHA-256 of its bytes.
+fn stage(source: impl Read, origin: &Path, path: &Path, limit: u64) -> Result<(File, [u8; 32])> {
+    let mut file = crate::paths::create_new_private_file(path)?;
+    let (copied, digest) = copy_hashed(source, origin, &mut file, path, limit)?;
+    if copied > limit {
+        return Err(too_large(origin, limit));
+    }
+    file.sync_all().map_err(|e| Error::io(path, e))?;
+    Ok((file, digest))
+}
+
+/// Copies `from` into `to`, at most `limit` bytes (and one more, to show
+/// there were more), hashing them: returns how many and their SHA-256.
+fn copy_hashed(
+    from: impl Read,
+    from_name: &Path,
+    to: &mut File,
+    to_name: &Path,
+    limit: u64,
+) -> Result<(u64, [u8; 32])> {
+    let mut from = from.take(limit.saturating_add(1));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(from_name, e)),
+        };
+        hasher.update(&buf[..n]);
+        to.write_all(&buf[..n]).map_err(|e| Error::io(to_name, e))?;
+        copied += n as u64;
+    }
+    Ok((copied, hasher.finalize().into()))
 }
 
 /// Moves a staged encoder into place, or, when one of that name is already
@@ -191,64 +253,146 @@ fn install_encoder(staged: &Path, target: &Path, manifest: &Manifest) -> Result<
     std::fs::rename(staged, target).map_err(|e| Error::io(target, e))
 }
 
-/// Unpacks `archive` into the empty folder `into`, refusing anything that is
-/// not a plain file or folder under `pack/` or `encoders/<name>/`.
-fn extract(archive: &Path, into: &Path) -> Result<()> {
-    let refuse = |problem: String| Error::pack(archive, problem);
-    let file = File::open(archive).map_err(|e| Error::io(archive, e))?;
-    let mut tar = tar::Archive::new(file);
-    let entries = tar
-        .entries()
-        .map_err(|e| refuse(format!("not a pack archive (tar): {e}")))?;
-    let (mut members, mut total) = (0usize, 0u64);
-    for entry in entries {
-        let mut entry = entry.map_err(|e| refuse(format!("damaged archive: {e}")))?;
-        members += 1;
-        if members > MAX_MEMBERS {
-            return Err(refuse(format!("more than {MAX_MEMBERS} members")));
+/// Unpacks the archive in `file` into the empty folder `into` and returns
+/// its manifest. Only the manifest and the files it lists with their
+/// sha256 (its own and its encoder's) are written, each checked against
+/// its hash as it is written; any other member is refused, since no hash
+/// covers it (and it could be any size). So are links and special files
+/// (sparse files among them) and paths outside `pack/` and
+/// `encoders/<name>/`.
+fn extract(file: &mut File, origin: &Path, into: &Path) -> Result<Manifest> {
+    let refuse = |problem: String| Error::pack(origin, problem);
+    // First pass: the manifest says what else the archive may hold.
+    let mut manifest_bytes = None;
+    for_each_member(file, origin, |name, entry| {
+        if name == Path::new(MANIFEST_MEMBER) && manifest_bytes.is_none() {
+            let mut bytes = Vec::new();
+            entry
+                .take(MAX_MANIFEST_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|e| Error::io(origin, e))?;
+            if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+                return Err(refuse(format!(
+                    "{MANIFEST_MEMBER} is larger than {} MB, more than a manifest may be",
+                    MAX_MANIFEST_BYTES >> 20
+                )));
+            }
+            manifest_bytes = Some(bytes);
         }
-        let raw_path = entry
-            .path()
-            .map_err(|e| refuse(format!("a member has an unreadable name: {e}")))?
-            .into_owned();
-        let shown = raw_path.display().to_string();
-        let relative = member_path(&raw_path)
-            .ok_or_else(|| refuse(format!("member '{shown}' is outside pack/ and encoders/<name>/ (absolute, '..' or an odd name)")))?;
-        let kind = entry.header().entry_type();
-        let target = into.join(&relative);
-        if kind.is_dir() {
-            std::fs::create_dir_all(&target).map_err(|e| Error::io(&target, e))?;
-            continue;
-        }
-        if !kind.is_file() {
+        Ok(())
+    })?;
+    let manifest_bytes =
+        manifest_bytes.ok_or_else(|| refuse(format!("the archive has no {MANIFEST_MEMBER}")))?;
+    let text = std::str::from_utf8(&manifest_bytes)
+        .map_err(|_| refuse(format!("{MANIFEST_MEMBER} is not UTF-8 text")))?;
+    let manifest = Manifest::parse(text, &origin.join(MANIFEST_MEMBER))?;
+    let listed = listed_members(&manifest, origin)?;
+    for_each_member(file, origin, |name, entry| {
+        let expected = listed.get(&name).copied();
+        if expected.is_none() && name != Path::new(MANIFEST_MEMBER) {
             return Err(refuse(format!(
-                "member '{shown}' is a link or special file; packs hold only plain files"
+                "member {name:?} is not listed in the manifest: a pack archive holds only the manifest and the files it names with their sha256"
             )));
         }
-        let size = entry
-            .header()
-            .size()
-            .map_err(|e| refuse(format!("member '{shown}' has no readable size: {e}")))?;
-        total = total.saturating_add(size);
-        if size > MAX_MEMBER_BYTES || total > MAX_TOTAL_BYTES {
-            return Err(refuse(format!(
-                "member '{shown}' makes the archive larger than a pack may be"
-            )));
-        }
+        let target = into.join(&name);
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
         let mut out = File::create_new(&target)
-            .map_err(|_| refuse(format!("member '{shown}' appears twice")))?;
-        let copied = std::io::copy(&mut (&mut entry).take(size), &mut out)
-            .map_err(|e| Error::io(&target, e))?;
+            .map_err(|_| refuse(format!("member {name:?} appears twice")))?;
+        let size = entry.size();
+        let (copied, digest) = copy_hashed(entry, origin, &mut out, &target, size)?;
         if copied != size {
-            return Err(refuse(format!("member '{shown}' is truncated")));
+            return Err(refuse(format!("member {name:?} is truncated")));
         }
-        out.sync_all().map_err(|e| Error::io(&target, e))?;
-    }
-    if !into.join("pack/manifest.json").is_file() {
-        return Err(refuse("the archive has no pack/manifest.json".into()));
+        if let Some(expected) = expected {
+            let actual = hex::encode(digest);
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(refuse(format!(
+                    "member {name:?}: sha256 mismatch: the manifest expects {expected:?}, the member has {actual}; the archive is damaged or was changed"
+                )));
+            }
+        }
+        out.sync_all().map_err(|e| Error::io(&target, e))
+    })?;
+    Ok(manifest)
+}
+
+/// Where the manifest is in an archive.
+const MANIFEST_MEMBER: &str = "pack/manifest.json";
+
+/// Every member the manifest allows besides itself, with its sha256: the
+/// pack's files under `pack/`, and the encoder's under `encoders/<name>/`
+/// (a shared encoder) or inside `pack/`.
+fn listed_members<'m>(
+    manifest: &'m Manifest,
+    origin: &Path,
+) -> Result<std::collections::BTreeMap<PathBuf, &'m str>> {
+    // A pack from elsewhere may only point at an encoder it brings or one
+    // shared through the models directory, never at any other folder.
+    let encoder_root = match manifest.shared_encoder() {
+        Some(name) => Path::new("encoders").join(name),
+        None if manifest.encoder_inside() => Path::new("pack").join(&manifest.encoder.path),
+        None => {
+            return Err(Error::pack(
+                origin,
+                format!(
+                    "encoder.path {:?} must be the pack itself (.), a folder inside it, or ../encoders/<name>",
+                    manifest.encoder.path
+                ),
+            ))
+        }
+    };
+    let pack_files = manifest
+        .pack_files()
+        .map(|(file, sha256)| (Path::new("pack").join(file), sha256));
+    let encoder_files = manifest
+        .encoder
+        .sha256
+        .iter()
+        .map(|(file, sha256)| (encoder_root.join(file), sha256.as_str()));
+    Ok(pack_files.chain(encoder_files).collect())
+}
+
+/// Calls `visit` with each plain file of the archive in `file` (from its
+/// start) and its path inside the archive, refusing members outside the two
+/// roots, links and special files, and more than [`MAX_MEMBERS`] members.
+fn for_each_member(
+    file: &mut File,
+    origin: &Path,
+    mut visit: impl FnMut(PathBuf, &mut tar::Entry<&File>) -> Result<()>,
+) -> Result<()> {
+    let refuse = |problem: String| Error::pack(origin, problem);
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(origin, e))?;
+    let mut tar = tar::Archive::new(&*file);
+    let entries = tar
+        .entries()
+        .map_err(|e| refuse(format!("not a pack archive (tar): {e}")))?;
+    for (index, entry) in entries.enumerate() {
+        if index >= MAX_MEMBERS {
+            return Err(refuse(format!("more than {MAX_MEMBERS} members")));
+        }
+        let mut entry = entry.map_err(|e| refuse(format!("damaged archive: {e}")))?;
+        let raw_path = entry
+            .path()
+            .map_err(|e| refuse(format!("a member has an unreadable name: {e}")))?
+            .into_owned();
+        let name = member_path(&raw_path).ok_or_else(|| {
+            refuse(format!(
+                "member {raw_path:?} is outside pack/ and encoders/<name>/ (absolute, '..' or an odd name)"
+            ))
+        })?;
+        let kind = entry.header().entry_type();
+        if kind.is_dir() {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(refuse(format!(
+                "member {raw_path:?} is a link or special file; packs hold only plain files"
+            )));
+        }
+        visit(name, &mut entry)?;
     }
     Ok(())
 }
@@ -302,6 +446,11 @@ impl Drop for Staging {
 mod tests {
     use super::*;
     use crate::pack::tests::write_tiny_pack;
+
+    /// An import without a signature or a policy asking for one.
+    fn import_archive(archive: &Path, models: &Path) -> Result<Pack> {
+        import_file(archive, models, None).map(|(pack, _)| pack)
+    }
 
     /// A tiny pack and its archive (with the encoder), in a fresh folder.
     fn tiny_archive(dir: &Path) -> PathBuf {
@@ -456,6 +605,107 @@ mod tests {
         assert_eq!(models_listing(&models), Vec::<String>::new());
     }
 
+    /// The members `write_archive` makes of the tiny pack with its encoder,
+    /// the manifest's JSON edited by `edit`, as an attacker could rewrite
+    /// them.
+    fn tiny_members(dir: &Path, edit: impl Fn(&mut serde_json::Value)) -> Vec<(String, Vec<u8>)> {
+        let source = dir.join("source");
+        let pack_dir = write_tiny_pack(&source);
+        let text = std::fs::read_to_string(pack_dir.join("manifest.json")).unwrap();
+        let mut manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+        edit(&mut manifest);
+        let mut members = vec![(
+            "pack/manifest.json".to_string(),
+            manifest.to_string().into_bytes(),
+        )];
+        for file in ["head.safetensors", "urgency.safetensors"] {
+            members.push((
+                format!("pack/{file}"),
+                std::fs::read(pack_dir.join(file)).unwrap(),
+            ));
+        }
+        for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+            let bytes = std::fs::read(source.join("encoders/tiny").join(file)).unwrap();
+            members.push((format!("encoders/tiny/{file}"), bytes));
+        }
+        members
+    }
+
+    /// Writes `members` as plain files of an archive at `path`.
+    fn crafted_files(path: &Path, members: &[(String, Vec<u8>)]) {
+        let members: Vec<Member> = members
+            .iter()
+            .map(|(name, bytes)| (name.as_str(), tar::EntryType::Regular, bytes.as_slice()))
+            .collect();
+        crafted(path, &members);
+    }
+
+    #[test]
+    fn members_the_manifest_does_not_list_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = dir.path().join("models");
+        let members = tiny_members(dir.path(), |_| {});
+        // The untouched members install: the refusals below are the extras'.
+        let good = dir.path().join("good.tar");
+        crafted_files(&good, &members);
+        import_archive(&good, &dir.path().join("elsewhere")).unwrap();
+        for extra in [
+            "pack/extra.bin",
+            "pack/notes/readme.txt",
+            "encoders/tiny/vocab.txt",
+            "encoders/other/model.safetensors",
+        ] {
+            let mut with_extra = members.clone();
+            with_extra.push((extra.to_string(), vec![0u8; 1 << 20]));
+            let archive = dir.path().join("extra.tar");
+            crafted_files(&archive, &with_extra);
+            let err = import_archive(&archive, &models).err().unwrap().to_string();
+            assert!(
+                err.contains(&format!("{extra:?}")) && err.contains("not listed in the manifest"),
+                "{extra}: {err}"
+            );
+            assert_eq!(models_listing(&models), Vec::<String>::new(), "{extra}");
+        }
+    }
+
+    #[test]
+    fn an_encoder_hash_entry_outside_the_archive_is_refused_at_import() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, b"not the pack's").unwrap();
+        let sha = crate::pack::sha256_file(&outside).unwrap();
+        let entry = outside.to_string_lossy().into_owned();
+        let members = tiny_members(dir.path(), |m| {
+            m["encoder"]["sha256"][&entry] = serde_json::json!(sha);
+        });
+        let archive = dir.path().join("outside.tar");
+        crafted_files(&archive, &members);
+        let models = dir.path().join("models");
+        let err = import_archive(&archive, &models).err().unwrap().to_string();
+        assert!(err.contains(&format!("{entry:?}")), "{err}");
+        assert_eq!(models_listing(&models), Vec::<String>::new());
+    }
+
+    #[test]
+    fn names_from_an_archive_are_escaped_in_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = dir.path().join("models");
+        let mut members = tiny_members(dir.path(), |_| {});
+        for name in [
+            "other/\u{1b}[2Jevil",
+            "pack/\u{1b}]0;title\u{7}",
+            "pack/\u{9b}31m",
+        ] {
+            members.push((name.to_string(), b"x".to_vec()));
+            let archive = dir.path().join("escape.tar");
+            crafted_files(&archive, &members);
+            members.pop();
+            let err = import_archive(&archive, &models).err().unwrap().to_string();
+            assert!(err.contains(&format!("{name:?}")), "{err:?}");
+            assert!(!err.contains(['\u{1b}', '\u{7}', '\u{9b}']), "{err:?}");
+        }
+    }
+
     #[test]
     fn a_pack_pointing_at_an_encoder_elsewhere_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -491,24 +741,44 @@ mod tests {
         let key = crate::signing::generate_key(&dir.path().join("it.key")).unwrap();
         let sig = crate::signing::sign_archive(&archive, &dir.path().join("it.key")).unwrap();
         let signature = std::fs::read_to_string(&sig).unwrap();
-        let policy = crate::policy::Policy::parse(
-            &format!("[packs]\nallowed_signers = [\"{}\"]\n", key.to_text()),
-            Path::new("policy.toml"),
-        )
-        .unwrap();
-        let scratch = dir.path().join("scratch");
+        let allowed = Some(std::slice::from_ref(&key));
         let models = dir.path().join("models");
+        let upload = Path::new("upload.tar");
 
-        let unsigned = import_bytes(&bytes, None, &scratch, &models, &policy).unwrap_err();
+        let unsigned = import(&bytes[..], upload, None, &models, allowed).unwrap_err();
         assert!(unsigned.to_string().contains("missing"), "{unsigned}");
+        assert_eq!(models_listing(&models), Vec::<String>::new());
+        // The signature covers these bytes only.
+        let mut changed = bytes.clone();
+        changed.extend_from_slice(&[0u8; 512]);
+        let err = import(&changed[..], upload, Some(&signature), &models, allowed).unwrap_err();
+        assert!(err.to_string().contains("different archive"), "{err}");
         assert_eq!(models_listing(&models), Vec::<String>::new());
 
         let (pack, signer) =
-            import_bytes(&bytes, Some(&signature), &scratch, &models, &policy).unwrap();
+            import(&bytes[..], upload, Some(&signature), &models, allowed).unwrap();
         assert_eq!(pack.manifest.name, "tiny-pack");
         assert_eq!(signer, Some(key));
         // Nothing of the upload is left behind.
-        assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+        assert_eq!(models_listing(&models), ["encoders", "tiny-pack"]);
+    }
+
+    #[test]
+    fn an_endless_source_is_refused_at_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let origin = Path::new("endless");
+        let err = stage(std::io::repeat(7), origin, &dir.path().join("a"), 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than 1 MB"), "{err}");
+        let exactly = vec![7u8; 1 << 20];
+        let (mut copy, digest) =
+            stage(&exactly[..], origin, &dir.path().join("b"), 1 << 20).unwrap();
+        assert_eq!(digest, <[u8; 32]>::from(Sha256::digest(&exactly)));
+        let mut back = Vec::new();
+        copy.seek(SeekFrom::Start(0)).unwrap();
+        copy.read_to_end(&mut back).unwrap();
+        assert!(back == exactly);
     }
 
     #[test]

@@ -841,7 +841,7 @@ mod tests {
             let pack = crate::pack::Pack::open(&dir).unwrap();
             crate::archive::write_archive(&pack, &archive, false).unwrap();
             let elsewhere = root.path().join("elsewhere");
-            crate::archive::import_archive(&archive, &elsewhere).unwrap();
+            crate::archive::import_file(&archive, &elsewhere, None).unwrap();
             let moved = Classifier::load(&elsewhere, "sentiment", None).unwrap();
             assert_eq!(
                 moved.classify("fever and cough").unwrap().probabilities,

@@ -1,9 +1,13 @@
 //! The one error type of the core.
 //!
 //! Messages never contain the text being classified: they name files, sizes and
-//! what to do next, so they are safe to log and to show.
+//! what to do next, so they are safe to log and to show. Paths and problems
+//! that may hold names from a pack, an archive or a signature file are shown
+//! through [`printable`], so such a name cannot drive the terminal.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::text::printable;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -31,13 +35,13 @@ pub enum Error {
     #[error("the input is not valid UTF-8 text (first invalid byte at offset {offset}): save it as UTF-8 and try again")]
     InvalidUtf8 { offset: usize },
 
-    #[error("model pack {path}: {problem}")]
+    #[error("model pack {}: {}", shown(.path), printable(.problem))]
     Pack { path: PathBuf, problem: String },
 
-    #[error("no model pack named '{name}' in {dir}: run `models/fetch-encoder.sh`, or set MEDTEXT_MODELS_DIR to the folder that holds the packs")]
+    #[error("no model pack named '{}' in {}: run `models/fetch-encoder.sh`, or set MEDTEXT_MODELS_DIR to the folder that holds the packs", printable(.name), shown(.dir))]
     PackNotFound { name: String, dir: PathBuf },
 
-    #[error("tokenizer {path}: {problem}")]
+    #[error("tokenizer {}: {}", shown(.path), printable(.problem))]
     Tokenizer { path: PathBuf, problem: String },
 
     #[error("the model cannot run on this input: {0}")]
@@ -79,7 +83,7 @@ pub enum Error {
     #[error("there is no history record {id}: it may have been deleted")]
     RecordNotFound { id: i64 },
 
-    #[error("{path}: {source}")]
+    #[error("{}: {source}", shown(.path))]
     Io {
         path: PathBuf,
         #[source]
@@ -107,7 +111,7 @@ pub enum Error {
     )]
     ManagedByPolicy { what: String, path: PathBuf },
 
-    #[error("pack signature {path}: {problem}")]
+    #[error("pack signature {}: {}", shown(.path), printable(.problem))]
     Signature { path: PathBuf, problem: String },
 
     #[error("the file is {mb} MB; {what} may be at most {limit_mb} MB")]
@@ -125,6 +129,11 @@ pub enum Error {
 
     #[error("API key: {problem}")]
     ApiKey { problem: String },
+}
+
+/// A path as messages show it (see [`printable`]).
+fn shown(path: &Path) -> String {
+    printable(&path.to_string_lossy())
 }
 
 impl Error {
@@ -185,6 +194,31 @@ impl Error {
         Error::Pack {
             path: path.into(),
             problem: problem.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_in_pack_and_file_errors_cannot_drive_the_terminal() {
+        let name = PathBuf::from("pack/\u{1b}]0;title\u{7}");
+        for error in [
+            Error::pack(&name, "member \u{1b}[2J"),
+            Error::io(&name, std::io::Error::other("x")),
+            Error::Signature {
+                path: name.clone(),
+                problem: "\u{9b}31m".into(),
+            },
+        ] {
+            let message = error.to_string();
+            assert!(
+                !message.contains(['\u{1b}', '\u{7}', '\u{9b}']),
+                "{message:?}"
+            );
+            assert!(message.contains("\\u{1b}"), "{message:?}");
         }
     }
 }

@@ -153,7 +153,7 @@ impl Architecture {
                 &path,
                 format!(
                     "unsupported model_type {}; MedText runs bert and distilbert encoders",
-                    other.map_or("(none)".to_string(), |t| format!("'{t}'"))
+                    other.map_or("(none)".to_string(), |t| format!("{t:?}"))
                 ),
             )),
         }
@@ -238,11 +238,11 @@ impl Pack {
             Some(n) => heads.iter().find(|h| h.name == n),
         }
         .ok_or_else(|| {
-            let known: Vec<&str> = heads.iter().map(|h| h.name.as_str()).collect();
+            let known: Vec<String> = heads.iter().map(|h| format!("{:?}", h.name)).collect();
             Error::pack(
                 &self.dir,
                 format!(
-                    "no head named '{}'; this pack has: {}",
+                    "no head named {:?}; this pack has: {}",
                     name.unwrap_or_default(),
                     known.join(", ")
                 ),
@@ -257,9 +257,17 @@ impl Manifest {
         let manifest_path = dir.join("manifest.json");
         let text =
             std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| Error::pack(&manifest_path, format!("invalid manifest: {e}")))?;
-        manifest.check(&manifest_path)?;
+        Self::parse(&text, &manifest_path)
+    }
+
+    /// Parses and checks a manifest's JSON; `manifest_path` names it in
+    /// errors.
+    pub(crate) fn parse(text: &str, manifest_path: &Path) -> Result<Self> {
+        // serde's messages may quote the values they failed on: Error shows
+        // problems escaped (text::printable).
+        let manifest: Manifest = serde_json::from_str(text)
+            .map_err(|e| Error::pack(manifest_path, format!("invalid manifest: {e}")))?;
+        manifest.check(manifest_path)?;
         Ok(manifest)
     }
 
@@ -285,7 +293,7 @@ impl Manifest {
         }
         if !is_safe_name(&m.name) {
             return bad(format!(
-                "pack name '{}' is not a plain folder name (letters, digits, '-', '_', '.')",
+                "pack name {:?} is not a plain folder name (letters, digits, '-', '_', '.')",
                 m.name
             ));
         }
@@ -301,13 +309,23 @@ impl Manifest {
         files.sort_unstable();
         if let Some(twice) = files.windows(2).find(|w| w[0] == w[1]) {
             return bad(format!(
-                "{} is named twice: each head, list and adapter needs its own file",
+                "{:?} is named twice: each head, list and adapter needs its own file",
                 twice[0]
             ));
         }
         for required in ["config.json", "model.safetensors", "tokenizer.json"] {
             if !m.encoder.sha256.contains_key(required) {
                 return bad(format!("encoder.sha256 has no entry for {required}"));
+            }
+        }
+        // Each entry is a file that is read and hashed: one naming a file
+        // elsewhere (`../`, `/etc/...`) would be read, and a matching hash
+        // would tell the pack's author what it holds.
+        for file in m.encoder.sha256.keys() {
+            if !is_inside(Path::new(file)) {
+                return bad(format!(
+                    "encoder.sha256 entry {file:?} is not a file name inside the encoder folder"
+                ));
             }
         }
         for (what, file) in [
@@ -317,8 +335,8 @@ impl Manifest {
             if let Some(file) = file {
                 if !is_inside(&file.file) {
                     return bad(format!(
-                        "{what} file {} is not a path inside the pack",
-                        file.file.display()
+                        "{what} file {:?} is not a path inside the pack",
+                        file.file
                     ));
                 }
             }
@@ -326,43 +344,41 @@ impl Manifest {
         for head in &m.heads {
             if !is_inside(&head.file) {
                 return bad(format!(
-                    "head '{}' file {} is not a path inside the pack",
-                    head.name,
-                    head.file.display()
+                    "head {:?} file {:?} is not a path inside the pack",
+                    head.name, head.file
                 ));
             }
             if head.labels.len() < 2 {
-                return bad(format!("head '{}' needs at least two labels", head.name));
+                return bad(format!("head {:?} needs at least two labels", head.name));
             }
             let mut ids: Vec<&str> = head.labels.iter().map(|l| l.id.as_str()).collect();
             ids.sort_unstable();
             if ids.windows(2).any(|w| w[0] == w[1]) {
-                return bad(format!("head '{}' has duplicate label ids", head.name));
+                return bad(format!("head {:?} has duplicate label ids", head.name));
             }
             if let Some(lexical) = &head.lexical {
                 if !is_inside(&lexical.file) {
                     return bad(format!(
-                        "head '{}' lexical file {} is not a path inside the pack",
-                        head.name,
-                        lexical.file.display()
+                        "head {:?} lexical file {:?} is not a path inside the pack",
+                        head.name, lexical.file
                     ));
                 }
                 if !(lexical.weight > 0.0 && lexical.weight < 1.0) {
                     return bad(format!(
-                        "head '{}' has a lexical weight outside 0..1",
+                        "head {:?} has a lexical weight outside 0..1",
                         head.name
                     ));
                 }
             }
             if !(head.temperature.is_finite() && head.temperature > 0.0) {
                 return bad(format!(
-                    "head '{}' has a non-positive temperature",
+                    "head {:?} has a non-positive temperature",
                     head.name
                 ));
             }
             if !(0.0..=1.0).contains(&head.abstain_below) {
                 return bad(format!(
-                    "head '{}' has abstain_below outside 0..1",
+                    "head {:?} has abstain_below outside 0..1",
                     head.name
                 ));
             }
@@ -399,10 +415,10 @@ impl Pack {
     fn verify_hashes(&self) -> Result<()> {
         let encoder_dir = self.encoder_dir();
         for (file, expected) in &self.manifest.encoder.sha256 {
-            verify_file(&encoder_dir.join(file), expected)?;
+            verify_file(&encoder_dir, Path::new(file), expected)?;
         }
         for (file, sha256) in self.manifest.pack_files() {
-            verify_file(&self.dir.join(file), sha256)?;
+            verify_file(&self.dir, file, sha256)?;
         }
         Ok(())
     }
@@ -567,18 +583,21 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-fn verify_file(path: &Path, expected: &str) -> Result<()> {
+/// Checks the sha256 of `file` in `dir`. Errors name the folder and, escaped,
+/// the manifest's entry.
+fn verify_file(dir: &Path, file: &Path, expected: &str) -> Result<()> {
+    let path = dir.join(file);
     if !path.is_file() {
         return Err(Error::pack(
-            path,
-            "the file is missing (for the default encoder run models/fetch-encoder.sh)",
+            dir,
+            format!("{file:?} is missing (for the default encoder run models/fetch-encoder.sh)"),
         ));
     }
-    let actual = sha256_file(path)?;
+    let actual = sha256_file(&path)?;
     if !actual.eq_ignore_ascii_case(expected) {
         return Err(Error::pack(
-            path,
-            format!("sha256 mismatch: the manifest expects {expected}, the file has {actual}; the file is damaged or was replaced"),
+            dir,
+            format!("{file:?}: sha256 mismatch: the manifest expects {expected:?}, the file has {actual}; the file is damaged or was replaced"),
         ));
     }
     Ok(())
@@ -676,7 +695,7 @@ pub(crate) mod tests {
         assert_eq!(pack.head(Some("chapter")).unwrap().labels.len(), 3);
         let err = pack.head(Some("block")).unwrap_err().to_string();
         assert!(
-            err.contains("no head named 'block'") && err.contains("chapter"),
+            err.contains("no head named \"block\"") && err.contains("chapter"),
             "{err}"
         );
     }
@@ -705,7 +724,7 @@ pub(crate) mod tests {
         for (lexical, problem) in [
             (
                 serde_json::json!({"file": "../x.safetensors", "sha256": "00", "weight": 0.3}),
-                "lexical file ../x.safetensors is not a path inside the pack",
+                "lexical file \"../x.safetensors\" is not a path inside the pack",
             ),
             (
                 serde_json::json!({"file": "l.safetensors", "sha256": "00", "weight": 0.0}),
@@ -717,7 +736,7 @@ pub(crate) mod tests {
             ),
             (
                 serde_json::json!({"file": "HEAD.safetensors", "sha256": "00", "weight": 0.3}),
-                "head.safetensors is named twice",
+                "\"head.safetensors\" is named twice",
             ),
         ] {
             let mut manifest: serde_json::Value = serde_json::from_str(&original).unwrap();
@@ -725,6 +744,33 @@ pub(crate) mod tests {
             std::fs::write(pack.join("manifest.json"), manifest.to_string()).unwrap();
             let err = Pack::open(&pack).unwrap_err().to_string();
             assert!(err.contains(problem), "{err}");
+        }
+    }
+
+    #[test]
+    fn encoder_hash_entries_outside_the_encoder_folder_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = write_tiny_pack(dir.path());
+        // A file the pack must never read, with its true hash: without the
+        // check, the pack opens and so proves the file's content.
+        let outside = dir.path().join("outside.txt");
+        std::fs::write(&outside, b"not the pack's").unwrap();
+        let outside_sha = sha256_file(&outside).unwrap();
+        let original = std::fs::read_to_string(pack.join("manifest.json")).unwrap();
+        for entry in [
+            "../../outside.txt".to_string(),
+            outside.to_string_lossy().into_owned(),
+            "\u{1b}[2J/../../../outside.txt".to_string(),
+        ] {
+            let mut manifest: serde_json::Value = serde_json::from_str(&original).unwrap();
+            manifest["encoder"]["sha256"][&entry] = serde_json::json!(outside_sha);
+            std::fs::write(pack.join("manifest.json"), manifest.to_string()).unwrap();
+            let err = Pack::open(&pack).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("encoder.sha256 entry {entry:?}")) && err.contains("inside"),
+                "{err}"
+            );
+            assert!(!err.contains('\u{1b}'), "{err:?}");
         }
     }
 
@@ -754,7 +800,7 @@ pub(crate) mod tests {
         let cfg = std::fs::read_to_string(enc.join("config.json")).unwrap();
         std::fs::write(enc.join("config.json"), cfg.replace("distilbert", "gpt2")).unwrap();
         let err = Architecture::detect(&enc).unwrap_err().to_string();
-        assert!(err.contains("unsupported model_type 'gpt2'"), "{err}");
+        assert!(err.contains("unsupported model_type \"gpt2\""), "{err}");
     }
 
     #[test]

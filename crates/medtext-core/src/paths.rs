@@ -198,9 +198,12 @@ pub fn open_private_file(path: &std::path::Path) -> Result<std::fs::File> {
         .map_err(|e| Error::io(path, e))
 }
 
-/// [`create_private_file`], failing if `path` already exists.
+/// [`create_private_file`], failing if `path` already exists. The handle
+/// reads too, so a staged copy is read back through the handle that wrote
+/// it, never by reopening its path.
 pub fn create_new_private_file(path: &std::path::Path) -> Result<std::fs::File> {
     private_options()
+        .read(true)
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io(path, e))

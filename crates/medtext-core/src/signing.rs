@@ -113,37 +113,67 @@ pub fn sign_archive(archive: &Path, secret_file: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Checks the signature beside `archive`. With `allowed` signers (the
-/// machine policy), a valid signature by one of them is required; without,
-/// a signature is optional but must be valid if present. Returns the signer.
-pub fn verify_archive(archive: &Path, allowed: Option<&[SignerKey]>) -> Result<Option<SignerKey>> {
+/// Largest signature file read: one is about 300 bytes.
+const MAX_SIGNATURE_BYTES: u64 = 64 << 10;
+
+/// The text of the signature file beside `archive` (`<archive>.sig`), or
+/// `None` when there is none.
+pub fn read_signature(archive: &Path) -> Result<Option<String>> {
     let sig_path = signature_path(archive);
-    let text = match std::fs::read_to_string(&sig_path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return match allowed {
-                None => Ok(None),
-                Some(_) => Err(sig_error(
-                    &sig_path,
-                    "missing: this machine's policy only accepts packs signed by a key IT allowed; ask for the signed archive and its .sig file",
-                )),
-            };
-        }
+    let file = match std::fs::File::open(&sig_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io(&sig_path, e)),
     };
-    let file: SignatureFile = serde_json::from_str(&text)
-        .map_err(|e| sig_error(&sig_path, format!("not a MedText signature file ({e})")))?;
-    if file.format != FORMAT {
+    let mut text = String::new();
+    file.take(MAX_SIGNATURE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io(&sig_path, e))?;
+    if text.len() as u64 > MAX_SIGNATURE_BYTES {
         return Err(sig_error(
             &sig_path,
-            format!("unknown format '{}'", file.format),
+            "not a MedText signature file (too large)",
         ));
     }
-    let signer = SignerKey::parse(&file.signer).map_err(|p| sig_error(&sig_path, p))?;
-    let digest = archive_sha256(archive)?;
+    Ok(Some(text))
+}
+
+/// Checks `signature` (a signature file's text, `None` when the archive
+/// came without one) against the SHA-256 of the archive's bytes. Taking the
+/// digest, not a path, lets the caller hash exactly the bytes it then
+/// installs. With `allowed` signers (the machine policy), a valid signature
+/// by one of them is required; without, a signature is optional but must be
+/// valid if present. `sig_name` names the signature in errors. Returns the
+/// signer.
+pub fn verify(
+    digest: &[u8; 32],
+    signature: Option<&str>,
+    sig_name: &Path,
+    allowed: Option<&[SignerKey]>,
+) -> Result<Option<SignerKey>> {
+    let Some(text) = signature else {
+        return match allowed {
+            None => Ok(None),
+            Some(_) => Err(sig_error(
+                sig_name,
+                "missing: this machine's policy only accepts packs signed by a key IT allowed; ask for the signed archive and its .sig file",
+            )),
+        };
+    };
+    // serde's messages may quote what they failed on: Error shows problems
+    // escaped (text::printable).
+    let file: SignatureFile = serde_json::from_str(text)
+        .map_err(|e| sig_error(sig_name, format!("not a MedText signature file ({e})")))?;
+    if file.format != FORMAT {
+        return Err(sig_error(
+            sig_name,
+            format!("unknown format {:?}", file.format),
+        ));
+    }
+    let signer = SignerKey::parse(&file.signer).map_err(|p| sig_error(sig_name, p))?;
     if hex::encode(digest) != file.archive_sha256 {
         return Err(sig_error(
-            &sig_path,
+            sig_name,
             "it was made for a different archive: the archive changed after it was signed",
         ));
     }
@@ -151,15 +181,15 @@ pub fn verify_archive(archive: &Path, allowed: Option<&[SignerKey]>) -> Result<O
         .ok()
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .map(|b| Signature::from_bytes(&b))
-        .ok_or_else(|| sig_error(&sig_path, "the signature is not 128 hex digits"))?;
+        .ok_or_else(|| sig_error(sig_name, "the signature is not 128 hex digits"))?;
     signer
         .0
-        .verify(&signed_message(&digest), &signature)
-        .map_err(|_| sig_error(&sig_path, "the signature does not match the archive"))?;
+        .verify(&signed_message(digest), &signature)
+        .map_err(|_| sig_error(sig_name, "the signature does not match the archive"))?;
     if let Some(allowed) = allowed {
         if !allowed.contains(&signer) {
             return Err(sig_error(
-                &sig_path,
+                sig_name,
                 format!(
                     "signed by {}, which is not among the signers this machine's policy allows",
                     signer.to_text()
@@ -202,6 +232,19 @@ fn sig_error(path: &Path, problem: impl Into<String>) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The check an import makes, on an archive file and the signature
+    /// beside it.
+    fn verify_archive(archive: &Path, allowed: Option<&[SignerKey]>) -> Result<Option<SignerKey>> {
+        let signature = read_signature(archive)?;
+        let digest = archive_sha256(archive)?;
+        verify(
+            &digest,
+            signature.as_deref(),
+            &signature_path(archive),
+            allowed,
+        )
+    }
 
     fn signed_archive(dir: &Path) -> (PathBuf, SignerKey) {
         let archive = dir.join("pack.tar");

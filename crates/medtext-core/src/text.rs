@@ -101,6 +101,29 @@ pub fn spreadsheet_cell(cell: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// `text` from a pack, an archive or a signature file as it may be printed:
+/// control characters (terminal escape sequences, a bell, C1 codes) and the
+/// invisible characters that reorder or hide text (bidi overrides,
+/// zero-width marks) become `\u{..}` escapes, so a crafted name cannot drive
+/// the terminal or disguise a message. Everything else, quotes and accents
+/// included, is kept as it is, for names shown to people; messages quote
+/// names with `{:?}`, which escapes the same characters.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        let hidden = matches!(
+            c,
+            '\u{061c}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}'
+        );
+        if c.is_control() || hidden {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +135,15 @@ mod tests {
         assert_eq!(spreadsheet_cell("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(spreadsheet_cell("chest pain"), "chest pain");
         assert_eq!(spreadsheet_cell(""), "");
+    }
+
+    #[test]
+    fn control_and_invisible_characters_are_printed_as_escapes() {
+        assert_eq!(
+            printable("\u{1b}[2Jx\u{7}\u{9b}31m\u{202e}y\n"),
+            "\\u{1b}[2Jx\\u{7}\\u{9b}31m\\u{202e}y\\u{a}"
+        );
+        assert_eq!(printable("Crohn's \"disease\" é"), "Crohn's \"disease\" é");
     }
 
     #[test]

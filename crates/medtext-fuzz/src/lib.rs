@@ -51,11 +51,10 @@ pub fn manifest(data: &[u8]) {
 /// A pack archive being imported: tar parsing, member paths and types,
 /// sizes, hashes. Whatever it installs is removed again.
 pub fn archive(data: &[u8]) {
-    let file = scratch().join("pack.tar");
     let models = scratch().join("archive-models");
     std::fs::create_dir_all(&models).expect("scratch models folder");
-    std::fs::write(&file, data).expect("scratch archive");
-    let _ = medtext_core::archive::import_archive(&file, &models);
+    let origin = std::path::Path::new("fuzz.tar");
+    let _ = medtext_core::archive::import(data, origin, None, &models, None);
     // Import must never write outside the models folder; clear it for the next input.
     let _ = std::fs::remove_dir_all(&models);
 }
