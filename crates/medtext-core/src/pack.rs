@@ -11,7 +11,24 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::abbreviations::Abbreviations;
+use crate::user_files::Limit;
 use crate::{Error, Result};
+
+/// Most bytes of a pack's manifest or an encoder's `config.json`: they are
+/// a few kilobytes, and a FIFO or a huge file in their place must not fill
+/// memory.
+pub const JSON_FILE_LIMIT: Limit = Limit {
+    bytes: 16 << 20,
+    what: "a pack manifest or an encoder config",
+    advice: "check that this folder holds a MedText pack or a Hugging Face export",
+};
+
+/// The manifest or config at `path` as text, read within
+/// [`JSON_FILE_LIMIT`].
+pub(crate) fn read_json_file(path: &Path) -> Result<String> {
+    String::from_utf8(JSON_FILE_LIMIT.read_file(path)?)
+        .map_err(|_| Error::pack(path, "is not UTF-8 text"))
+}
 
 /// The manifest format this build reads.
 pub const MANIFEST_FORMAT: u32 = 1;
@@ -143,7 +160,7 @@ impl Architecture {
     /// Reads the architecture from the `model_type` of an encoder's `config.json`.
     pub fn detect(encoder_dir: &Path) -> Result<Self> {
         let path = encoder_dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let text = read_json_file(&path)?;
         let config: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| Error::pack(&path, format!("not valid JSON: {e}")))?;
         match config.get("model_type").and_then(|v| v.as_str()) {
@@ -255,8 +272,7 @@ impl Manifest {
     /// Reads and checks `dir/manifest.json` (no file hashes yet).
     pub fn read(dir: &Path) -> Result<Self> {
         let manifest_path = dir.join("manifest.json");
-        let text =
-            std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let text = read_json_file(&manifest_path)?;
         Self::parse(&text, &manifest_path)
     }
 
@@ -507,7 +523,7 @@ pub fn import_sequence_classifier(
     attribution: &str,
 ) -> Result<PathBuf> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let text = read_json_file(&config_path)?;
     let config: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::pack(&config_path, format!("not valid JSON: {e}")))?;
     let bad = |problem: String| Err(Error::pack(&config_path, problem));
@@ -698,6 +714,43 @@ pub(crate) mod tests {
             err.contains("no head named \"block\"") && err.contains("chapter"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_manifest_config_or_tokenizer_past_its_limit_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack = write_tiny_pack(dir.path());
+        let encoder = dir.path().join("encoders/tiny");
+        // Sparse files one byte past each limit: read whole, they would
+        // take that much memory.
+        let oversized = |file: &Path, limit: u64| {
+            let kept = file.with_extension("kept");
+            std::fs::rename(file, &kept).unwrap();
+            std::fs::File::create(file)
+                .unwrap()
+                .set_len(limit + 1)
+                .unwrap();
+            kept
+        };
+        let readers: [(PathBuf, u64, &dyn Fn() -> Result<()>); 3] = [
+            (pack.join("manifest.json"), JSON_FILE_LIMIT.bytes, &|| {
+                Manifest::read(&pack).map(|_| ())
+            }),
+            (encoder.join("config.json"), JSON_FILE_LIMIT.bytes, &|| {
+                Architecture::detect(&encoder).map(|_| ())
+            }),
+            (encoder.join("tokenizer.json"), 64 << 20, &|| {
+                crate::tokenize::TextTokenizer::from_file(&encoder.join("tokenizer.json"), 16)
+                    .map(|_| ())
+            }),
+        ];
+        for (file, limit, read) in readers {
+            let kept = oversized(&file, limit);
+            let err = read().err().unwrap().to_string();
+            assert!(err.contains("is larger than"), "{}: {err}", file.display());
+            std::fs::rename(&kept, &file).unwrap();
+        }
+        crate::Classifier::load(dir.path(), "tiny-pack", None).unwrap();
     }
 
     #[test]

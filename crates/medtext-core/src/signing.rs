@@ -18,7 +18,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::user_files::Limit;
 use crate::{paths, Error, Result};
+
+/// Most bytes of a signing key file: `medtext pack keygen` writes 65.
+const SECRET_KEY_FILE: Limit = Limit {
+    bytes: 4096,
+    what: "a pack signing key file",
+    advice: "give the file `medtext pack keygen` wrote",
+};
 
 /// What a signature file says it is; also the start of the signed message,
 /// so a signature made for something else never verifies here.
@@ -84,7 +92,12 @@ pub fn generate_key(secret_out: &Path) -> Result<SignerKey> {
 /// the signature file's path.
 pub fn sign_archive(archive: &Path, secret_file: &Path) -> Result<PathBuf> {
     let text = Zeroizing::new(
-        std::fs::read_to_string(secret_file).map_err(|e| Error::io(secret_file, e))?,
+        String::from_utf8(SECRET_KEY_FILE.read_file(secret_file)?).map_err(|_| {
+            sig_error(
+                secret_file,
+                "not a signing key: give the file `medtext pack keygen` wrote",
+            )
+        })?,
     );
     let secret: Zeroizing<[u8; 32]> = Zeroizing::new(
         hex::decode(text.trim())

@@ -10,7 +10,16 @@ use std::path::{Path, PathBuf};
 use tokenizers::Tokenizer;
 
 use crate::abbreviations::Expanded;
+use crate::user_files::Limit;
 use crate::{Error, Result};
+
+/// Most bytes of a `tokenizer.json`: MiniLM's is 0.7 MB, large multilingual
+/// vocabularies about 20 MB.
+const TOKENIZER_LIMIT: Limit = Limit {
+    bytes: 64 << 20,
+    what: "a tokenizer.json",
+    advice: "check that this folder holds a MedText pack or a Hugging Face export",
+};
 
 /// The token ids of one window, special tokens included.
 pub type Window = Vec<u32>;
@@ -80,8 +89,9 @@ impl TextTokenizer {
             path: path.to_path_buf(),
             problem,
         };
+        let bytes = TOKENIZER_LIMIT.read_file(path)?;
         let mut inner =
-            Tokenizer::from_file(path).map_err(|e| problem(format!("cannot load: {e}")))?;
+            Tokenizer::from_bytes(bytes).map_err(|e| problem(format!("cannot load: {e}")))?;
         inner.with_padding(None);
         inner
             .with_truncation(None)
