@@ -8,7 +8,7 @@
 //! requests in progress, and each round takes the next windows of every one
 //! of them, up to [`ROUND_TOKENS_PER_REQUEST`] tokens each (at least one
 //! window), runs them together in forward passes grouped by length
-//! ([`Classifier::advance`]), and answers every request whose windows have
+//! (`Classifier::advance`), and answers every request whose windows have
 //! all run. Requests that arrive meanwhile join the next round. A text's
 //! result is the mean of its windows' probabilities, so it is the same
 //! whatever rounds its windows ran in.
@@ -34,9 +34,10 @@ pub const DEFAULT_QUEUE: usize = 64;
 
 /// Tokens of windows each request in progress gets in a round (at least one
 /// window, however long): a quarter of a forward pass's
-/// [`crate::classifier::TOKENS_PER_BATCH`], so a request waits at most a few
-/// hundred milliseconds per request ahead of it, while a single long request
-/// still runs windows many at a time.
+/// [`crate::classifier::TOKENS_PER_BATCH`], eight windows of 256 tokens, so
+/// a new request waits about two rounds' share of each request ahead of it,
+/// while a single long request still runs its windows many at a time (as
+/// fast as all at once, measured on a 48-window note).
 pub const ROUND_TOKENS_PER_REQUEST: usize = crate::classifier::TOKENS_PER_BATCH / 4;
 
 type Reply = SyncSender<Result<Vec<Result<Classification>>>>;
