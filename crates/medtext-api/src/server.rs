@@ -1,5 +1,5 @@
-//! The server: a loopback listener, one thread per connection (at most
-//! [`MAX_CONNECTIONS`]; more wait to be accepted), and the four routes.
+//! The server: a loopback listener, one thread per connection, and the four
+//! routes.
 //!
 //! - `GET /health`: the process answers (always 200).
 //! - `GET /ready`: 200 once the model pack is loaded, 503 before or when it
@@ -13,6 +13,23 @@
 //! machine or that come from a web page (`Origin`), so a site the user visits
 //! cannot reach it through the browser (DNS rebinding). Nothing of a
 //! request's body is logged, counted by content or sent back in an error.
+//!
+//! Any local process can connect, key or not, so what a connection may hold
+//! is bounded, each deadline counted from when it is taken up:
+//!
+//! - [`MAX_CONNECTIONS`] are served at once. Beyond them,
+//!   [`PROBE_CONNECTIONS`] more are kept for the probes: they must send their
+//!   head within [`PROBE_HEAD_TIME`], and only `GET /health`, `/ready` and
+//!   `/metrics` are answered there (anything else gets 503 with
+//!   `Retry-After`), so a monitor sees the server answer while clients hold
+//!   every other connection. More connections wait to be accepted.
+//! - The head must arrive within [`HEAD_TIME`]; the body, which is read only
+//!   for a request with a valid key, within [`REQUEST_TIME`].
+//! - A request without a valid key (refused, or a probe) has
+//!   [`LINGER_TIME`] after its head to take its answer and for the rest of
+//!   its body to be read and dropped (see `linger`): its connection is given
+//!   back at most `HEAD_TIME + LINGER_TIME` after it was taken up, however
+//!   slowly it sends a body it announced as 16 MB.
 
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -31,8 +48,12 @@ use crate::http::{self, Head, HttpError, Response, WipingReader};
 use crate::metrics::{self, Gauges, Metrics};
 use crate::Error;
 
-/// Connections served at once; more wait in the accept queue.
+/// Connections served at once (see the module's documentation).
 pub const MAX_CONNECTIONS: usize = 32;
+
+/// Connections kept beyond [`MAX_CONNECTIONS`] for `GET /health`, `/ready`
+/// and `/metrics`.
+pub const PROBE_CONNECTIONS: usize = 4;
 
 /// Largest request body (64 texts of a long note each, JSON-escaped).
 pub const MAX_BODY_BYTES: usize = 16 << 20;
@@ -42,11 +63,23 @@ pub const MAX_TEXTS: usize = medtext_core::batch::MAX_TEXTS_PER_CALL;
 
 /// How long a client may take to send its request line and headers: short,
 /// so idle connections cannot hold the [`MAX_CONNECTIONS`] slots for long.
-const HEAD_TIME: Duration = Duration::from_secs(2);
+pub const HEAD_TIME: Duration = Duration::from_secs(2);
 
-/// How long a client may then take to send its body, and to take the answer
-/// (per write).
-const BODY_TIME: Duration = Duration::from_secs(10);
+/// The same on a connection kept for the probes, which send a short head at
+/// once.
+pub const PROBE_HEAD_TIME: Duration = Duration::from_millis(500);
+
+/// How long a client with a valid key may take to send its whole request,
+/// head and body (16 MB arrive in milliseconds on loopback).
+pub const REQUEST_TIME: Duration = Duration::from_secs(10);
+
+/// How long a request without a valid key has, once its head is read, to
+/// take its answer and for the rest of its body to be read and dropped.
+pub const LINGER_TIME: Duration = Duration::from_millis(500);
+
+/// How long a client with a valid key may take to take each part of its
+/// answer (the results of 64 texts can be large).
+const WRITE_TIME: Duration = Duration::from_secs(10);
 
 /// What `medtext serve` serves.
 pub struct Config {
@@ -73,9 +106,8 @@ struct State {
     policy: Policy,
     metrics: Metrics,
     port: u16,
-    /// Slots taken (connections served, and the one the accept loop holds
-    /// for the next), and the signal that one was given back.
-    slots: (Mutex<usize>, Condvar),
+    /// Connections served, and the signal that one was given back.
+    slots: (Mutex<Slots>, Condvar),
     /// Connections being served, for the metrics.
     serving: AtomicUsize,
 }
@@ -152,7 +184,7 @@ impl Server {
                 policy: config.policy,
                 metrics: Metrics::default(),
                 port,
-                slots: (Mutex::new(0), Condvar::new()),
+                slots: (Mutex::new(Slots::default()), Condvar::new()),
                 serving: AtomicUsize::new(0),
             }),
             load: Some((config.models_dir, config.pack, config.head)),
@@ -178,10 +210,6 @@ impl Server {
                 .map_err(Error::Thread)?;
         }
         loop {
-            // At most MAX_CONNECTIONS are served at once; the next waits in
-            // the system's accept queue until one ends (the client sees a
-            // slower answer, never a reset).
-            let slot = Slot::take(&self.state);
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(_) => {
@@ -190,6 +218,10 @@ impl Server {
                     continue;
                 }
             };
+            // With every slot taken, this connection waits for one, and the
+            // next ones in the system's accept queue (the client sees a
+            // slower answer, never a reset).
+            let slot = Slot::take(&self.state);
             let state = Arc::clone(&self.state);
             // If the thread cannot start, the stream and the slot are dropped
             // with the closure: the client sees its connection close.
@@ -197,7 +229,7 @@ impl Server {
                 .name("medtext-api-conn".into())
                 .spawn(move || {
                     let _serving = Serving::count(&state);
-                    serve_connection(&state, stream);
+                    serve_connection(&state, stream, slot.probes_only);
                     drop(slot);
                 });
         }
@@ -221,40 +253,74 @@ impl Drop for Serving<'_> {
     }
 }
 
-/// One of the [`MAX_CONNECTIONS`] connections; given back when dropped, also
-/// if its thread panics.
-struct Slot(Arc<State>);
+/// Connections being served: of the [`MAX_CONNECTIONS`], and of the
+/// [`PROBE_CONNECTIONS`].
+#[derive(Default)]
+struct Slots {
+    any: usize,
+    probes: usize,
+}
+
+/// A connection's place; given back when dropped, also if its thread
+/// panics.
+struct Slot {
+    state: Arc<State>,
+    /// One of the [`PROBE_CONNECTIONS`]: it answers the probes only.
+    probes_only: bool,
+}
 
 impl Slot {
+    /// One of the [`MAX_CONNECTIONS`] if one is free, else one of the
+    /// [`PROBE_CONNECTIONS`]; waits while none is.
     fn take(state: &Arc<State>) -> Self {
-        let (count, freed) = &state.slots;
-        let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
-        while *open >= MAX_CONNECTIONS {
-            open = freed.wait(open).unwrap_or_else(|e| e.into_inner());
+        let (slots, freed) = &state.slots;
+        let mut taken = slots.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let probes_only = if taken.any < MAX_CONNECTIONS {
+                taken.any += 1;
+                false
+            } else if taken.probes < PROBE_CONNECTIONS {
+                taken.probes += 1;
+                true
+            } else {
+                taken = freed.wait(taken).unwrap_or_else(|e| e.into_inner());
+                continue;
+            };
+            return Self {
+                state: Arc::clone(state),
+                probes_only,
+            };
         }
-        *open += 1;
-        Self(Arc::clone(state))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let (count, freed) = &self.0.slots;
-        let mut open = count.lock().unwrap_or_else(|e| e.into_inner());
-        *open -= 1;
+        let (slots, freed) = &self.state.slots;
+        let mut taken = slots.lock().unwrap_or_else(|e| e.into_inner());
+        if self.probes_only {
+            taken.probes -= 1;
+        } else {
+            taken.any -= 1;
+        }
         freed.notify_one();
     }
 }
 
-fn serve_connection(state: &State, stream: TcpStream) {
+fn serve_connection(state: &State, stream: TcpStream, probes_only: bool) {
     let started = Instant::now();
-    let _ = stream.set_write_timeout(Some(BODY_TIME));
+    let _ = stream.set_write_timeout(Some(WRITE_TIME));
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
+    let head_time = if probes_only {
+        PROBE_HEAD_TIME
+    } else {
+        HEAD_TIME
+    };
     let mut reader = WipingReader::new(Deadline {
         stream: read_half,
-        until: started + HEAD_TIME,
+        until: started + head_time,
     });
     let mut writer = stream;
     // What to read and throw away after answering (see `linger`).
@@ -262,16 +328,31 @@ fn serve_connection(state: &State, stream: TcpStream) {
     let (route, key, response) = match http::read_head(&mut reader) {
         Ok(None) => return,
         Ok(Some(head)) => {
-            reader.get_mut().until = Instant::now() + BODY_TIME;
+            // Only a request with a valid key has its body read.
+            reader.get_mut().until = started + REQUEST_TIME;
             unread = head.content_length().unwrap_or(0).min(MAX_BODY_BYTES);
             let route = metrics::route_label(&head.path);
             let mut key = None;
-            let response = respond(state, &head, &mut reader, &mut writer, &mut key)
-                .unwrap_or_else(|e| Response::error(&e));
+            let response = if probes_only && !is_probe(&head) {
+                Err(try_again(format!(
+                    "all {MAX_CONNECTIONS} connections are busy: try again shortly"
+                )))
+            } else {
+                respond(state, &head, &mut reader, &mut writer, &mut key)
+            }
+            .unwrap_or_else(|e| Response::error(&e));
             (route, key.map(|k: ApiKeyHolder| k.name), response)
         }
         Err(e) => ("other", None, Response::error(&e)),
     };
+    // A request without a valid key has LINGER_TIME from here to take its
+    // answer and for the rest of its body to be drained: it must not keep
+    // its connection. One with a key has WRITE_TIME per write, then
+    // LINGER_TIME.
+    let refused_until = Instant::now() + LINGER_TIME;
+    if key.is_none() {
+        let _ = writer.set_write_timeout(Some(LINGER_TIME));
+    }
     let _ = response.write_to(&mut writer);
     state.metrics.request(route, response.status);
     tracing::info!(
@@ -281,18 +362,32 @@ fn serve_connection(state: &State, stream: TcpStream) {
         key = key.as_deref().unwrap_or("-"),
         ms = started.elapsed().as_millis() as u64
     );
-    linger(&mut writer, reader, unread);
+    let until = match key {
+        Some(_) => Instant::now() + LINGER_TIME,
+        None => refused_until,
+    };
+    linger(&mut writer, reader, unread, until);
+}
+
+/// Whether a request is one the [`PROBE_CONNECTIONS`] answer.
+fn is_probe(head: &Head) -> bool {
+    head.method == "GET" && matches!(head.path.as_str(), "/health" | "/ready" | "/metrics")
 }
 
 /// Closes gently: a body the server did not read (a refused request) would
 /// otherwise make the system reset the connection, and a client that sends
 /// its whole body before reading (Python's urllib and requests do) would
 /// lose the response. So the rest of a body up to [`MAX_BODY_BYTES`] is
-/// read and thrown away, within the body's deadline.
-fn linger(writer: &mut TcpStream, mut reader: WipingReader<Deadline>, unread: usize) {
+/// read and thrown away, until `until` (a body sent at loopback speed is
+/// drained in milliseconds; one trickled in is cut off).
+fn linger(
+    writer: &mut TcpStream,
+    mut reader: WipingReader<Deadline>,
+    unread: usize,
+    until: Instant,
+) {
     let _ = writer.shutdown(Shutdown::Write);
-    let deadline = &mut reader.get_mut().until;
-    *deadline = (*deadline).max(Instant::now() + Duration::from_millis(500));
+    reader.get_mut().until = until;
     reader.discard(unread.max(64 << 10));
 }
 
@@ -481,7 +576,7 @@ fn classify(
     }
     // The body is patient text: wiped when dropped, like the worker's inputs.
     let body = http::read_body(reader, length)?;
-    let (mut texts, single) = parse_request(&body)?;
+    let (texts, single) = parse_request(&body)?;
     for (i, text) in texts.iter().enumerate() {
         state.policy.check_text(text).map_err(|e| {
             let at = if single {
@@ -499,8 +594,21 @@ fn classify(
         .worker()
         .map_err(|e| HttpError::new(503, e.to_string()))?;
     let count = texts.len();
+    let prepared = worker.prepare(&texts[..]).map_err(core_error)?;
+    drop(texts);
+    if let Some(most) = state.policy.api_max_tokens_per_request {
+        let tokens = prepared.tokens();
+        if tokens > most {
+            return Err(HttpError::new(
+                413,
+                format!(
+                    "the texts hold {tokens} tokens; this machine's policy allows at most {most} tokens per request ([api] max_tokens_per_request): send fewer or shorter texts"
+                ),
+            ));
+        }
+    }
     let results: Vec<Classification> = worker
-        .classify(std::mem::take(&mut *texts))
+        .classify_prepared(prepared)
         .map_err(core_error)?
         .into_iter()
         .collect::<medtext_core::Result<_>>()

@@ -7,7 +7,7 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{
     classify, connect, key, metric, models, request, send_raw, start, wait_ready, CANCER,
@@ -266,39 +266,139 @@ fn refuses_other_hosts_web_pages_wrong_methods_and_oversized_requests() {
     assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
 }
 
-/// More clients than connection slots: the extra ones wait to be accepted
-/// and are answered once a slot is free, never reset.
+/// More clients than connection slots: a probe is still answered at once,
+/// on a connection kept for probes, where anything else is told to retry;
+/// with those taken too, clients wait to be accepted, never reset.
 #[test]
-fn connections_beyond_the_limit_wait_for_a_free_slot() {
+fn connections_beyond_the_limit_answer_probes_and_then_wait_for_a_slot() {
+    use medtext_api::server::{MAX_CONNECTIONS, PROBE_CONNECTIONS};
     let dir = tempfile::tempdir().unwrap();
-    let (addr, _) = start(dir.path(), "no-such-pack", Policy::default());
+    let (addr, api_key) = start(dir.path(), "no-such-pack", Policy::default());
     // Idle connections take every slot until their 2 s for a head runs out.
-    let idle: Vec<TcpStream> = (0..medtext_api::server::MAX_CONNECTIONS)
+    let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
         .map(|_| TcpStream::connect(addr).unwrap())
         .collect();
     std::thread::sleep(Duration::from_millis(200));
-    let started = std::time::Instant::now();
-    let health = request(addr, "GET", "/health", &[], "");
-    assert_eq!(health.status, 200);
+    let started = Instant::now();
+    assert_eq!(request(addr, "GET", "/health", &[], "").status, 200);
     assert!(
-        started.elapsed() >= Duration::from_millis(1000),
+        started.elapsed() < Duration::from_millis(1500),
+        "the probe waited {:?} for a slot",
+        started.elapsed()
+    );
+    let busy = classify(addr, &api_key, &serde_json::json!({ "text": CANCER }));
+    assert_eq!(busy.status, 503);
+    assert!(busy.head.contains("Retry-After"), "{}", busy.head);
+    assert!(busy.body.contains("busy"), "{}", busy.body);
+    // Idle on the probes' connections too: the next probe waits until their
+    // half second for a head runs out.
+    let idle_probes: Vec<TcpStream> = (0..PROBE_CONNECTIONS)
+        .map(|_| TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let started = Instant::now();
+    assert_eq!(request(addr, "GET", "/health", &[], "").status, 200);
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
         "it did not wait"
     );
     // The idle ones were answered 408 and closed.
-    for mut stream in idle {
+    for mut stream in idle.into_iter().chain(idle_probes) {
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 408 "), "{answer}");
     }
     // Their threads end once they see the close; then only the metrics
     // request itself is open.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut open = metric(addr, "medtext_open_connections");
-    while open != 1.0 && std::time::Instant::now() < deadline {
+    while open != 1.0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
         open = metric(addr, "medtext_open_connections");
     }
     assert_eq!(open, 1.0);
+}
+
+/// Local processes without a key that announce a large body and trickle
+/// it in, more of them than there are connection slots, cannot hold the
+/// slots: each is answered and closed soon after it connects, and a health
+/// probe is answered meanwhile.
+#[test]
+fn clients_without_a_key_cannot_hold_the_connection_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, _) = start(dir.path(), "no-such-pack", Policy::default());
+    let trickling: Vec<_> = (0..medtext_api::server::MAX_CONNECTIONS + 12)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let connected = Instant::now();
+                let mut stream = TcpStream::connect(addr).unwrap();
+                write!(
+                    stream,
+                    "POST /v1/classify HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 16000000\r\n\r\n"
+                )
+                .unwrap();
+                // A byte every 50 ms until the server closes the connection
+                // (a write then fails), for at most 20 s.
+                while connected.elapsed() < Duration::from_secs(20) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if stream.write_all(b"x").is_err() {
+                        break;
+                    }
+                }
+                connected.elapsed()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let probe = Instant::now();
+    let health = request(addr, "GET", "/health", &[], "");
+    assert_eq!(health.status, 200);
+    assert!(
+        probe.elapsed() < Duration::from_secs(3),
+        "/health took {:?} while the slots were held",
+        probe.elapsed()
+    );
+    for client in trickling {
+        let held = client.join().unwrap();
+        assert!(
+            held < Duration::from_secs(4),
+            "a connection without a key was held for {held:?}"
+        );
+    }
+}
+
+/// `[api] max_tokens_per_request`: a request whose texts hold more tokens
+/// is refused with 413 once tokenized, before any inference, without
+/// quoting them; a smaller one is served.
+#[test]
+fn a_request_over_the_policys_token_cap_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy::parse(
+        "[api]\nmax_tokens_per_request = 40\n",
+        Path::new("/etc/medtext/policy.toml"),
+    )
+    .unwrap();
+    let (addr, api_key) = start(dir.path(), "medical-abstracts", policy);
+    assert_eq!(wait_ready(addr).status, 200);
+    let one = classify(addr, &api_key, &serde_json::json!({ "text": CANCER }));
+    assert_eq!(one.status, 200, "{}", one.body);
+    let tokens = one.json()["tokens"].as_u64().unwrap();
+    assert!(tokens > 10 && tokens <= 40, "{tokens}");
+    // Each text fits; together they do not.
+    let many = serde_json::json!({ "texts": [CANCER, MARKER, CANCER, CANCER] });
+    let refused = classify(addr, &api_key, &many);
+    assert_eq!(refused.status, 413, "{}", refused.body);
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("40 tokens") && message.contains("policy"),
+        "{message}"
+    );
+    assert!(!message.contains(MARKER) && !message.contains("Adenocarcinoma"));
+    // Only the one request was classified, and only it is audited.
+    assert_eq!(metric(addr, "medtext_classified_texts_total"), 1.0);
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
 
 use crate::abbreviations::Abbreviations;
 use crate::encoder::{bert, distilbert, Encoder};
@@ -234,45 +235,38 @@ impl Embedder {
     /// [`TOKENS_PER_BATCH`] tokens per forward pass, so short texts (code
     /// titles, one-line statements) go many at a time.
     pub fn embed_texts<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>> {
-        let tokenized = self
-            .tokenize_all(texts)
-            .into_iter()
+        let tokenized = texts
+            .iter()
+            .map(|t| self.read(t.as_ref()))
             .collect::<Result<Vec<_>>>()?;
-        let owners: Vec<Option<&Tokenized>> = tokenized.iter().map(Some).collect();
+        let windows = tokenized
+            .iter()
+            .enumerate()
+            .flat_map(|(i, t)| t.windows.iter().map(move |w| (i, w)))
+            .collect();
         let mut sums = vec![vec![0f32; self.hidden_size()]; texts.len()];
-        self.pool_in_length_groups(&owners, |rows_of, pooled| {
+        self.pool_in_length_groups(windows, |rows_of, pooled| {
             accumulate(&mut sums, rows_of, pooled.to_vec2::<f32>()?);
             Ok(())
         })?;
         Ok(sums.into_iter().map(normalised).collect())
     }
 
-    /// Validates and tokenizes each text; each keeps its own error.
-    fn tokenize_all<S: AsRef<str>>(&self, texts: &[S]) -> Vec<Result<Tokenized>> {
-        texts
-            .iter()
-            .map(|t| {
-                text::validate(t.as_ref())?;
-                self.tokenize(t.as_ref())
-            })
-            .collect()
+    /// Validates and tokenizes `text`.
+    fn read(&self, text: &str) -> Result<Tokenized> {
+        text::validate(text)?;
+        self.tokenize(text)
     }
 
-    /// Pools every window of the texts (`None`: a text to skip) in groups
-    /// sorted by length, at most [`TOKENS_PER_BATCH`] padded tokens each, and
-    /// hands `each` the text index of every row with the group's pooled
-    /// vectors `[rows, hidden]`.
+    /// Pools `windows`, each with the index of the text it belongs to, in
+    /// groups sorted by length, at most [`TOKENS_PER_BATCH`] padded tokens
+    /// each, and hands `each` the text index of every row with the group's
+    /// pooled vectors `[rows, hidden]`.
     fn pool_in_length_groups(
         &self,
-        texts: &[Option<&Tokenized>],
+        mut windows: Vec<(usize, &Window)>,
         mut each: impl FnMut(&[usize], &Tensor) -> Result<()>,
     ) -> Result<()> {
-        let mut windows: Vec<(usize, &Window)> = texts
-            .iter()
-            .enumerate()
-            .filter_map(|(i, t)| t.map(|t| (i, t)))
-            .flat_map(|(i, t)| t.windows.iter().map(move |w| (i, w)))
-            .collect();
         windows.sort_by_key(|(_, w)| w.len());
         for group in length_groups(&windows, TOKENS_PER_BATCH) {
             let batch: Vec<Window> = group.iter().map(|(_, w)| (*w).clone()).collect();
@@ -289,11 +283,6 @@ fn only<T>(mut items: Vec<T>) -> Result<T> {
     items.pop().ok_or(Error::EmptyText)
 }
 
-/// The one classification of a one-head run, if the text was classified.
-fn only_head(per_head: Option<Vec<Classification>>) -> Result<Classification> {
-    per_head.and_then(|mut h| h.pop()).ok_or(Error::EmptyText)
-}
-
 /// Adds each row to the sums of the text it belongs to.
 fn accumulate(sums: &mut [Vec<f32>], rows_of: &[usize], rows: Vec<Vec<f32>>) {
     for (&text, row) in rows_of.iter().zip(rows) {
@@ -307,6 +296,51 @@ fn accumulate(sums: &mut [Vec<f32>], rows_of: &[usize], rows: Vec<Vec<f32>>) {
 fn normalised(v: Vec<f32>) -> Vec<f32> {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
     v.into_iter().map(|x| x / norm).collect()
+}
+
+/// A text on its way through the heads: read (validated, tokenized, its
+/// n-gram parts scored) by [`Classifier::begin`], run a slice of windows at
+/// a time by [`Classifier::advance`], summed up by [`Classifier::finish`].
+///
+/// A text's result is the mean of its windows' probabilities, so it does not
+/// depend on which passes its windows ran in: a batch runs them all at once,
+/// the inference worker a few of every request per round, so that one
+/// request with long notes cannot hold it (see [`crate::worker`]). The text
+/// itself is not kept; its token ids, which spell it out, are wiped when
+/// this is dropped.
+pub(crate) struct Pending {
+    tokenized: Tokenized,
+    heads: Vec<HeadSums>,
+    /// Windows run so far: the first `done` of `tokenized.windows`.
+    done: usize,
+}
+
+/// What a [`Pending`] text holds for one head.
+struct HeadSums {
+    head: usize,
+    /// The log-probabilities of the head's n-gram part for the whole text,
+    /// mixed into every window's scores (`None`: the head has none).
+    lexical: Option<Vec<f32>>,
+    /// The sum of the probabilities of the windows run so far.
+    sums: Vec<f32>,
+}
+
+impl Pending {
+    /// Tokens in the text, as in [`Classification::tokens`].
+    pub(crate) fn tokens(&self) -> usize {
+        self.tokenized.tokens
+    }
+
+    /// The windows not run yet, in order.
+    pub(crate) fn windows_left(&self) -> &[Window] {
+        self.tokenized.windows.get(self.done..).unwrap_or_default()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.tokenized.windows.zeroize();
+    }
 }
 
 /// A loaded pack, ready to classify with any of its heads.
@@ -448,10 +482,9 @@ impl Classifier {
     /// [`Classifier::classify`], plus the evidence for the top label: every
     /// word of the text with its share in the decision (see [`crate::evidence`]).
     pub fn classify_with_evidence(&self, text: &str) -> Result<Classification> {
-        let tokenized = only(self.embedder.tokenize_all(&[text]))??;
-        let mut classification = only_head(only(
-            self.run_heads(&[Some((text, &tokenized))], &[self.selected])?,
-        )?)?;
+        let mut pending = self.begin(text)?;
+        self.run_to_end(&mut [&mut pending])?;
+        let mut classification = self.finish(&pending)?;
         let top = self
             .head_spec()
             .labels
@@ -461,7 +494,12 @@ impl Classifier {
         let head = &self.heads[self.selected];
         // The n-gram part is the same at every path point: the evidence is
         // the encoder's, the words as it read them.
-        let lexical = self.lexical_rows(self.selected, &[Some(text)])?;
+        let lexical = pending
+            .heads
+            .first()
+            .and_then(|h| h.lexical.as_deref())
+            .map(|row| Tensor::from_slice(row, (1, row.len()), &Device::Cpu))
+            .transpose()?;
         // Summed over the path points of integrated gradients.
         let log_p_top = |pooled: &Tensor| -> Result<Tensor> {
             let scores = self.head_scores(self.selected, pooled, lexical.as_ref())?;
@@ -471,7 +509,8 @@ impl Classifier {
                 .sum_all()?)
         };
         let started = std::time::Instant::now();
-        let window_scores = tokenized
+        let window_scores = pending
+            .tokenized
             .windows
             .iter()
             .map(|w| {
@@ -479,138 +518,186 @@ impl Classifier {
                     .token_attributions(w, evidence_steps(w.len()), log_p_top)
             })
             .collect::<Result<Vec<_>>>()?;
-        classification.evidence = words_from_window_scores(&tokenized, &window_scores);
+        classification.evidence = words_from_window_scores(&pending.tokenized, &window_scores);
         tracing::info!(
             event = "evidence",
-            windows = tokenized.windows.len(),
+            windows = pending.tokenized.windows.len(),
             ms = started.elapsed().as_secs_f64() * 1000.0
         );
         Ok(classification)
     }
 
-    /// Classifies several texts together, the way a batch job or requests
-    /// arriving at once should run: every window of every text is sorted by
-    /// length and cut into groups of at most [`TOKENS_PER_BATCH`] tokens
-    /// (padded), so one forward pass serves many texts and short windows are
-    /// not padded to the length of long ones. The outer error is an engine
-    /// failure; each text gets its own result, so one empty text does not
-    /// fail the others.
+    /// Classifies several texts together, the way a batch job should run:
+    /// every window of every text is sorted by length and cut into groups of
+    /// at most [`TOKENS_PER_BATCH`] tokens (padded), so one forward pass
+    /// serves many texts and short windows are not padded to the length of
+    /// long ones. The outer error is an engine failure; each text gets its
+    /// own result, so one empty text does not fail the others.
     pub fn classify_batch<S: AsRef<str>>(
         &self,
         texts: &[S],
     ) -> Result<Vec<Result<Classification>>> {
-        let tokenized = self.embedder.tokenize_all(texts);
-        let owners: Vec<Option<(&str, &Tokenized)>> = texts
-            .iter()
-            .zip(&tokenized)
-            .map(|(text, t)| t.as_ref().ok().map(|t| (text.as_ref(), t)))
-            .collect();
-        let results = self.run_heads(&owners, &[self.selected])?;
-        Ok(tokenized
-            .into_iter()
-            .zip(results)
-            .map(|(t, per_head)| t.and_then(|_| only_head(per_head)))
-            .collect())
+        let mut pending: Vec<Result<Pending>> =
+            texts.iter().map(|t| self.begin(t.as_ref())).collect();
+        let mut read: Vec<&mut Pending> = pending.iter_mut().flatten().collect();
+        self.run_to_end(&mut read)?;
+        Ok(pending.into_iter().map(|p| self.finish(&p?)).collect())
     }
 
     /// Classifies `text` with every head of the pack from one forward pass
     /// (an ICD pack's chapter and block, say), in manifest order.
     pub fn classify_every_head(&self, text: &str) -> Result<Vec<Classification>> {
-        let tokenized = only(self.embedder.tokenize_all(&[text]))??;
         let all: Vec<usize> = (0..self.heads.len()).collect();
-        only(self.run_heads(&[Some((text, &tokenized))], &all)?)?.ok_or(Error::EmptyText)
+        let mut pending = self.begin_with(text, &all)?;
+        self.run_to_end(&mut [&mut pending])?;
+        self.finish_heads(&pending)
     }
 
-    /// For each text and its tokens (`None`: skip it), one classification
-    /// per head in `heads`, from one forward pass over all of them.
-    fn run_heads(
-        &self,
-        inputs: &[Option<(&str, &Tokenized)>],
-        heads: &[usize],
-    ) -> Result<Vec<Option<Vec<Classification>>>> {
+    /// Reads `text` for the head `classify` answers with: everything done
+    /// before the encoder runs (see [`Pending`]).
+    pub(crate) fn begin(&self, text: &str) -> Result<Pending> {
+        self.begin_with(text, &[self.selected])
+    }
+
+    /// Reads `text` for each head in `heads`.
+    fn begin_with(&self, text: &str, heads: &[usize]) -> Result<Pending> {
+        let tokenized = self.embedder.read(text)?;
+        let heads = heads
+            .iter()
+            .map(|&h| HeadSums {
+                head: h,
+                lexical: self.heads[h].lexical.as_ref().map(|(lexical, _)| {
+                    lexical.log_probabilities(&self.embedder.spelled_out(text))
+                }),
+                sums: vec![0f32; self.heads[h].spec.labels.len()],
+            })
+            .collect();
+        Ok(Pending {
+            tokenized,
+            heads,
+            done: 0,
+        })
+    }
+
+    /// Runs every window left of `texts`.
+    fn run_to_end(&self, texts: &mut [&mut Pending]) -> Result<()> {
+        let mut work: Vec<(&mut Pending, usize)> = texts
+            .iter_mut()
+            .map(|p| {
+                let left = p.windows_left().len();
+                (&mut **p, left)
+            })
+            .collect();
+        self.advance(&mut work)
+    }
+
+    /// Runs the next `n` windows of each text `(text, n)`, all texts' windows
+    /// in one set of forward passes grouped by length (see
+    /// [`Classifier::classify_batch`]), and adds their probabilities to each
+    /// text's sums. The texts must have been read for the same heads.
+    pub(crate) fn advance(&self, work: &mut [(&mut Pending, usize)]) -> Result<()> {
         let started = std::time::Instant::now();
-        let texts: Vec<Option<&Tokenized>> = inputs.iter().map(|i| i.map(|(_, t)| t)).collect();
-        let raw: Vec<Option<&str>> = inputs.iter().map(|i| i.map(|(text, _)| text)).collect();
-        // lexical[slot]: `[texts, labels]` log-probabilities of the head's
-        // n-gram part, one row per text, whatever its windows.
-        let lexical = heads
+        let Some(((first, _), rest)) = work.split_first() else {
+            return Ok(());
+        };
+        let heads: Vec<usize> = first.heads.iter().map(|h| h.head).collect();
+        if rest
             .iter()
-            .map(|&h| self.lexical_rows(h, &raw))
-            .collect::<Result<Vec<_>>>()?;
-        // sums[slot][text][label], a slot per head asked for.
-        let mut sums: Vec<Vec<Vec<f32>>> = heads
+            .any(|(p, _)| !p.heads.iter().map(|h| h.head).eq(heads.iter().copied()))
+        {
+            return Err(Error::Engine(
+                "texts read for different heads cannot run together".into(),
+            ));
+        }
+        let windows: Vec<(usize, &Window)> = work
             .iter()
-            .map(|&h| vec![vec![0f32; self.heads[h].spec.labels.len()]; texts.len()])
+            .enumerate()
+            .flat_map(|(i, (p, n))| p.windows_left().iter().take(*n).map(move |w| (i, w)))
+            .collect();
+        let (count, window_tokens) = (
+            windows.len(),
+            windows.iter().map(|(_, w)| w.len()).sum::<usize>(),
+        );
+        // added[slot][text][label], a slot per head.
+        let mut added: Vec<Vec<Vec<f32>>> = first
+            .heads
+            .iter()
+            .map(|h| vec![vec![0f32; h.sums.len()]; work.len()])
             .collect();
         self.embedder
-            .pool_in_length_groups(&texts, |rows_of, pooled| {
-                let ids: Vec<u32> = rows_of.iter().map(|&r| r as u32).collect();
-                let ids = Tensor::new(ids, &Device::Cpu)?;
+            .pool_in_length_groups(windows, |rows_of, pooled| {
                 for (slot, &h) in heads.iter().enumerate() {
-                    let lexical = lexical[slot]
-                        .as_ref()
-                        .map(|rows| rows.index_select(&ids, 0))
-                        .transpose()?;
+                    let lexical =
+                        self.lexical_rows(h, rows_of.iter().map(|&i| &work[i].0.heads[slot]))?;
                     accumulate(
-                        &mut sums[slot],
+                        &mut added[slot],
                         rows_of,
                         self.head_probabilities(h, pooled, lexical.as_ref())?,
                     );
                 }
                 Ok(())
             })?;
+        for (slot, per_text) in added.into_iter().enumerate() {
+            for ((p, _), sums) in work.iter_mut().zip(per_text) {
+                for (s, a) in p.heads[slot].sums.iter_mut().zip(sums) {
+                    *s += a;
+                }
+            }
+        }
+        for (p, n) in work.iter_mut() {
+            p.done = (p.done + *n).min(p.tokenized.windows.len());
+        }
         // Sizes and timings only: never text or labels (see crate::logging).
         tracing::info!(
             event = "classify",
-            texts = texts.len(),
-            windows = texts
-                .iter()
-                .flatten()
-                .map(|t| t.windows.len())
-                .sum::<usize>(),
-            tokens = texts.iter().flatten().map(|t| t.tokens).sum::<usize>(),
+            texts = work.len(),
+            windows = count,
+            window_tokens,
             heads = heads.len(),
             ms = started.elapsed().as_secs_f64() * 1000.0
         );
-        let mut per_text: Vec<Vec<Vec<f32>>> = vec![Vec::with_capacity(heads.len()); texts.len()];
-        for slot in sums {
-            for (text, row) in per_text.iter_mut().zip(slot) {
-                text.push(row);
-            }
+        Ok(())
+    }
+
+    /// The classification of a text read by [`Classifier::begin`] whose
+    /// windows have all run.
+    pub(crate) fn finish(&self, pending: &Pending) -> Result<Classification> {
+        only(self.finish_heads(pending)?)
+    }
+
+    /// One classification per head the text was read for, once its windows
+    /// have all run.
+    fn finish_heads(&self, pending: &Pending) -> Result<Vec<Classification>> {
+        if !pending.windows_left().is_empty() {
+            return Err(Error::Engine(
+                "a text was summed up before all its windows ran".into(),
+            ));
         }
-        Ok(texts
+        Ok(pending
+            .heads
             .iter()
-            .zip(per_text)
-            .map(|(t, per_head)| {
-                t.map(|t| {
-                    heads
-                        .iter()
-                        .zip(per_head)
-                        .map(|(&h, sums)| self.summarise(h, t, sums))
-                        .collect()
-                })
-            })
+            .map(|h| self.summarise(h.head, &pending.tokenized, &h.sums))
             .collect())
     }
 
-    /// The log-probabilities `[texts, labels]` of head `h`'s n-gram part
-    /// for each text (`None`: a skipped text, given zeros); `None` for a
-    /// head without one.
-    fn lexical_rows(&self, h: usize, texts: &[Option<&str>]) -> Result<Option<Tensor>> {
-        let Some((lexical, _)) = &self.heads[h].lexical else {
+    /// The n-gram rows `[rows, labels]` of head `h` for the texts of a group
+    /// of windows, one per window; `None` for a head without an n-gram part.
+    fn lexical_rows<'a>(
+        &self,
+        h: usize,
+        rows: impl ExactSizeIterator<Item = &'a HeadSums>,
+    ) -> Result<Option<Tensor>> {
+        if self.heads[h].lexical.is_none() {
             return Ok(None);
-        };
-        let labels = self.heads[h].spec.labels.len();
-        let rows: Vec<f32> = texts
-            .iter()
-            .flat_map(|text| match text {
-                Some(text) => lexical.log_probabilities(&self.embedder.spelled_out(text)),
-                None => vec![0.0; labels],
-            })
+        }
+        let count = rows.len();
+        let values: Vec<f32> = rows
+            .flat_map(|r| r.lexical.iter().flatten().copied())
             .collect();
+        let labels = self.heads[h].spec.labels.len();
         Ok(Some(Tensor::from_vec(
-            rows,
-            (texts.len(), labels),
+            values,
+            (count, labels),
             &Device::Cpu,
         )?))
     }
@@ -641,7 +728,7 @@ impl Classifier {
 
     /// The classification of one text from the sum of its windows'
     /// probabilities: their mean, every label sorted, the abstain check.
-    fn summarise(&self, h: usize, tokenized: &Tokenized, sums: Vec<f32>) -> Classification {
+    fn summarise(&self, h: usize, tokenized: &Tokenized, sums: &[f32]) -> Classification {
         let spec = &self.heads[h].spec;
         let n = tokenized.windows.len().max(1) as f32;
         let mut probabilities: Vec<LabelScore> = spec

@@ -24,6 +24,7 @@
 //!
 //! [api]
 //! allow = false               # the loopback API of `medtext serve`
+//! max_tokens_per_request = 50000   # most tokens in one request's texts
 //! ```
 //!
 //! Every key is optional; a key that is present is *managed*: the user sees
@@ -40,6 +41,11 @@ use crate::logging::LogSettings;
 use crate::signing::SignerKey;
 use crate::text::MAX_TEXT_CHARS;
 use crate::{Error, Result};
+
+/// The largest `[api] max_tokens_per_request`: what the most texts of the
+/// longest length a request may send could hold (a token is at least one
+/// character).
+pub const MAX_API_TOKENS_PER_REQUEST: usize = crate::batch::MAX_TEXTS_PER_CALL * MAX_TEXT_CHARS;
 
 /// Names another policy file, in debug builds only: tests need one, and a
 /// released MedText must not let a user point it at a file of their own.
@@ -70,6 +76,11 @@ pub struct Policy {
     pub log_keep_days: Option<u32>,
     pub log_max_file_mb: Option<u32>,
     pub allow_local_api: Option<bool>,
+    /// Most tokens the texts of one local API request may hold (all texts
+    /// together, as tokenized for the pack in use): the inference worker
+    /// shares its time between requests, but each request still costs its
+    /// tokens, and IT may want a single program's calls kept short.
+    pub api_max_tokens_per_request: Option<usize>,
 }
 
 /// One managed setting, for the settings screen and `medtext doctor`.
@@ -134,6 +145,7 @@ struct LogsSection {
 #[serde(deny_unknown_fields)]
 struct ApiSection {
     allow: Option<bool>,
+    max_tokens_per_request: Option<Spanned<usize>>,
 }
 
 /// The policy file a test named with [`POLICY_FILE_ENV`] (debug builds only).
@@ -217,6 +229,13 @@ impl Policy {
             "input.max_text_chars",
             &at,
         )?;
+        let api_max_tokens_per_request = within(
+            &file.api.max_tokens_per_request,
+            1,
+            MAX_API_TOKENS_PER_REQUEST,
+            "api.max_tokens_per_request",
+            &at,
+        )?;
         let allowed_pack_signers = match &file.packs.allowed_signers {
             Some(list) if list.is_empty() => {
                 return Err(at(
@@ -252,6 +271,7 @@ impl Policy {
             log_keep_days: ranged(&file.logs.keep_days, 1, 3650, "logs.keep_days")?,
             log_max_file_mb: ranged(&file.logs.max_file_mb, 1, 1024, "logs.max_file_mb")?,
             allow_local_api: file.api.allow,
+            api_max_tokens_per_request,
         })
     }
 
@@ -370,6 +390,10 @@ impl Policy {
             self.log_max_file_mb.map(|v| v.to_string()),
         );
         add("api.allow", self.allow_local_api.map(|v| v.to_string()));
+        add(
+            "api.max_tokens_per_request",
+            self.api_max_tokens_per_request.map(|v| v.to_string()),
+        );
         out
     }
 }
@@ -508,7 +532,8 @@ mod tests {
         let text = format!(
             "[lock]\nidle_minutes = 5\nunlock = \"passphrase\"\n[history]\nretention_days = 90\n\
              allow_export = false\nallow_backup = true\n[input]\nmax_text_chars = 2000\n\
-             [packs]\nallowed_signers = [\"{}\"]\n[logs]\nkeep_days = 7\nmax_file_mb = 2\n[api]\nallow = false\n",
+             [packs]\nallowed_signers = [\"{}\"]\n[logs]\nkeep_days = 7\nmax_file_mb = 2\n[api]\nallow = false\n\
+             max_tokens_per_request = 5000\n",
             key.to_text()
         );
         let policy = parse(&text).unwrap();
@@ -524,7 +549,8 @@ mod tests {
                 max_file_bytes: 2 << 20
             }
         );
-        assert_eq!(policy.managed().len(), 10);
+        assert_eq!(policy.api_max_tokens_per_request, Some(5000));
+        assert_eq!(policy.managed().len(), 11);
         let api = policy.check_local_api().unwrap_err().to_string();
         assert!(
             api.contains("medtext serve") && api.contains("policy.toml"),
@@ -575,6 +601,23 @@ mod tests {
 
         let (_, problem) = line_and_problem("[input]\nmax_text_chars = 100001\n");
         assert!(problem.contains("100000"), "{problem}");
+    }
+
+    #[test]
+    fn the_api_token_cap_is_read_within_its_range() {
+        let policy = parse("[api]\nmax_tokens_per_request = 5000\n").unwrap();
+        let managed = policy.managed();
+        assert_eq!(
+            managed
+                .iter()
+                .find(|m| m.key == "api.max_tokens_per_request")
+                .map(|m| m.value.as_str()),
+            Some("5000")
+        );
+        assert!(parse("").unwrap().managed().is_empty());
+        let (line, problem) = line_and_problem("[api]\nallow = true\nmax_tokens_per_request = 0\n");
+        assert_eq!(line, 3);
+        assert!(problem.contains("between 1 and"), "{problem}");
     }
 
     #[test]

@@ -1207,6 +1207,19 @@ mod tests {
             assert_eq!(explained.top.id, label);
             assert!(!explained.evidence.is_empty());
         }
+        // Together, each text is mixed with its own n-gram row.
+        let texts = [
+            "patient with tachycardia",
+            &"patient with bronchiolitis and cough ".repeat(20),
+        ];
+        let together = c.classify_batch(&texts).unwrap();
+        for (text, got) in texts.iter().zip(together) {
+            let (got, alone) = (got.unwrap(), c.classify(text).unwrap());
+            assert_eq!(got.windows, alone.windows);
+            for (g, a) in got.probabilities.iter().zip(&alone.probabilities) {
+                assert!((g.probability - a.probability).abs() < 1e-5, "{g:?} {a:?}");
+            }
+        }
 
         // A replaced n-gram head is refused, named.
         assert_eq!(spec.file, Path::new("category-lexical.safetensors"));

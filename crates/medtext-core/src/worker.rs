@@ -1,50 +1,98 @@
-//! The inference worker: one thread that owns a classifier and takes work
-//! from a bounded queue, so the UI thread, the local API and batch jobs never
-//! run a forward pass themselves, and a flood of requests is refused with a
-//! clear message instead of piling up memory.
+//! The inference worker: one thread that owns a classifier and runs every
+//! forward pass, so the UI thread, the local API and batch jobs never run one
+//! themselves, and a flood of requests is refused with a clear message
+//! ([`Error::Busy`]) instead of piling up memory.
 //!
-//! Requests that are waiting when the worker picks up work are served
-//! together by [`Classifier::classify_batch`], grouped by length under a
-//! token budget: under load, throughput rises instead of latency.
-//! Inference threads are the process-wide setting of
-//! [`crate::runtime::configure`].
+//! Requests share the worker in rounds, so that one request with long notes
+//! cannot hold it while a one-line request waits: the worker keeps the
+//! requests in progress, and each round takes the next windows of every one
+//! of them, up to [`ROUND_TOKENS_PER_REQUEST`] tokens each (at least one
+//! window), runs them together in forward passes grouped by length
+//! (`Classifier::advance`), and answers every request whose windows have
+//! all run. Requests that arrive meanwhile join the next round. A text's
+//! result is the mean of its windows' probabilities, so it is the same
+//! whatever rounds its windows ran in.
+//!
+//! Texts are read (validated and tokenized) on the caller's thread before
+//! they are queued ([`Worker::prepare`]), so a front end can refuse a request
+//! over its token limit before any inference. Inference threads are the
+//! process-wide setting of [`crate::runtime::configure`].
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use zeroize::Zeroize;
 
+use crate::classifier::Pending;
 use crate::{Classification, Classifier, Error, Result};
 
-/// Requests a worker holds by default before it refuses more.
+/// Requests a worker holds (queued or in progress) by default before it
+/// refuses more.
 pub const DEFAULT_QUEUE: usize = 64;
 
-/// Texts served together at most, across the requests waiting at once.
-const TEXTS_PER_ROUND: usize = 256;
+/// Tokens of windows each request in progress gets in a round (at least one
+/// window, however long): a quarter of a forward pass's
+/// [`crate::classifier::TOKENS_PER_BATCH`], eight windows of 256 tokens, so
+/// a new request waits about two rounds' share of each request ahead of it,
+/// while a single long request still runs its windows many at a time (as
+/// fast as all at once, measured on a 48-window note).
+pub const ROUND_TOKENS_PER_REQUEST: usize = crate::classifier::TOKENS_PER_BATCH / 4;
+
+type Reply = SyncSender<Result<Vec<Result<Classification>>>>;
 
 enum Job {
     Classify {
-        texts: Vec<String>,
-        reply: SyncSender<Result<Vec<Result<Classification>>>>,
+        texts: Prepared,
+        reply: Reply,
     },
     Evidence {
         text: String,
         reply: SyncSender<Result<Classification>>,
+        place: Place,
     },
 }
 
+/// Texts read for one worker ([`Worker::prepare`]), each with its own error
+/// (an empty text, say), ready to be classified. It holds a place in the
+/// worker until it is answered or dropped.
+pub struct Prepared {
+    texts: Vec<Result<Pending>>,
+    place: Place,
+}
+
+impl Prepared {
+    /// Tokens in the texts that could be read: what a request asks of the
+    /// worker.
+    pub fn tokens(&self) -> usize {
+        self.texts.iter().flatten().map(Pending::tokens).sum()
+    }
+}
+
+/// A request's place in its worker, given back when dropped (also when a
+/// front end refuses the request after reading it).
+struct Place(Arc<AtomicUsize>);
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A handle to the worker thread. Dropping it lets the thread finish what is
-/// queued and stop.
+/// queued and in progress, and stop.
 pub struct Worker {
     queue: Option<SyncSender<Job>>,
     capacity: usize,
+    /// Places taken: requests being read, queued or in progress.
+    places: Arc<AtomicUsize>,
     thread: Option<JoinHandle<()>>,
     classifier: Arc<Classifier>,
 }
 
 impl Worker {
-    /// Starts a worker for `classifier` that queues at most `capacity`
+    /// Starts a worker for `classifier` that holds at most `capacity`
     /// requests.
     pub fn start(classifier: Arc<Classifier>, capacity: usize) -> Result<Self> {
         let capacity = capacity.max(1);
@@ -57,6 +105,7 @@ impl Worker {
         Ok(Self {
             queue: Some(queue),
             capacity,
+            places: Arc::new(AtomicUsize::new(0)),
             thread: Some(thread),
             classifier,
         })
@@ -67,9 +116,35 @@ impl Worker {
         &self.classifier
     }
 
-    /// Classifies `texts` on the worker and waits for the results (see
-    /// [`Classifier::classify_batch`]).
-    pub fn classify(&self, texts: Vec<String>) -> Result<Vec<Result<Classification>>> {
+    /// Classifies `texts` on the worker and waits for the results (the same
+    /// as [`Classifier::classify_batch`]). The texts are wiped once read.
+    pub fn classify(&self, mut texts: Vec<String>) -> Result<Vec<Result<Classification>>> {
+        let prepared = self.prepare(&texts);
+        texts.zeroize();
+        self.classify_prepared(prepared?)
+    }
+
+    /// Reads `texts` on this thread, taking a place in the worker first
+    /// ([`Error::Busy`] when it has none left): what [`Prepared::tokens`]
+    /// needs to bound a request before it is queued.
+    pub fn prepare<S: AsRef<str>>(&self, texts: &[S]) -> Result<Prepared> {
+        let place = self.place()?;
+        Ok(Prepared {
+            texts: texts
+                .iter()
+                .map(|t| self.classifier.begin(t.as_ref()))
+                .collect(),
+            place,
+        })
+    }
+
+    /// Classifies texts this worker read and waits for the results.
+    pub fn classify_prepared(&self, texts: Prepared) -> Result<Vec<Result<Classification>>> {
+        if !Arc::ptr_eq(&texts.place.0, &self.places) {
+            return Err(Error::Engine(
+                "the texts were read for another model pack; send them again".into(),
+            ));
+        }
         let (reply, answer) = mpsc::sync_channel(1);
         self.submit(Job::Classify { texts, reply })?;
         answer.recv().map_err(|_| stopped())?
@@ -78,8 +153,20 @@ impl Worker {
     /// Classifies `text` with word evidence on the worker and waits.
     pub fn classify_with_evidence(&self, text: String) -> Result<Classification> {
         let (reply, answer) = mpsc::sync_channel(1);
-        self.submit(Job::Evidence { text, reply })?;
+        let place = self.place()?;
+        self.submit(Job::Evidence { text, reply, place })?;
         answer.recv().map_err(|_| stopped())?
+    }
+
+    fn place(&self) -> Result<Place> {
+        self.places
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |taken| {
+                (taken < self.capacity).then_some(taken + 1)
+            })
+            .map(|_| Place(Arc::clone(&self.places)))
+            .map_err(|_| Error::Busy {
+                capacity: self.capacity,
+            })
     }
 
     fn submit(&self, job: Job) -> Result<()> {
@@ -95,7 +182,7 @@ impl Worker {
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        // Closing the queue ends the loop once it is empty.
+        // Closing the queue ends the loop once nothing is left to do.
         self.queue.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -107,67 +194,97 @@ fn stopped() -> Error {
     Error::Engine("the inference worker has stopped; restart MedText".into())
 }
 
+/// A classify request in progress.
+struct Request {
+    texts: Prepared,
+    reply: Reply,
+}
+
 fn serve(classifier: &Classifier, jobs: &Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        // Everything already waiting is served in the same round.
-        let mut round = vec![first];
-        let mut texts = round_texts(&round);
-        while texts < TEXTS_PER_ROUND {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    round.push(job);
-                    texts = round_texts(&round);
+    let mut active: Vec<Request> = Vec::new();
+    loop {
+        // Idle, wait for work; otherwise take what arrived during the last
+        // round, without waiting.
+        let first = if active.is_empty() {
+            match jobs.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
+            }
+        } else {
+            None
+        };
+        for job in first.into_iter().chain(jobs.try_iter()) {
+            match job {
+                Job::Classify { texts, reply } => active.push(Request { texts, reply }),
+                Job::Evidence {
+                    mut text,
+                    reply,
+                    place,
+                } => {
+                    let explained = classifier.classify_with_evidence(&text);
+                    text.zeroize();
+                    drop(place);
+                    // A requester that gave up is no reason to stop.
+                    let _ = reply.send(explained);
                 }
-                Err(_) => break,
             }
         }
-        run_round(classifier, round);
+        run_round(classifier, &mut active);
     }
 }
 
-fn round_texts(round: &[Job]) -> usize {
-    round
-        .iter()
-        .map(|job| match job {
-            Job::Classify { texts, .. } => texts.len(),
-            Job::Evidence { .. } => 1,
-        })
-        .sum()
-}
-
-fn run_round(classifier: &Classifier, round: Vec<Job>) {
-    let mut texts: Vec<String> = Vec::new();
-    let mut waiting = Vec::new();
-    for job in round {
-        match job {
-            Job::Classify { texts: mine, reply } => {
-                waiting.push((texts.len()..texts.len() + mine.len(), reply));
-                texts.extend(mine);
+/// Runs one round (see the module's documentation) and answers the requests
+/// it completes; if the engine fails, every request in progress gets the
+/// error.
+fn run_round(classifier: &Classifier, active: &mut Vec<Request>) {
+    let mut work: Vec<(&mut Pending, usize)> = Vec::new();
+    for request in active.iter_mut() {
+        let mut taken = 0;
+        for text in request.texts.texts.iter_mut().flatten() {
+            let mut windows = 0;
+            for window in text.windows_left() {
+                if taken > 0 && taken + window.len() > ROUND_TOKENS_PER_REQUEST {
+                    break;
+                }
+                taken += window.len();
+                windows += 1;
             }
-            Job::Evidence { mut text, reply } => {
-                // A requester that gave up is no reason to stop.
-                let _ = reply.send(classifier.classify_with_evidence(&text));
-                text.zeroize();
+            if windows > 0 {
+                work.push((text, windows));
             }
         }
     }
-    if waiting.is_empty() {
-        return;
-    }
-    let outcome = classifier.classify_batch(&texts);
-    // The texts are not needed past this point: clear them from memory.
-    texts.zeroize();
+    let outcome = classifier.advance(&mut work);
+    drop(work);
+    let finished = |r: &Request| {
+        r.texts
+            .texts
+            .iter()
+            .flatten()
+            .all(|t| t.windows_left().is_empty())
+    };
     match outcome {
-        Ok(results) => {
-            let mut results = results.into_iter();
-            for (range, reply) in waiting {
-                let mine: Vec<_> = results.by_ref().take(range.len()).collect();
-                let _ = reply.send(Ok(mine));
+        Ok(()) => {
+            let (done, going): (Vec<_>, Vec<_>) =
+                std::mem::take(active).into_iter().partition(finished);
+            *active = going;
+            for request in done {
+                let Request { texts, reply } = request;
+                let results = texts
+                    .texts
+                    .into_iter()
+                    .map(|t| classifier.finish(&t?))
+                    .collect();
+                // The place is free before the answer is: a requester may
+                // send its next request at once.
+                drop(texts.place);
+                let _ = reply.send(Ok(results));
             }
         }
         Err(e) => {
             let message = e.to_string();
-            for (_, reply) in waiting {
+            for Request { texts, reply } in active.drain(..) {
+                drop(texts);
                 let _ = reply.send(Err(Error::Engine(message.clone())));
             }
         }
@@ -222,34 +339,79 @@ mod tests {
         }
     }
 
+    /// Sends `texts` to the worker without waiting for the answer.
+    fn send(worker: &Worker, texts: Vec<String>) -> Receiver<Result<Vec<Result<Classification>>>> {
+        let (reply, answer) = mpsc::sync_channel(1);
+        let texts = worker.prepare(&texts).unwrap();
+        worker.submit(Job::Classify { texts, reply }).unwrap();
+        answer
+    }
+
+    /// One request cannot hold the worker: a short one sent right after a
+    /// huge one is served in the next round and answered while the huge one
+    /// still runs, and the huge one, run a slice of windows per round, gets
+    /// what its texts get alone.
     #[test]
-    fn a_full_queue_is_refused_not_grown() {
+    fn a_short_request_is_answered_while_a_huge_one_still_runs() {
         let dir = tempfile::tempdir().unwrap();
-        write_tiny_pack(dir.path());
-        let classifier = Arc::new(Classifier::load(dir.path(), "tiny-pack", None).unwrap());
-        // A queue of one with no thread taking work: the second request must
-        // be refused at once.
-        let (queue, _jobs) = mpsc::sync_channel(1);
-        let worker = Worker {
-            queue: Some(queue),
-            capacity: 1,
-            thread: None,
-            classifier,
-        };
-        let (reply, _answer) = mpsc::sync_channel(1);
-        worker
-            .submit(Job::Classify {
-                texts: vec!["fever".into()],
-                reply: reply.clone(),
-            })
-            .unwrap();
-        let refused = worker.submit(Job::Classify {
-            texts: vec!["fever".into()],
-            reply,
-        });
+        let worker = tiny_worker(dir.path(), 4);
+        // Sixteen notes of some 2500 windows each (windows of 10 tokens):
+        // some 200 rounds, so the huge one is still running when the short
+        // one's answer is read.
+        let note = "fever cough chest pain tumor ".repeat(3000);
+        let huge = send(&worker, vec![note.clone(); 16]);
+        let short = send(&worker, vec!["chest pain".to_string()]);
+        let answer = short.recv().unwrap().unwrap();
+        assert!(
+            matches!(huge.try_recv(), Err(mpsc::TryRecvError::Empty)),
+            "the short request waited for the huge one to finish"
+        );
+        let direct = worker.classifier().classify("chest pain").unwrap();
+        assert_same(answer[0].as_ref().unwrap(), &direct);
+        let results = huge.recv().unwrap().unwrap();
+        assert_eq!(results.len(), 16);
+        let alone = worker.classifier().classify(&note).unwrap();
+        assert!(alone.windows > 2000, "{}", alone.windows);
+        for result in results {
+            assert_same(result.as_ref().unwrap(), &alone);
+        }
+    }
+
+    /// The same result, up to float rounding (a batch pads windows
+    /// differently from a text alone).
+    fn assert_same(got: &Classification, alone: &Classification) {
+        assert_eq!(got.windows, alone.windows);
+        for (a, b) in alone.probabilities.iter().zip(&got.probabilities) {
+            assert_eq!(a.id, b.id);
+            assert!(
+                (a.probability - b.probability).abs() < 1e-5,
+                "{a:?} vs {b:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_full_worker_refuses_more_requests_rather_than_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let worker = tiny_worker(dir.path(), 1);
+        // A request read but not yet sent holds the only place: another is
+        // refused at once, before its texts are read.
+        let held = worker.prepare(&["fever"]).unwrap();
+        let refused = worker.classify(vec!["fever".into()]);
         assert!(
             matches!(refused, Err(Error::Busy { capacity: 1 })),
             "{refused:?}"
         );
+        let evidence = worker.classify_with_evidence("fever".into());
+        assert!(matches!(evidence, Err(Error::Busy { .. })), "{evidence:?}");
+        // Dropped (a front end refused it, say): the place is free again.
+        drop(held);
+        assert!(worker.classify(vec!["fever".into()]).unwrap()[0].is_ok());
+        // Texts read for one worker are not run by another (whose pack
+        // may read them differently).
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = tiny_worker(other_dir.path(), 1);
+        let foreign = other.classify_prepared(worker.prepare(&["fever"]).unwrap());
+        assert!(matches!(foreign, Err(Error::Engine(_))), "{foreign:?}");
     }
 }
