@@ -732,7 +732,8 @@ pub(crate) mod tests {
                 .unwrap();
             kept
         };
-        let readers: [(PathBuf, u64, &dyn Fn() -> Result<()>); 3] = [
+        type Reader<'a> = &'a dyn Fn() -> Result<()>;
+        let readers: [(PathBuf, u64, Reader); 3] = [
             (pack.join("manifest.json"), JSON_FILE_LIMIT.bytes, &|| {
                 Manifest::read(&pack).map(|_| ())
             }),
