@@ -43,6 +43,26 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `medtext train` from `input` on `encoder` into `out`, with the card's
+/// required fields filled in; a test adds the rest.
+fn train_args<'a>(input: &'a str, encoder: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--input",
+        input,
+        "--encoder",
+        encoder,
+        "--out",
+        out,
+        "--task",
+        "test",
+        "--license",
+        "MIT",
+        "--attribution",
+        "test",
+    ]
+}
+
 #[test]
 fn classify_prints_json_with_every_label() {
     let dir = tempfile::tempdir().unwrap();
@@ -472,25 +492,12 @@ fn train_writes_a_pack_that_classifies_and_reuses_cached_vectors() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/encoders/all-minilm-l6-v2");
     let out = dir.path().join("models/chest");
     let train = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--input",
+        let mut args = train_args(
             data.to_str().unwrap(),
-            "--encoder",
             encoder.to_str().unwrap(),
-            "--out",
             out.to_str().unwrap(),
-            "--name",
-            "chest",
-            "--task",
-            "test",
-            "--license",
-            "MIT",
-            "--attribution",
-            "test",
-            "--head-kind",
-            "linear",
-        ];
+        );
+        args.extend(["--name", "chest", "--head-kind", "linear"]);
         args.extend_from_slice(extra);
         medtext(&args, dir.path())
     };
@@ -1449,22 +1456,12 @@ fn train_refuses_arguments_that_would_make_a_broken_or_useless_pack() {
         (&["--min-examples", "0"], "min-examples"),
         (&["--version", " "], "version"),
     ] {
-        let mut args = vec![
-            "train",
-            "--input",
+        let mut args = train_args(
             data.to_str().unwrap(),
-            "--encoder",
             encoder.to_str().unwrap(),
-            "--out",
             out_dir.to_str().unwrap(),
-            "--task",
-            "test",
-            "--license",
-            "MIT",
-            "--attribution",
-            "test",
-            "--no-cache",
-        ];
+        );
+        args.push("--no-cache");
         if !extra.contains(&"--name") {
             args.extend(["--name", "chest"]);
         }
