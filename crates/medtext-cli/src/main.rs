@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 mod api;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use medtext_core::anchor;
 use medtext_core::archive;
 use medtext_core::audit;
@@ -23,10 +23,21 @@ use medtext_core::{
     Classifier, HistoryStore,
 };
 
+/// What `medtext -V` prints after the name: the version, the commit and the
+/// build date (see build.rs); `--version` adds the packs.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MEDTEXT_GIT_COMMIT"),
+    ", built ",
+    env!("MEDTEXT_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser)]
 #[command(
     name = "medtext",
-    version,
+    version = VERSION,
     about = "Offline clinical text classification",
     long_about = "Offline clinical text classification. Nothing leaves this machine.\n\n\
 Environment:\n  MEDTEXT_DATA_DIR    where the encrypted history lives (default: the platform data directory)\n  \
@@ -545,7 +556,7 @@ fn policy() -> &'static Policy {
 
 fn main() -> ExitCode {
     end_quietly_on_a_closed_pipe();
-    let cli = Cli::parse();
+    let cli = parse_command_line();
     // A broken machine policy stops every command: running without it would
     // leave the machine less protected than IT believes.
     let machine_policy = match Policy::load() {
@@ -841,6 +852,50 @@ fn classify(args: ClassifyArgs) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// The command line. Only `--version` looks at the packs (it verifies each,
+/// which takes a moment), so every other command starts as fast as before.
+fn parse_command_line() -> Cli {
+    let mut command = Cli::command();
+    if std::env::args_os().skip(1).any(|a| a == "--version") {
+        command = command.long_version(long_version());
+    }
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// `medtext --version`: the version line, then every pack in the models
+/// folder with its version and each head's model hash (the one results and
+/// audit entries carry), so IT can tell exactly what a workstation runs.
+fn long_version() -> String {
+    let models = models_dir();
+    let mut text = format!("{VERSION}\npacks in {}:", models.display());
+    let packs = medtext_core::pack::installed(&models);
+    if packs.is_empty() {
+        text.push_str("\n  none");
+    }
+    for pack in packs {
+        match pack {
+            Ok(pack) => {
+                let m = &pack.manifest;
+                text.push_str(&format!(
+                    "\n  {} {}",
+                    text::printable(&m.name),
+                    text::printable(&m.version)
+                ));
+                for head in &m.heads {
+                    text.push_str(&format!(
+                        "\n    {:<12} model {}",
+                        text::printable(&head.name),
+                        m.model_sha256(head)
+                    ));
+                }
+            }
+            Err(e) => text.push_str(&format!("\n  (does not open: {e})")),
+        }
+    }
+    text
 }
 
 /// Prints a result; its labels, version and head come from a pack's

@@ -1748,3 +1748,41 @@ fn text_from_a_pack_is_printed_escaped() {
         stderr(&out)
     );
 }
+
+#[test]
+fn version_names_the_commit_the_build_date_and_each_packs_model_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = medtext(&["-V"], dir.path());
+    assert!(short.status.success(), "{}", stderr(&short));
+    let line = String::from_utf8_lossy(&short.stdout).trim().to_string();
+    // "medtext 0.1.0 (commit 0123456789ab, built 2026-12-07)"
+    let inner = line
+        .strip_prefix(&format!("medtext {} (commit ", env!("CARGO_PKG_VERSION")))
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{line}"));
+    let (commit, date) = inner.split_once(", built ").unwrap();
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{line}"
+    );
+    let parts: Vec<&str> = date.split('-').collect();
+    assert!(
+        parts.len() == 3 && parts.iter().all(|p| p.parse::<u32>().is_ok()),
+        "{line}"
+    );
+
+    let long = medtext(&["--version"], dir.path());
+    assert!(long.status.success(), "{}", stderr(&long));
+    let text = String::from_utf8_lossy(&long.stdout).into_owned();
+    assert!(text.starts_with(&line), "{text}");
+    // The hash shown is the one every result carries.
+    let result = medtext(&["classify", "--json", "chest pain"], dir.path());
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let hash = v["model_sha256"].as_str().unwrap();
+    assert!(
+        text.contains(&format!("category     model {hash}")),
+        "{text}"
+    );
+    assert!(text.contains("medical-abstracts "), "{text}");
+}

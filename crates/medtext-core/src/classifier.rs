@@ -5,7 +5,6 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use crate::abbreviations::Abbreviations;
@@ -411,34 +410,11 @@ impl Classifier {
                         LexicalHead::load(&pack.dir.join(&l.file), labels).map(|h| (h, l.weight))
                     })
                     .transpose()?;
-                // The adapter changes the encoder: it is part of its identity.
-                let encoder_weights = spec
-                    .sha256
-                    .get("model.safetensors")
-                    .map_or("", String::as_str)
-                    .to_string()
-                    + spec.adapter.as_ref().map_or("", |a| a.sha256.as_str());
-                let lexical_sha = head_spec
-                    .lexical
-                    .as_ref()
-                    .map_or(String::new(), |l| format!(":{}:{}", l.sha256, l.weight));
-                // What the text is read with, and how the scores are scaled.
-                let reading = format!(
-                    ":{}:t={}",
-                    pack.manifest
-                        .abbreviations
-                        .as_ref()
-                        .map_or("", |a| a.sha256.as_str()),
-                    head_spec.temperature
-                );
                 Ok(LoadedHead {
                     spec: head_spec.clone(),
                     head,
                     lexical,
-                    model_sha256: hex::encode(Sha256::digest(format!(
-                        "{encoder_weights}:{}{lexical_sha}{reading}",
-                        head_spec.sha256
-                    ))),
+                    model_sha256: pack.manifest.model_sha256(head_spec),
                 })
             })
             .collect::<Result<Vec<_>>>()?;

@@ -441,6 +441,38 @@ impl Pack {
 }
 
 impl Manifest {
+    /// The model hash of `head` (what every result and audit entry names as
+    /// `model_sha256`): the encoder's weights and adapter, the head's file,
+    /// its n-gram part and weight, the abbreviation list and the
+    /// temperature, all from the manifest's own hashes, so it is known
+    /// without loading anything.
+    pub fn model_sha256(&self, head: &HeadSpec) -> String {
+        let encoder = &self.encoder;
+        // The adapter changes the encoder: it is part of its identity.
+        let encoder_weights = encoder
+            .sha256
+            .get("model.safetensors")
+            .map_or("", String::as_str)
+            .to_string()
+            + encoder.adapter.as_ref().map_or("", |a| a.sha256.as_str());
+        let lexical = head
+            .lexical
+            .as_ref()
+            .map_or(String::new(), |l| format!(":{}:{}", l.sha256, l.weight));
+        // What the text is read with, and how the scores are scaled.
+        let reading = format!(
+            ":{}:t={}",
+            self.abbreviations
+                .as_ref()
+                .map_or("", |a| a.sha256.as_str()),
+            head.temperature
+        );
+        hex::encode(Sha256::digest(format!(
+            "{encoder_weights}:{}{lexical}{reading}",
+            head.sha256
+        )))
+    }
+
     /// Writes the manifest as `dir/manifest.json`.
     pub fn write(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join("manifest.json");
