@@ -214,21 +214,10 @@ fn copy_hashed(
     to_name: &Path,
     limit: u64,
 ) -> Result<(u64, [u8; 32])> {
-    let mut from = from.take(limit.saturating_add(1));
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut copied = 0u64;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(from_name, e)),
-        };
-        hasher.update(&buf[..n]);
-        to.write_all(&buf[..n]).map_err(|e| Error::io(to_name, e))?;
-        copied += n as u64;
-    }
+    let copied = crate::user_files::copy_at_most(from, from_name, to, to_name, limit, |piece| {
+        hasher.update(piece)
+    })?;
     Ok((copied, hasher.finalize().into()))
 }
 

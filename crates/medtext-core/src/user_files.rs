@@ -82,20 +82,7 @@ impl Limit {
         to: &mut impl Write,
         destination: &Path,
     ) -> Result<u64> {
-        let mut limited = reader.take(self.bytes.saturating_add(1));
-        let mut buffer = vec![0u8; 64 * 1024];
-        let mut copied = 0u64;
-        loop {
-            let n = match limited.read(&mut buffer) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(source, e)),
-            };
-            to.write_all(&buffer[..n])
-                .map_err(|e| Error::io(destination, e))?;
-            copied += n as u64;
-        }
+        let copied = copy_at_most(reader, source, to, destination, self.bytes, |_| {})?;
         self.check(copied, source)?;
         Ok(copied)
     }
@@ -111,6 +98,34 @@ impl Limit {
             });
         }
         Ok(())
+    }
+}
+
+/// Copies `reader` into `to` until it ends or `limit` bytes and one more
+/// have passed (the caller tells "too large" by the count), handing every
+/// piece to `observe` too (a hash, say). Returns the bytes copied.
+pub(crate) fn copy_at_most(
+    reader: impl Read,
+    source: &Path,
+    to: &mut impl Write,
+    destination: &Path,
+    limit: u64,
+    mut observe: impl FnMut(&[u8]),
+) -> Result<u64> {
+    let mut limited = reader.take(limit.saturating_add(1));
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut copied = 0u64;
+    loop {
+        let n = match limited.read(&mut buffer) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io(source, e)),
+        };
+        observe(&buffer[..n]);
+        to.write_all(&buffer[..n])
+            .map_err(|e| Error::io(destination, e))?;
+        copied += n as u64;
     }
 }
 
