@@ -469,7 +469,7 @@ impl HistoryStore {
     pub fn start_new(data_dir: &Path) -> Result<Vec<PathBuf>> {
         let path = database_path(data_dir)?;
         let _alone = hold_history_alone(&path)?;
-        if path.exists() && !is_empty_file(&path)? {
+        if !history_is_gone(&path)? {
             return Err(Error::Store {
                 path,
                 problem: "the history is there: nothing to start over (delete records with `medtext history delete`)".into(),
@@ -1678,7 +1678,7 @@ fn confirm_key(path: &Path, key: &DatabaseKey) -> Result<()> {
 /// way is set up again; anything later is a lost history, which must be
 /// put back, not silently replaced by an empty one.
 fn refuse_a_lost_history(path: &Path) -> Result<()> {
-    if path.exists() && !is_empty_file(path)? {
+    if !history_is_gone(path)? {
         return Ok(());
     }
     let mut kept = Vec::new();
@@ -1698,6 +1698,12 @@ fn refuse_a_lost_history(path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         kept: kept.join(" and "),
     })
+}
+
+/// Whether the database file is missing or empty (what a first run and a
+/// deleted or emptied history both look like).
+fn history_is_gone(path: &Path) -> Result<bool> {
+    Ok(!path.exists() || is_empty_file(path)?)
 }
 
 /// `data_dir/history.db`, the directory created owner-only and resolved (the
