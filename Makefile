@@ -1,7 +1,7 @@
 # Long versions of the tests that run short in CI (scripts/test.sh).
 # Each needs what scripts/test.sh installs; run `./scripts/test.sh` once first.
 
-.PHONY: soak crash load fuzz
+.PHONY: soak crash load fuzz reproducible
 
 # Everything long.
 soak: crash load
@@ -18,3 +18,9 @@ load:
 # cargo-fuzz (see scripts/fuzz.sh). CI replays the committed corpus instead.
 fuzz:
 	scripts/fuzz.sh
+
+# Two release builds of HEAD, the second from an empty target folder, compared
+# byte for byte (CI compares two packagings of one build). Needs a signing key:
+# make reproducible KEY=it-release@example.org
+reproducible:
+	scripts/check-reproducible.sh --key $(KEY)

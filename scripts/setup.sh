@@ -20,6 +20,10 @@ if (( WANT_TEST )); then
   # iproute2: loopback inside the network namespace the end-to-end tests run in.
   # chromium: the UI's page tests (playwright-core drives Debian's browser; nothing is downloaded).
   PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin strace iproute2 chromium)
+  # The release and its tests (scripts/release.sh, verify-release.sh,
+  # install-test.sh): Debian's packaging tools, OpenPGP, the AppStream and
+  # desktop-entry validators, and mmdebstrap for the clean Debian root.
+  PKGS+=(dpkg-dev gnupg gpgv appstream desktop-file-utils mmdebstrap)
 fi
 
 missing=()
@@ -41,7 +45,13 @@ fi
 echo "==> default encoder"
 models/fetch-encoder.sh
 
-if (( WANT_TEST )) && ! command -v tauri-driver >/dev/null; then
-  echo "==> installing tauri-driver"
-  cargo install --locked tauri-driver --version 2.1.0
+# Cargo tools the tests and the release use, at pinned versions.
+if (( WANT_TEST )); then
+  for tool in tauri-driver@2.1.0 cargo-deny@@DENY@ cargo-about@@ABOUT@ cargo-cyclonedx@@CDX@; do
+    name="${tool%@*}" version="${tool#*@}"
+    if ! cargo install --list | grep -qx "$name v$version:"; then
+      echo "==> installing $name $version"
+      cargo install --locked "$name" --version "$version"
+    fi
+  done
 fi

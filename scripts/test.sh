@@ -29,6 +29,9 @@ npm --prefix ui run size
 # checked with axe-core; screenshots land in ui/page-tests/screenshots/.
 npm --prefix ui run test:pages
 
+step "cargo deny check licenses bans sources"
+cargo deny --locked check licenses bans sources
+
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
@@ -54,3 +57,8 @@ HOME="$SCRATCH/home" dbus-run-session -- bash -c '
   cargo test --workspace --features "$APP_FEATURES"
   scripts/e2e.sh
 '
+
+# The release path: build (CI's faster profile), sign, verify, refuse
+# tampering, package twice to the same bytes, install on a clean Debian root.
+step "release, verification and install test"
+scripts/test-release.sh --profile release-ci
