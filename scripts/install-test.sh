@@ -20,7 +20,10 @@ set -euo pipefail
 
 [[ $# -eq 1 && -f "$1" ]] || { echo "usage: $0 DEB (see the comment at its top)" >&2; exit 2; }
 [[ $EUID -eq 0 ]] || { echo "error: run as root (it builds a Debian root with mmdebstrap and chroot)" >&2; exit 2; }
-command -v mmdebstrap >/dev/null || { echo "error: mmdebstrap is missing: apt-get install mmdebstrap" >&2; exit 2; }
+if ! command -v mmdebstrap >/dev/null; then
+  echo "==> installing mmdebstrap"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap >/dev/null
+fi
 DEB="$(realpath "$1")"
 WORK="${MEDTEXT_INSTALL_TEST_DIR:-/var/tmp/medtext-install-test}"
 ROOTFS="$WORK/root"

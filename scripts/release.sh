@@ -44,15 +44,16 @@ case "$PROFILE" in
   release | release-ci) ;;
   *) echo "error: --profile must be release or release-ci, not '$PROFILE'" >&2; exit 2 ;;
 esac
+
+step() { echo; echo "==> $*"; }
+export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
+export PATH="$CARGO_HOME/bin:$PATH"
+scripts/setup.sh --release
 # Fail before a half-hour build, not after it.
 if ! gpg --batch --list-secret-keys "$KEY" >/dev/null 2>&1; then
   echo "error: no secret key '$KEY' in ${GNUPGHOME:-~/.gnupg}: import IT's release key first" >&2
   exit 1
 fi
-
-step() { echo; echo "==> $*"; }
-export CARGO_HOME="${CARGO_HOME:-$HOME/.cargo}"
-export PATH="$CARGO_HOME/bin:$PATH"
 
 COMMIT="$(git rev-parse --short=12 HEAD)"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct HEAD)}"

@@ -5,8 +5,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-WANT_TEST=0
-[[ "${1:-}" == "--test" ]] && WANT_TEST=1
+# --release: also what scripts/release.sh needs; --test: that and what the
+# tests need.
+WANT_TEST=0 WANT_RELEASE=0
+case "${1:-}" in
+  --test) WANT_TEST=1 WANT_RELEASE=1 ;;
+  --release) WANT_RELEASE=1 ;;
+esac
 
 # libpam0g-dev: the idle lock can unlock with the OS account's password (PAM).
 PKGS=(build-essential pkg-config curl file unzip python3 libssl-dev libdbus-1-dev
@@ -20,10 +25,13 @@ if (( WANT_TEST )); then
   # iproute2: loopback inside the network namespace the end-to-end tests run in.
   # chromium: the UI's page tests (playwright-core drives Debian's browser; nothing is downloaded).
   PKGS+=(xvfb xauth webkit2gtk-driver dbus dbus-x11 gnome-keyring libglib2.0-bin strace iproute2 chromium)
-  # The release and its tests (scripts/release.sh, verify-release.sh,
-  # install-test.sh): Debian's packaging tools, OpenPGP, the AppStream and
-  # desktop-entry validators, and mmdebstrap for the clean Debian root.
-  PKGS+=(dpkg-dev gnupg gpgv appstream desktop-file-utils mmdebstrap)
+  # scripts/install-test.sh: the clean Debian root.
+  PKGS+=(mmdebstrap)
+fi
+if (( WANT_RELEASE )); then
+  # scripts/release.sh and verify-release.sh: Debian's packaging tools,
+  # OpenPGP, and the AppStream and desktop-entry validators.
+  PKGS+=(dpkg-dev gnupg gpgv appstream desktop-file-utils)
 fi
 
 missing=()
@@ -46,12 +54,18 @@ echo "==> default encoder"
 models/fetch-encoder.sh
 
 # Cargo tools the tests and the release use, at pinned versions.
+install_tool() {
+  local name="$1" version="$2"; shift 2
+  if ! cargo install --list | grep -qx "$name v$version:"; then
+    echo "==> installing $name $version"
+    cargo install --locked "$name" --version "$version" "$@"
+  fi
+}
 if (( WANT_TEST )); then
-  for tool in tauri-driver@2.1.0 cargo-deny@@DENY@ cargo-about@@ABOUT@ cargo-cyclonedx@@CDX@; do
-    name="${tool%@*}" version="${tool#*@}"
-    if ! cargo install --list | grep -qx "$name v$version:"; then
-      echo "==> installing $name $version"
-      cargo install --locked "$name" --version "$version"
-    fi
-  done
+  install_tool tauri-driver 2.1.0
+  install_tool cargo-deny 0.20.2
+fi
+if (( WANT_RELEASE )); then
+  install_tool cargo-about 0.9.3 --features cli
+  install_tool cargo-cyclonedx 0.5.9
 fi
