@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 
 mod api;
+mod generate;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use medtext_core::anchor;
@@ -24,15 +25,8 @@ use medtext_core::{
 };
 
 /// What `medtext -V` prints after the name: the version, the commit and the
-/// build date (see build.rs); `--version` adds the packs.
-const VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (commit ",
-    env!("MEDTEXT_GIT_COMMIT"),
-    ", built ",
-    env!("MEDTEXT_BUILD_DATE"),
-    ")"
-);
+/// build date (medtext-build-info); `--version` adds the packs.
+const VERSION: &str = medtext_build_info::VERSION_LINE;
 
 #[derive(Parser)]
 #[command(
@@ -139,6 +133,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the manual pages or print a shell's completion script, for
+    /// packagers (not in the main help: no user needs it).
+    #[command(subcommand, hide = true)]
+    Generate(generate::GenerateCommand),
 }
 
 #[derive(Args)]
@@ -557,28 +555,12 @@ fn policy() -> &'static Policy {
 fn main() -> ExitCode {
     end_quietly_on_a_closed_pipe();
     let cli = parse_command_line();
-    // A broken machine policy stops every command: running without it would
-    // leave the machine less protected than IT believes.
-    let machine_policy = match Policy::load() {
-        Ok(p) => p,
-        Err(e) => {
-            logging::install_crash_guards();
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+    // Packaging runs `medtext generate` on the build machine: it needs no
+    // machine policy, log or inference threads, and makes no folder there.
+    if !matches!(cli.command, Command::Generate(_)) {
+        if let Err(code) = set_up(cli.threads) {
+            return code;
         }
-    };
-    let log_settings = machine_policy.log_settings();
-    let policy = POLICY.get_or_init(|| machine_policy);
-    if let Err(e) = paths::log_dir().and_then(|dir| logging::init("cli", &dir, log_settings)) {
-        // The command still runs; only its log is missing.
-        eprintln!("warning: MedText cannot write its log ({e})");
-    }
-    if !policy.managed().is_empty() {
-        tracing::info!(event = "policy", managed = policy.managed().len());
-    }
-    if let Err(e) = runtime::configure(cli.threads) {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
     }
     let command = command_name(&cli.command);
     let started = std::time::Instant::now();
@@ -602,6 +584,7 @@ fn main() -> ExitCode {
             .map(|path| eprintln!("wrote {}", path.display()))
             .map_err(err),
         Command::Pack(command) => pack_command(command),
+        Command::Generate(command) => generate::run(command, Cli::command()),
         Command::Serve(args) => api::serve(args),
         Command::ApiKey(command) => api::api_key_command(command),
         Command::Bench {
@@ -633,6 +616,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the machine policy, starts the log and sizes the inference pool;
+/// the exit code to stop with if the command must not run.
+fn set_up(threads: Option<usize>) -> Result<(), ExitCode> {
+    // A broken machine policy stops every command: running without it would
+    // leave the machine less protected than IT believes.
+    let machine_policy = Policy::load().map_err(|e| {
+        logging::install_crash_guards();
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
+    let log_settings = machine_policy.log_settings();
+    let policy = POLICY.get_or_init(|| machine_policy);
+    if let Err(e) = paths::log_dir().and_then(|dir| logging::init("cli", &dir, log_settings)) {
+        // The command still runs; only its log is missing.
+        eprintln!("warning: MedText cannot write its log ({e})");
+    }
+    if !policy.managed().is_empty() {
+        tracing::info!(event = "policy", managed = policy.managed().len());
+    }
+    runtime::configure(threads).map(drop).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
 /// The subcommand's name, for the log (never its arguments: they may be
 /// the text itself or a patient's file name).
 fn command_name(command: &Command) -> &'static str {
@@ -652,6 +660,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Serve(_) => "serve",
         Command::ApiKey(_) => "api-key",
         Command::BenchHistory { .. } => "bench-history",
+        Command::Generate(_) => "generate",
     }
 }
 
@@ -871,24 +880,25 @@ fn parse_command_line() -> Cli {
 fn long_version() -> String {
     let models = models_dir();
     let mut text = format!("{VERSION}\npacks in {}:", models.display());
-    let packs = medtext_core::pack::installed(&models);
+    let packs = medtext_core::pack::identities(&models);
     if packs.is_empty() {
         text.push_str("\n  none");
     }
     for pack in packs {
         match pack {
+            // A manifest is anyone's text: escaped, it cannot drive the
+            // terminal.
             Ok(pack) => {
-                let m = &pack.manifest;
                 text.push_str(&format!(
                     "\n  {} {}",
-                    text::printable(&m.name),
-                    text::printable(&m.version)
+                    text::printable(&pack.name),
+                    text::printable(&pack.version)
                 ));
-                for head in &m.heads {
+                for head in &pack.heads {
                     text.push_str(&format!(
                         "\n    {:<12} model {}",
                         text::printable(&head.name),
-                        m.model_sha256(head)
+                        head.model_sha256
                     ));
                 }
             }

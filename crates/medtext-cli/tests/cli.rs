@@ -1786,3 +1786,203 @@ fn version_names_the_commit_the_build_date_and_each_packs_model_hash() {
     );
     assert!(text.contains("medical-abstracts "), "{text}");
 }
+
+/// Runs medtext with `args` alone: `generate` needs no models, data or policy.
+fn medtext_bare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medtext"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The subcommands `medtext <path> --help` lists, without `help`.
+fn listed_subcommands(path: &[&str]) -> Vec<String> {
+    let out = medtext_bare(&[path, &["--help"]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    help.lines()
+        .skip_while(|l| *l != "Commands:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .map(str::to_string)
+        .collect()
+}
+
+/// Every page `medtext generate man` should write for `path` and the
+/// subcommands below it, as the help lists them.
+fn expected_pages(path: &mut Vec<String>, pages: &mut Vec<String>) {
+    let args: Vec<&str> = path.iter().map(String::as_str).collect();
+    pages.push(format!(
+        "{}.1",
+        [&["medtext"], &args[..]].concat().join("-")
+    ));
+    for sub in listed_subcommands(&args) {
+        path.push(sub);
+        expected_pages(path, pages);
+        path.pop();
+    }
+}
+
+/// The files in `dir`, by name, with their bytes.
+fn folder_bytes(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn generate_man_writes_one_page_per_visible_subcommand_the_same_bytes_each_run() {
+    // Hidden from users, but documented for packagers.
+    assert!(!listed_subcommands(&[]).contains(&"generate".to_string()));
+    assert_eq!(listed_subcommands(&["generate"]), ["man", "complete"]);
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("man/man1");
+    let out = medtext_bare(&["generate", "man", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pages = folder_bytes(&first);
+
+    let mut expected = Vec::new();
+    expected_pages(&mut Vec::new(), &mut expected);
+    expected.sort();
+    assert_eq!(pages.keys().cloned().collect::<Vec<_>>(), expected);
+    for nested in [
+        "medtext-pack-export.1",
+        "medtext-key-reset-lock.1",
+        "medtext-audit-verify.1",
+    ] {
+        assert!(pages.contains_key(nested), "{nested}");
+    }
+    assert!(!pages.contains_key("medtext-generate.1"));
+    assert!(!pages.contains_key("medtext-help.1"));
+
+    // roff escapes every hyphen of an option.
+    let classify = String::from_utf8(pages["medtext-classify.1"].clone()).unwrap();
+    for option in ["\\-\\-pack", "\\-\\-json", "\\-\\-file", "\\-\\-evidence"] {
+        assert!(
+            classify.contains(&format!("\\fB{option}\\fR")),
+            "{option}\n{classify}"
+        );
+    }
+    assert!(classify.contains("Classify one text"), "{classify}");
+    // The date is the build's (as -V says it), never the clock's.
+    let version = String::from_utf8(medtext_bare(&["-V"]).stdout).unwrap();
+    let date = version
+        .trim()
+        .rsplit_once("built ")
+        .unwrap()
+        .1
+        .trim_end_matches(')');
+    let title = classify.lines().find(|l| l.starts_with(".TH ")).unwrap();
+    assert_eq!(
+        title,
+        format!(
+            ".TH medtext-classify 1 {date} \"MedText {}\" \"MedText Manual\"",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let main = String::from_utf8(pages["medtext.1"].clone()).unwrap();
+    assert!(main.contains("\nmedtext\\-classify(1)\n"), "{main}");
+
+    // A second run, later, into a folder that already has the pages.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = medtext_bare(&["generate", "man", first.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(folder_bytes(&first) == pages);
+
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = medtext_bare(&["generate", "man", file.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("a-file"), "{}", stderr(&out));
+}
+
+#[test]
+fn generate_complete_prints_each_shells_script_naming_the_subcommands() {
+    let subcommands = listed_subcommands(&[]);
+    // How each shell's script spells a long option.
+    for (shell, long) in [("bash", "--"), ("zsh", "--"), ("fish", "-l ")] {
+        let out = medtext_bare(&["generate", "complete", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8(out.stdout.clone()).unwrap();
+        for sub in subcommands
+            .iter()
+            .chain(&["export".to_string(), "reset-lock".to_string()])
+        {
+            assert!(script.contains(sub.as_str()), "{shell}: {sub}");
+        }
+        for option in ["pack", "json", "with-encoder"] {
+            assert!(
+                script.contains(&format!("{long}{option}")),
+                "{shell}: {option}"
+            );
+        }
+        let again = medtext_bare(&["generate", "complete", shell]);
+        assert!(again.stdout == out.stdout, "{shell}: two runs differ");
+    }
+    assert!(
+        String::from_utf8_lossy(&medtext_bare(&["generate", "complete", "bash"]).stdout)
+            .contains("complete -F _medtext")
+    );
+    let out = medtext_bare(&["generate", "complete", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("possible values"), "{}", stderr(&out));
+}
+
+#[test]
+fn pack_export_gives_the_same_bytes_and_signature_after_the_files_are_touched() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let models = models_folder(dir.path(), "models");
+    copy_abstracts(&models, "medical-abstracts", |_| {});
+    let env = |data: &std::path::Path| -> Vec<(&'static str, PathBuf)> {
+        vec![
+            ("MEDTEXT_MODELS_DIR", models.clone()),
+            ("MEDTEXT_DATA_DIR", data.to_path_buf()),
+        ]
+    };
+    let run = |args: &[&str]| {
+        let vars = env(dir.path());
+        let vars: Vec<(&str, &std::path::Path)> =
+            vars.iter().map(|(k, v)| (*k, v.as_path())).collect();
+        let out = medtext_with(args, &vars);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        out
+    };
+    let key = dir.path().join("it.key");
+    run(&["pack", "keygen", "--out", key.to_str().unwrap()]);
+    let export = |name: &str| {
+        let archive = dir.path().join(name);
+        let archive_arg = archive.to_str().unwrap();
+        run(&["pack", "export", "medical-abstracts", "--out", archive_arg]);
+        run(&["pack", "sign", archive_arg, "--key", key.to_str().unwrap()]);
+        let sig = std::fs::read_to_string(format!("{archive_arg}.sig")).unwrap();
+        (std::fs::read(&archive).unwrap(), sig)
+    };
+    let (first, first_sig) = export("first.tar");
+    // Later, with every file of the pack touched and its mode changed, as
+    // a fresh checkout or a copy by someone else leaves them.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    for entry in std::fs::read_dir(models.join("medical-abstracts")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now())
+            .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (second, second_sig) = export("second.tar");
+    assert!(first == second, "the archives differ");
+    assert_eq!(first_sig, second_sig);
+}

@@ -39,29 +39,21 @@ const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// Writes `pack` as an archive at `out`, with its shared encoder when
 /// `with_encoder` (needed on a machine that does not have it yet).
+///
+/// The bytes depend on the pack's files alone, so exporting a pack again
+/// (on this machine or another) gives the same archive, the same hash and
+/// the same signature: the manifest comes first (a reader meets what
+/// describes the rest before it), then every other member sorted by name,
+/// each with the fixed header of [`append_member`].
 pub fn write_archive(pack: &Pack, out: &Path, with_encoder: bool) -> Result<()> {
-    let file = File::create(out).map_err(|e| Error::io(out, e))?;
-    let mut builder = tar::Builder::new(file);
     // A Hugging Face checkpoint pack is its own encoder: its weights are
     // both the head file and an encoder file, and go in once.
-    let mut added = std::collections::BTreeSet::new();
-    let mut add = |builder: &mut tar::Builder<File>, source: &Path, name: &str| {
-        let name = name.replace("/./", "/");
-        if !added.insert(name.clone()) {
-            return Ok(());
-        }
-        builder
-            .append_path_with_name(source, &name)
-            .map_err(|e| Error::io(source, e))
+    let mut members = std::collections::BTreeMap::new();
+    let mut add = |name: String, source: PathBuf| {
+        members.entry(name.replace("/./", "/")).or_insert(source);
     };
-    add(
-        &mut builder,
-        &pack.dir.join("manifest.json"),
-        "pack/manifest.json",
-    )?;
     for (file, _) in pack.manifest.pack_files() {
-        let name = format!("pack/{}", slash_path(file));
-        add(&mut builder, &pack.dir.join(file), &name)?;
+        add(format!("pack/{}", slash_path(file)), pack.dir.join(file));
     }
     let encoder_prefix = match pack.manifest.shared_encoder() {
         Some(name) if with_encoder => Some(format!("encoders/{name}")),
@@ -70,16 +62,44 @@ pub fn write_archive(pack: &Pack, out: &Path, with_encoder: bool) -> Result<()> 
     };
     if let Some(prefix) = encoder_prefix {
         for file in pack.manifest.encoder.sha256.keys() {
-            add(
-                &mut builder,
-                &pack.encoder_dir().join(file),
-                &format!("{prefix}/{file}"),
-            )?;
+            add(format!("{prefix}/{file}"), pack.encoder_dir().join(file));
         }
+    }
+    let file = File::create(out).map_err(|e| Error::io(out, e))?;
+    let mut builder = tar::Builder::new(file);
+    append_member(
+        &mut builder,
+        &pack.dir.join("manifest.json"),
+        MANIFEST_MEMBER,
+    )?;
+    for (name, source) in members.iter().filter(|(n, _)| *n != MANIFEST_MEMBER) {
+        append_member(&mut builder, source, name)?;
     }
     let mut file = builder.into_inner().map_err(|e| Error::io(out, e))?;
     file.flush().map_err(|e| Error::io(out, e))?;
     file.sync_all().map_err(|e| Error::io(out, e))
+}
+
+/// Adds the file at `source` as the member `name`, with a header that says
+/// nothing of where or when it was exported: no modification time (0), no
+/// owner (uid and gid 0, no user or group name), mode 0644. What tar would
+/// copy from the file system instead changes with every checkout, copy or
+/// user, and with it the archive's hash and signature.
+fn append_member(builder: &mut tar::Builder<File>, source: &Path, name: &str) -> Result<()> {
+    let file = File::open(source).map_err(|e| Error::io(source, e))?;
+    let size = file.metadata().map_err(|e| Error::io(source, e))?.len();
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_uid(0);
+    header.set_gid(0);
+    // At most the size the header states: a file that grew meanwhile
+    // cannot shift the members after it (its hash check then refuses it).
+    builder
+        .append_data(&mut header, name, file.take(size))
+        .map_err(|e| Error::io(source, e))
 }
 
 fn slash_path(path: &Path) -> String {
@@ -449,6 +469,79 @@ mod tests {
         let archive = dir.join("tiny.medtext-pack");
         write_archive(&pack, &archive, true).unwrap();
         archive
+    }
+
+    #[test]
+    fn exporting_again_gives_the_same_bytes_and_signature_whatever_the_files_times_and_owners() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let first = tiny_archive(dir.path());
+        let key = dir.path().join("it.key");
+        crate::signing::generate_key(&key).unwrap();
+        let first_sig = crate::signing::sign_archive(&first, &key).unwrap();
+        // The same files, as a later checkout or another user would have
+        // them: other times, modes and owners.
+        let source = dir.path().join("source");
+        for file in [
+            "tiny-pack/manifest.json",
+            "tiny-pack/head.safetensors",
+            "encoders/tiny/config.json",
+        ] {
+            let path = source.join(file);
+            File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(
+                    std::time::SystemTime::UNIX_EPOCH
+                        + std::time::Duration::from_secs(1_234_567_890),
+                )
+                .unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            // Root (as in CI) can give the file away; elsewhere it stays ours.
+            let _ = std::os::unix::fs::chown(&path, Some(4321), Some(4321));
+        }
+        let pack = Pack::find(&source, "tiny-pack").unwrap();
+        let second = dir.path().join("again.medtext-pack");
+        write_archive(&pack, &second, true).unwrap();
+        assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap());
+        let second_sig = crate::signing::sign_archive(&second, &key).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(first_sig).unwrap(),
+            std::fs::read_to_string(second_sig).unwrap()
+        );
+
+        let mut archive = tar::Archive::new(File::open(&second).unwrap());
+        let mut names = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let h = entry.header();
+            assert_eq!(
+                (
+                    h.mtime().unwrap(),
+                    h.uid().unwrap(),
+                    h.gid().unwrap(),
+                    h.mode().unwrap()
+                ),
+                (0, 0, 0, 0o644)
+            );
+            assert_eq!(
+                (h.username_bytes(), h.groupname_bytes()),
+                (Some(&b""[..]), Some(&b""[..]))
+            );
+            names.push(entry.path().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(
+            names,
+            [
+                "pack/manifest.json",
+                "encoders/tiny/config.json",
+                "encoders/tiny/model.safetensors",
+                "encoders/tiny/tokenizer.json",
+                "pack/head.safetensors",
+                "pack/urgency.safetensors",
+            ]
+        );
     }
 
     fn models_listing(models: &Path) -> Vec<String> {

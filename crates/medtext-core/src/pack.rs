@@ -502,6 +502,50 @@ pub fn installed(models_dir: &Path) -> Vec<Result<Pack>> {
     dirs.iter().map(|d| Pack::open(d)).collect()
 }
 
+/// A pack as `medtext --version` and the app's About box name it, so IT
+/// can tell exactly which model a workstation runs: its name, version, and
+/// each head's model hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackIdentity {
+    pub name: String,
+    pub version: String,
+    pub heads: Vec<HeadIdentity>,
+}
+
+/// A head and its model hash ([`Manifest::model_sha256`]: the one every
+/// result and audit entry carries).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeadIdentity {
+    pub name: String,
+    pub model_sha256: String,
+}
+
+/// [`installed`], each pack named by its [`PackIdentity`]. Every pack is
+/// opened, so its files are verified: the hashes shown are those of the
+/// files that are there, not only those the manifest promises.
+pub fn identities(models_dir: &Path) -> Vec<Result<PackIdentity>> {
+    installed(models_dir)
+        .into_iter()
+        .map(|pack| {
+            pack.map(|pack| {
+                let m = pack.manifest;
+                PackIdentity {
+                    heads: m
+                        .heads
+                        .iter()
+                        .map(|head| HeadIdentity {
+                            name: head.name.clone(),
+                            model_sha256: m.model_sha256(head),
+                        })
+                        .collect(),
+                    name: m.name,
+                    version: m.version,
+                }
+            })
+        })
+        .collect()
+}
+
 /// A name that is safe as a single folder name on every OS.
 pub(crate) fn is_safe_name(name: &str) -> bool {
     !name.is_empty()
@@ -746,6 +790,43 @@ pub(crate) mod tests {
             err.contains("no head named \"block\"") && err.contains("chapter"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn identities_name_each_heads_model_hash_and_each_pack_that_does_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let pack_dir = write_tiny_pack(dir.path());
+        let manifest = Manifest::read(&pack_dir).unwrap();
+        let hash = |head: usize| manifest.model_sha256(&manifest.heads[head]);
+        assert_eq!(
+            identities(dir.path())
+                .into_iter()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>(),
+            [PackIdentity {
+                name: "tiny-pack".into(),
+                version: "0.0.1".into(),
+                heads: vec![
+                    HeadIdentity {
+                        name: "chapter".into(),
+                        model_sha256: hash(0),
+                    },
+                    HeadIdentity {
+                        name: "urgency".into(),
+                        model_sha256: hash(1),
+                    },
+                ],
+            }]
+        );
+        assert_ne!(hash(0), hash(1));
+        // A damaged head: its hash is not shown as if it were the shipped one.
+        std::fs::write(pack_dir.join("urgency.safetensors"), b"damaged").unwrap();
+        let err = identities(dir.path())
+            .pop()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sha256 mismatch"), "{err}");
     }
 
     #[test]

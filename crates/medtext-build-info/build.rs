@@ -1,10 +1,11 @@
-//! Stamps the build with its commit and date for `medtext --version`, so IT
-//! can tell exactly which build a workstation runs.
+//! Stamps the build with its commit and date for `medtext --version` and the
+//! app's About box, so IT can tell exactly which build a workstation runs.
 //!
 //! The date is the commit's (or `SOURCE_DATE_EPOCH`'s), never the clock's:
 //! two builds of one commit stay byte for byte the same. A build from a
-//! source archive without `.git` says "unknown" unless `MEDTEXT_GIT_COMMIT`
-//! and `SOURCE_DATE_EPOCH` are given.
+//! source archive without `.git` (the release build exports the tree with
+//! `git archive`) says "unknown" unless `MEDTEXT_GIT_COMMIT` and
+//! `SOURCE_DATE_EPOCH` are given.
 
 use std::process::Command;
 
@@ -20,14 +21,16 @@ fn main() {
     println!("cargo:rerun-if-env-changed=MEDTEXT_GIT_COMMIT");
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     // A new commit or checkout changes HEAD or the branch it points at.
-    // (Only files that exist: cargo runs this again every build for one
-    // that does not.)
-    if let Some(git_dir) = git(&["rev-parse", "--absolute-git-dir"]) {
-        let mut watched = vec![format!("{git_dir}/HEAD"), format!("{git_dir}/packed-refs")];
-        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            watched.push(format!("{git_dir}/{branch}"));
-        }
-        for file in watched.iter().filter(|f| std::path::Path::new(f).exists()) {
+    // `--git-path` finds each where it is: in a linked worktree HEAD is the
+    // worktree's own, the branches are the main repository's. (Only files
+    // that exist: cargo runs this again every build for one that does not.)
+    let mut refs = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    refs.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for name in refs {
+        let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", &name]) else {
+            continue;
+        };
+        if std::path::Path::new(&file).exists() {
             println!("cargo:rerun-if-changed={file}");
         }
     }
