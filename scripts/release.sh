@@ -175,7 +175,8 @@ appstreamcli validate --no-net "$STAGE/usr/share/metainfo/org.medtext.desktop.me
 desktop-file-validate "$STAGE/usr/share/applications/org.medtext.desktop.desktop"
 
 step "SBOM (CycloneDX)"
-(cd "$SRC" && cargo cyclonedx --format json --spec-version 1.5 --override-filename medtext.cdx)
+(cd "$SRC" && cargo cyclonedx --format json --spec-version 1.5 --target x86_64-unknown-linux-gnu \
+  --override-filename medtext.cdx)
 cp "$SRC/medtext.cdx.json" "$DIST/sbom/medtext-app.crates.cdx.json"
 cp "$SRC/crates/medtext-cli/medtext.cdx.json" "$DIST/sbom/medtext-cli.crates.cdx.json"
 (cd "$SRC/ui" && npm sbom --omit dev --sbom-format cyclonedx --sbom-type application) >"$DIST/sbom/ui.npm.cdx.json"
