@@ -184,8 +184,8 @@ cp "$SRC/crates/medtext-cli/medtext.cdx.json" "$DIST/sbom/medtext-cli.crates.cdx
 python3 "$SRC/packaging/sbom_fix.py" "$COMMIT" "$SOURCE_DATE_EPOCH" "$DIST"/sbom/*.cdx.json
 
 step "checksums and IT's signature"
-(cd "$DIST" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum) >"$DIST/SHA256SUMS.tmp"
-mv "$DIST/SHA256SUMS.tmp" "$DIST/SHA256SUMS"
+(cd "$DIST" && find . -type f -printf '%P\n' | LC_ALL=C sort | xargs sha256sum) >"$ROOT/SHA256SUMS"
+mv "$ROOT/SHA256SUMS" "$DIST/SHA256SUMS"
 gpg --batch --yes --local-user "$KEY" --armor --detach-sign --output "$DIST/SHA256SUMS.asc" "$DIST/SHA256SUMS"
 
 step "done: $DIST"
