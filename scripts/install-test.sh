@@ -62,13 +62,13 @@ in_root() {
   local net=()
   if [[ "$1" == "--offline" ]]; then net=(--net); shift; fi
   unshare --mount --fork "${net[@]}" -- bash -euo pipefail -c '
-    root="$1"; shift
+    root="$1" cache="$2"; shift 2
     mount -t proc proc "$root/proc"
     mount --rbind /sys "$root/sys"
     mount --rbind /dev "$root/dev"
     mount -t tmpfs tmpfs "$root/tmp"
     mount -t tmpfs tmpfs "$root/run"
-    mount --bind "$2" "$root/var/cache/apt/archives"; shift
+    mount --bind "$cache" "$root/var/cache/apt/archives"
     ip link set lo up 2>/dev/null || true
     exec chroot "$root" "$@"' in_root "$ROOTFS" "$CACHE" "$@"
 }
@@ -112,8 +112,10 @@ as_clinician '
   medtext classify --save --json "Crushing chest pain radiating to the left arm, ST elevation in V2-V4, troponin raised."
   medtext classify --save "Adenocarcinoma of the sigmoid colon with two of fourteen lymph nodes involved."
   medtext audit verify
-  test "$(medtext history --json | grep -o "\"id\"" | wc -l)" -eq 2
-' 2>&1 | tee "$OUT/first-run.log"
+  echo "records: $(medtext history --json | grep -c "\"created_at_ms\"")"
+' >"$OUT/first-run.log" 2>&1 || { cat "$OUT/first-run.log"; fail "the first run as a clinician failed (above)"; }
+cat "$OUT/first-run.log"
+grep -qx "records: 2" "$OUT/first-run.log" || fail "the history does not hold the 2 records saved"
 
 step "offline: the app under Xvfb, with a screenshot"
 as_clinician '
@@ -129,7 +131,7 @@ as_clinician '
   xwd -root -silent | xwdtopnm 2>/dev/null | pnmtopng >/tmp/medtext-installed.png
   kill $app
   cp /tmp/medtext-installed.png /home/clinician/
-'
+' || fail "the app did not start and stay up under Xvfb (above)"
 cp "$ROOTFS/home/clinician/medtext-installed.png" "$OUT/app-installed.png"
 [[ "$(stat -c %s "$OUT/app-installed.png")" -gt 10000 ]] || fail "the screenshot is empty"
 
@@ -149,10 +151,13 @@ in_root dpkg-query -W -f='${Version}' medtext | grep -qx "$NEXT" || fail "the up
 grep -q "^# edited by IT$" "$ROOTFS/etc/pam.d/medtext" || fail "the upgrade overwrote IT's /etc/pam.d/medtext"
 grep -q "^retention_days = 365$" "$ROOTFS/etc/medtext/policy.toml" || fail "the upgrade changed IT's policy"
 as_clinician '
+  medtext --version
   medtext doctor
   medtext audit verify
-  test "$(medtext history --json | grep -o "\"id\"" | wc -l)" -eq 2
-' 2>&1 | tee "$OUT/after-upgrade.log"
+  echo "records: $(medtext history --json | grep -c "\"created_at_ms\"")"
+' >"$OUT/after-upgrade.log" 2>&1 || { cat "$OUT/after-upgrade.log"; fail "the run after the upgrade failed (above)"; }
+cat "$OUT/after-upgrade.log"
+grep -qx "records: 2" "$OUT/after-upgrade.log" || fail "records were lost in the upgrade"
 
 step "remove keeps the users' data; purge deletes the conffiles, not IT's policy or the users' data"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq medtext >>"$OUT/remove.log"
