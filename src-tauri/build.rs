@@ -13,6 +13,7 @@ fn main() {
             "explain",
             "recent_history",
             "app_status",
+            "about",
             "network_check",
             "set_engine_threads",
             "list_packs",

@@ -10,6 +10,7 @@ use tauri::ipc::Channel;
 use tauri::State;
 
 use medtext_core::evidence::WordEvidence;
+use medtext_core::pack::PackIdentity;
 use medtext_core::policy::{ManagedSetting, UnlockMethod};
 use medtext_core::train::HeadShape;
 use medtext_core::training::{self, Progress, TrainOutcome, TrainRequest};
@@ -188,6 +189,37 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
             .and_then(|dir| medtext_core::runtime::saved_threads(&dir)),
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
     }
+}
+
+/// What the About box shows: this build and every pack it can run, named
+/// as `medtext --version` names them, so IT can match a workstation to a
+/// release and each result to its model.
+#[derive(Serialize)]
+pub struct About {
+    pub version: &'static str,
+    pub commit: &'static str,
+    pub build_date: &'static str,
+    /// Each pack in the models folder, or why it does not open.
+    pub packs: Vec<Result<PackIdentity, String>>,
+}
+
+/// The About box's facts. Every pack's files are hashed to check them (a
+/// moment for the encoders), so this runs off the UI thread and only when
+/// the About box is opened.
+#[tauri::command]
+pub async fn about(state: State<'_, AppState>) -> Result<About, String> {
+    let models_dir = state.engine.models_dir().to_path_buf();
+    tauri::async_runtime::spawn_blocking(move || About {
+        version: medtext_build_info::VERSION,
+        commit: medtext_build_info::COMMIT,
+        build_date: medtext_build_info::DATE,
+        packs: medtext_core::pack::identities(&models_dir)
+            .into_iter()
+            .map(|pack| pack.map_err(|e| e.to_string()))
+            .collect(),
+    })
+    .await
+    .map_err(|_| "reading the model packs stopped unexpectedly".to_string())
 }
 
 /// The running app's own check that none of its sockets (nor its webview's)

@@ -20,6 +20,7 @@ pub fn run() {
             commands::explain,
             commands::recent_history,
             commands::app_status,
+            commands::about,
             commands::network_check,
             commands::set_engine_threads,
             commands::list_packs,

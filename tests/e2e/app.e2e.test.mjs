@@ -581,6 +581,19 @@ test("settings: retention, theme, and the status of the database and engine", as
   assert.equal(await wd.execute(`return document.documentElement.dataset.theme;`), "dark");
   await snap("settings-dark");
   await wd.click('#theme-choice input[value="system"]');
+  // The About box names the build and the packs as `medtext --version` does.
+  const version = execFileSync(CLI, ["--version"], { env: process.env, encoding: "utf8" });
+  const [, commit, built] = version.match(/\(commit (\S+), built (\S+)\)/);
+  const hashes = version.match(/\b[0-9a-f]{64}\b/g);
+  assert.ok(hashes.length >= 3, version);
+  await wd.click("#about-button");
+  await wd.waitFor("the About box", async () => (await wd.text("#about-packs")).includes("medical-abstracts"), 60_000);
+  const build = await wd.text("#about-build");
+  for (const fact of [commit, built]) assert.ok(build.includes(fact), `${fact} in ${build}`);
+  const packs = await wd.text("#about-packs");
+  for (const hash of hashes) assert.ok(packs.includes(hash), `${hash} in ${packs}`);
+  await snap("about");
+  await wd.click("#about-close");
   await wd.click('#retention-select option[value=""]');
   await wd.waitFor("retention off", async () => (await wd.text("#retention-status")).includes("until you delete"));
   await wd.quit();

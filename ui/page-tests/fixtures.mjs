@@ -99,6 +99,23 @@ export const packs = {
   broken: [],
 };
 
+/** The About box's facts: the build and every pack's model hashes. */
+export const about = {
+  version: "0.1.0",
+  commit: "622e5af0c1d2",
+  build_date: "2026-12-07",
+  packs: [
+    { Ok: { name: "icd10cm", version: "0.2.0", heads: [
+      { name: "chapter", model_sha256: "3f1e6c0a9b7d4e2f8a6c5b4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f" },
+      { name: "block", model_sha256: "8c2d4e6f0a1b3c5d7e9f1a2b4c6d8e0f2a4b6c8d0e2f4a6b8c0d2e4f6a8b0c2d" },
+    ] } },
+    { Ok: { name: "medical-abstracts", version: "0.1.0", heads: [
+      { name: "category", model_sha256: "27bf5a9e3c1d7b6f0e2a4c8d9b1f3e5a7c9d0b2f4e6a8c1d3b5f7e9a0c2d4b6f" },
+    ] } },
+    { Err: "models/old-pack: \"head.safetensors\": sha256 mismatch: the file is damaged or was replaced" },
+  ],
+};
+
 /** Answers for a working app: every command a screen calls. */
 export function working(overrides = {}) {
   const history = [
@@ -108,6 +125,7 @@ export function working(overrides = {}) {
   ];
   return {
     app_status: status(),
+    about,
     network_check: "1 process(es) hold 4 socket(s); none reaches beyond this machine (0 on loopback, the rest Unix or kernel sockets)",
     take_recovery_key: null,
     lock_status: status().lock,

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { classification, lockable, NOTE, status, working } from "./fixtures.mjs";
+import { about, classification, lockable, NOTE, status, working } from "./fixtures.mjs";
 import { launch, openPage, serve, shot, violations } from "./harness.mjs";
 
 let server;
@@ -282,6 +282,31 @@ test("settings: managed settings, status facts, and the dark theme", async () =>
   await checked(page, errors, "settings-managed");
   await page.check('#theme-choice input[value="dark"]');
   await checked(page, errors, "settings-dark");
+});
+
+test("settings: the About box names the build, and each pack with its heads' model hashes", async () => {
+  const { page, errors } = await openPage(browser, base, working());
+  await page.click('a[data-nav="settings"]');
+  await page.click("#about-button");
+  const dialog = page.locator("#about-dialog");
+  await dialog.getByText("622e5af0c1d2").waitFor();
+  const facts = await dialog.locator("#about-build").innerText();
+  for (const fact of ["MedText 0.1.0", "622e5af0c1d2", "2026-12-07"]) assert.ok(facts.includes(fact), facts);
+  const packs = await dialog.locator("#about-packs").innerText();
+  for (const pack of about.packs.filter((p) => "Ok" in p).map((p) => p.Ok)) {
+    assert.ok(packs.includes(`${pack.name} ${pack.version}`), packs);
+    for (const head of pack.heads) assert.ok(packs.includes(`head ${head.name}, model ${head.model_sha256}`), packs);
+  }
+  assert.ok(packs.includes("Does not open: models/old-pack"), packs);
+  await checked(page, errors, "settings-about");
+  await page.click("#about-close");
+  await dialog.waitFor({ state: "hidden" });
+  // Reading the build facts can fail: said, not left blank.
+  const failing = await openPage(browser, base, working({ about: () => { throw "reading the model packs stopped unexpectedly"; } }));
+  await failing.page.click('a[data-nav="settings"]');
+  await failing.page.click("#about-button");
+  await failing.page.locator("#about-status").getByText("reading the model packs stopped unexpectedly").waitFor();
+  assert.deepEqual(failing.errors, []);
 });
 
 test("the lock screen, and the first-run passphrase IT requires", async () => {

@@ -2,8 +2,8 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { countLine, hasOlder, PAGE_SIZE, queryFrom, renderDetail, renderRows } from "./history";
 import { renderModelCards, signatureHeader } from "./models-screen";
 import { screenOf, showScreen } from "./nav";
-import { applyTheme, savedTheme, statusFacts } from "./settings-screen";
-import type { AppStatus, HistoryEntry, HistoryRecord, PackList } from "./types";
+import { applyTheme, buildFacts, renderAboutPacks, savedTheme, statusFacts } from "./settings-screen";
+import type { About, AppStatus, HistoryEntry, HistoryRecord, PackList } from "./types";
 
 const entry = (id: number, preview: string): HistoryEntry => ({
   id,
@@ -127,6 +127,40 @@ describe("settings", () => {
     expect(facts["History database"]).toContain("not available");
     expect(facts["Integrity check"]).toBe("being checked");
     expect(facts["Engine threads"]).toBe("2");
+  });
+
+  it("names the build and every pack's heads with their model hashes, as text", () => {
+    const hostile = `<img src=x onerror="window.__x=1">`;
+    const about: About = {
+      version: "0.1.0",
+      commit: "0123456789ab",
+      build_date: "2026-12-07",
+      packs: [
+        { Ok: { name: "icd10cm", version: "0.2.0", heads: [{ name: "chapter", model_sha256: "aa11" }, { name: "block", model_sha256: "bb22" }] } },
+        { Ok: { name: hostile, version: "1", heads: [] } },
+        { Err: "models/broken: \"head.safetensors\" is missing" },
+      ],
+    };
+    expect(buildFacts(about)).toEqual([
+      ["Version", "MedText 0.1.0"],
+      ["Commit", "0123456789ab"],
+      ["Built", "2026-12-07"],
+    ]);
+    const list = document.createElement("ul");
+    renderAboutPacks(about, list);
+    const packs = [...list.children];
+    expect(packs.length).toBe(3);
+    expect(packs[0].firstChild?.textContent).toBe("icd10cm 0.2.0");
+    expect([...packs[0].querySelectorAll("li")].map((li) => li.textContent)).toEqual([
+      "head chapter, model aa11",
+      "head block, model bb22",
+    ]);
+    expect(packs[0].querySelector("code")?.textContent).toBe("aa11");
+    expect(packs[1].textContent).toContain(hostile);
+    expect(list.querySelectorAll("img").length).toBe(0);
+    expect(packs[2].textContent).toBe('Does not open: models/broken: "head.safetensors" is missing');
+    renderAboutPacks({ ...about, packs: [] }, list);
+    expect(list.textContent).toBe("No model packs are installed.");
   });
 });
 

@@ -2,7 +2,7 @@
 // lock and passphrase controls on it are wired with the lock (main.ts).
 
 import { invoke } from "./ipc";
-import type { AppStatus, HistorySettings } from "./types";
+import type { About, AppStatus, HistorySettings } from "./types";
 import { $ } from "./dom";
 
 export type Theme = "system" | "light" | "dark";
@@ -40,8 +40,64 @@ export function statusFacts(s: AppStatus, h: HistorySettings | null): [string, s
   ];
 }
 
-function renderFacts(facts: [string, string][]): void {
-  const list = $("about-facts");
+/** The About box's build facts: what IT matches against a release. */
+export function buildFacts(a: About): [string, string][] {
+  return [
+    ["Version", `MedText ${a.version}`],
+    ["Commit", a.commit],
+    ["Built", a.build_date],
+  ];
+}
+
+/** Fills the About box's list of packs: each with its version and every
+ * head's model hash, or why it does not open. Text only: a manifest is
+ * anyone's text. */
+export function renderAboutPacks(a: About, list: HTMLElement): void {
+  const item = (text: string) => {
+    const li = document.createElement("li");
+    li.textContent = text;
+    return li;
+  };
+  list.replaceChildren(
+    ...(a.packs.length === 0 ? [item("No model packs are installed.")] : []),
+    ...a.packs.map((p) => {
+      if ("Err" in p) return item(`Does not open: ${p.Err}`);
+      const li = item(`${p.Ok.name} ${p.Ok.version}`);
+      const heads = document.createElement("ul");
+      heads.replaceChildren(
+        ...p.Ok.heads.map((h) => {
+          const head = item(`head ${h.name}, model `);
+          const hash = document.createElement("code");
+          hash.textContent = h.model_sha256;
+          head.append(hash);
+          return head;
+        }),
+      );
+      li.append(heads);
+      return li;
+    }),
+  );
+}
+
+/** Opens the About box, then fills it (checking the packs takes a moment). */
+async function showAbout(): Promise<void> {
+  const dialog = $<HTMLDialogElement>("about-dialog");
+  const status = $("about-status");
+  status.textContent = "Checking the model packs…";
+  $("about-build").replaceChildren();
+  $("about-packs").replaceChildren();
+  if (!dialog.open) dialog.showModal();
+  try {
+    const about = await invoke<About>("about");
+    renderFacts(buildFacts(about), $("about-build"));
+    renderAboutPacks(about, $("about-packs"));
+    status.textContent = "";
+  } catch (e) {
+    status.textContent = typeof e === "string" ? e : "MedText could not read its build facts.";
+  }
+}
+
+function renderFacts(facts: [string, string][], list: HTMLElement = $("about-facts")): void {
   list.replaceChildren(
     ...facts.flatMap(([k, v]) => {
       const dt = document.createElement("dt");
@@ -92,6 +148,7 @@ export function initSettingsScreen(): void {
       applyTheme(chosen);
     });
   }
+  $("about-button").addEventListener("click", () => void showAbout());
   $("threads-select").addEventListener("change", () => {
     const value = $<HTMLSelectElement>("threads-select").value;
     void invoke("set_engine_threads", { threads: value === "" ? null : Number(value) })

@@ -72,6 +72,27 @@ export interface ClassifyResponse {
   save_error: string | null;
 }
 
+/** A head and its model hash (the one every result carries). */
+export interface HeadIdentity {
+  name: string;
+  model_sha256: string;
+}
+
+/** A pack as `medtext --version` names it (medtext_core::pack::PackIdentity). */
+export interface PackIdentity {
+  name: string;
+  version: string;
+  heads: HeadIdentity[];
+}
+
+/** The About box: this build and every pack, or why a pack does not open. */
+export interface About {
+  version: string;
+  commit: string;
+  build_date: string;
+  packs: ({ Ok: PackIdentity } | { Err: string })[];
+}
+
 export interface HistoryEntry {
   id: number;
   created_at_ms: number;
