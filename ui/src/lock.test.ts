@@ -36,10 +36,16 @@ describe("managedLines", () => {
         managed: [
           { key: "lock.idle_minutes", value: "5" },
           { key: "history.allow_export", value: "false" },
+          { key: "recovery.escrow_public_key", value: "age1abc" },
           { key: "future.key", value: "x" },
         ],
       }),
-    ).toEqual(["Lock after idle (minutes): 5", "Unencrypted export allowed: no", "future.key: x"]);
+    ).toEqual([
+      "Lock after idle (minutes): 5",
+      "Unencrypted export allowed: no",
+      "Recovery key escrowed to IT, key: age1abc",
+      "future.key: x",
+    ]);
   });
 });
 

@@ -81,6 +81,8 @@ export function managedLines(policy: PolicyStatus): string[] {
     "packs.allowed_signers": "Model packs accepted from",
     "logs.keep_days": "Keep logs (days)",
     "logs.max_file_mb": "Log file size (MB)",
+    "recovery.escrow_public_key": "Recovery key escrowed to IT, key",
+    "recovery.escrow_dir": "Recovery key escrow folder",
   };
   const words: Record<string, string> = { true: "yes", false: "no" };
   return policy.managed.map((m) => `${names[m.key] ?? m.key}: ${words[m.value] ?? m.value}`);

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use medtext_api::{Config, Server};
+use medtext_core::store::utc_minute;
 
 use crate::{err, models_dir, open_history, policy, CliResult, PackArgs};
 
@@ -113,28 +114,6 @@ pub fn api_key_command(command: ApiKeyCommand) -> CliResult {
         }
     }
     Ok(())
-}
-
-/// `ms` since 1970 as "YYYY-MM-DD HH:MM UTC".
-fn utc_minute(ms: i64) -> String {
-    let days = ms.div_euclid(crate::DAY_MS);
-    let minute_of_day = ms.rem_euclid(crate::DAY_MS) / 60_000;
-    // The civil date of a day number (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        minute_of_day / 60,
-        minute_of_day % 60
-    )
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use medtext_core::anchor;
 use medtext_core::archive;
 use medtext_core::audit;
 use medtext_core::bench::{self, BenchPlan};
+use medtext_core::escrow::{self, EscrowStatus};
 use medtext_core::pack::{Pack, DEFAULT_PACK};
 use medtext_core::policy::Policy;
 use medtext_core::store::{
@@ -258,9 +259,24 @@ enum ExportFormatArg {
 
 #[derive(Subcommand)]
 enum KeyCommand {
-    /// Print the recovery key (for IT to escrow): it opens the history if
-    /// the keychain entry is lost. Whoever holds it can read the history.
+    /// Print the recovery key (for IT to keep, where the machine policy does
+    /// not escrow it to IT already): it opens the history if the keychain
+    /// entry is lost. Whoever holds it can read the history.
     Recovery,
+    /// IT, on its own machine: open an escrow file written where the policy
+    /// names IT's key ([recovery] escrow_public_key). Prints the recovery
+    /// key on standard output and what it opens (host, user, history,
+    /// date) on standard error, so that on the workstation
+    /// `medtext key escrow-open ... | medtext key recover` opens the history.
+    /// The standard `age -d -i IDENTITY FILE` opens it too.
+    EscrowOpen {
+        /// IT's age identity file (an AGE-SECRET-KEY-1… line, as
+        /// `age-keygen` writes it).
+        #[arg(long, value_name = "FILE")]
+        identity: PathBuf,
+        /// The `.age` file from the escrow folder.
+        escrow_file: PathBuf,
+    },
     /// Re-encrypt the history with a new random key kept in the keychain
     /// (the recovery key stays the same).
     Rotate,
@@ -960,6 +976,9 @@ fn print_evidence(text: &str, c: &Classification) {
 fn open_history() -> Result<HistoryStore, String> {
     let mut store = HistoryStore::open_in(&paths::data_dir().map_err(err)?).map_err(err)?;
     if let Some(key) = store.take_new_recovery_key() {
+        if let EscrowStatus::NotWritten { reason } = store.escrow_status() {
+            eprintln!("The recovery key could not be escrowed to IT: {reason}. It is shown below instead, and MedText tries again at every start.");
+        }
         eprintln!(
             "A recovery key was made for this history. If the keychain entry is ever lost it opens the history again; give it to IT to keep safe (`medtext key recovery` shows it again):\n{}",
             key.to_text()
@@ -1231,7 +1250,6 @@ fn day_start_ms(day: &str) -> Result<i64, String> {
 }
 
 fn key_command(command: KeyCommand) -> CliResult {
-    let data_dir = paths::data_dir().map_err(err)?;
     match command {
         KeyCommand::Recovery => {
             // Opening proves the keychain's keys are this history's.
@@ -1256,11 +1274,36 @@ fn key_command(command: KeyCommand) -> CliResult {
             eprintln!("the history is re-encrypted with a new key; the recovery key is unchanged");
         }
         KeyCommand::Recover => {
+            let data_dir = paths::data_dir().map_err(err)?;
             let store = HistoryStore::recover(&data_dir, &read_secret_line()?).map_err(err)?;
             eprintln!(
                 "the history opens again ({} records); its keys are back in the keychain",
                 store.count().map_err(err)?
             );
+        }
+        KeyCommand::EscrowOpen {
+            identity,
+            escrow_file,
+        } => {
+            let record = escrow::open(&identity, &escrow_file).map_err(err)?;
+            // The file's words are IT's, but shown escaped all the same.
+            let shown = text::printable;
+            eprintln!(
+                "escrow file {} (MedText {}, {}):",
+                escrow_file.display(),
+                shown(&record.medtext_version),
+                shown(&record.format)
+            );
+            eprintln!("  host     {}", shown(&record.host));
+            eprintln!("  user     {}", shown(&record.user));
+            eprintln!(
+                "  history  {} (id {})",
+                shown(&record.history.to_string_lossy()),
+                shown(&record.history_id)
+            );
+            eprintln!("  created  {}", shown(&record.created));
+            eprintln!("recovery key (on that workstation, give it to `medtext key recover` on standard input):");
+            println!("{}", record.recovery_key);
         }
     }
     Ok(())
@@ -1477,6 +1520,14 @@ fn doctor() -> CliResult {
                 );
             }
         }
+        report(
+            "recovery key escrow",
+            match store.escrow_status() {
+                EscrowStatus::NotManaged => Ok("not managed: the machine policy names no escrow key, so the recovery key was shown to the user (`medtext key recovery` prints it)".into()),
+                EscrowStatus::Written { file } => Ok(format!("escrowed to IT: written to {}", file.display())),
+                EscrowStatus::NotWritten { reason } => Err(format!("not written: {reason}. The recovery key was shown to the user instead; MedText tries again at every start")),
+            },
+        );
         report(
             "local API keys",
             store.api_keys().map_err(err).map(|keys| {

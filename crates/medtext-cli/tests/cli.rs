@@ -1986,3 +1986,305 @@ fn pack_export_gives_the_same_bytes_and_signature_after_the_files_are_touched() 
     assert!(first == second, "the archives differ");
     assert_eq!(first_sig, second_sig);
 }
+
+/// IT's age identity, made afresh for a test (never committed), written as
+/// `age-keygen` writes it; returns its public key.
+fn it_identity(file: &std::path::Path) -> String {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    let public = identity.to_public().to_string();
+    std::fs::write(
+        file,
+        format!(
+            "# public key: {public}\n{}\n",
+            identity.to_string().expose_secret()
+        ),
+    )
+    .unwrap();
+    public
+}
+
+/// A machine policy in `dir` that escrows recovery keys to `public` in
+/// `escrow_dir`.
+fn escrow_policy(dir: &std::path::Path, public: &str, escrow_dir: &std::path::Path) -> PathBuf {
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        format!(
+            "[recovery]\nescrow_public_key = \"{public}\"\nescrow_dir = \"{}\"\n",
+            escrow_dir.display()
+        ),
+    )
+    .unwrap();
+    policy
+}
+
+/// [`medtext_with`], with `input` on standard input.
+fn medtext_with_input(args: &[&str], env: &[(&str, &std::path::Path)], input: &[u8]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_medtext"));
+    command
+        .args(args)
+        .env(
+            "MEDTEXT_MODELS_DIR",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+        )
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The files in `dir`.
+fn files_in(dir: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+/// The history of `data` in the test keychain: its entries go at the end.
+fn forget_keys(data: &std::path::Path) {
+    medtext_core::keychain::delete_all_keys(&data.canonicalize().unwrap().join("history.db"))
+        .unwrap();
+}
+
+#[test]
+fn a_recovery_key_escrowed_to_it_opens_the_history_after_the_keychain_lost_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let escrow = dir.path().join("escrow");
+    std::fs::create_dir_all(&data).unwrap();
+    // As the package makes it: anyone drops a file, nobody lists another's.
+    std::fs::create_dir(&escrow).unwrap();
+    std::fs::set_permissions(&escrow, std::fs::Permissions::from_mode(0o1733)).unwrap();
+    let it_key = dir.path().join("it.key");
+    let policy = escrow_policy(dir.path(), &it_identity(&it_key), &escrow);
+    let env = [
+        ("MEDTEXT_DATA_DIR", data.as_path()),
+        ("MEDTEXT_POLICY_FILE", policy.as_path()),
+    ];
+
+    // First run: the new recovery key goes to IT, and is not shown.
+    let out = medtext_with(&["classify", "--save", "Colon adenocarcinoma."], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("recovery key"), "{}", stderr(&out));
+    let files = files_in(&escrow);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = &files[0];
+    let mode = std::fs::metadata(file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let recovery = medtext_with(&["key", "recovery"], &env);
+    let recovery = String::from_utf8_lossy(&recovery.stdout).trim().to_string();
+    assert_eq!(recovery.len(), 69, "{recovery}");
+    assert!(files_containing(&data, recovery.as_bytes()).is_empty());
+    assert!(files_containing(&escrow, recovery.as_bytes()).is_empty());
+
+    // IT opens it on its own machine (no history there).
+    let it_machine = dir.path().join("it-machine");
+    std::fs::create_dir(&it_machine).unwrap();
+    let open = |identity: &std::path::Path| {
+        medtext_with(
+            &[
+                "key",
+                "escrow-open",
+                "--identity",
+                identity.to_str().unwrap(),
+                file.to_str().unwrap(),
+            ],
+            &[("MEDTEXT_DATA_DIR", it_machine.as_path())],
+        )
+    };
+    let opened = open(&it_key);
+    assert!(opened.status.success(), "{}", stderr(&opened));
+    assert_eq!(String::from_utf8_lossy(&opened.stdout).trim(), recovery);
+    let about = stderr(&opened);
+    let id = about
+        .split("(id ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("{about}"));
+    let name = file.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.ends_with(&format!("-{id}.age")), "{name} {about}");
+    assert!(
+        about.contains("history.db") && about.contains("created") && about.contains("user"),
+        "{about}"
+    );
+    // Another key is refused, saying so.
+    let other_key = dir.path().join("other.key");
+    it_identity(&other_key);
+    let refused = open(&other_key);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("this escrow file was not encrypted to that key"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(refused.stdout.is_empty());
+
+    // The keychain loses every key; the escrowed key opens the history.
+    forget_keys(&data);
+    let lost = medtext_with(&["history"], &env);
+    assert!(
+        stderr(&lost).contains("key is missing"),
+        "{}",
+        stderr(&lost)
+    );
+    let recovered = medtext_with_input(&["key", "recover"], &env, &opened.stdout);
+    assert!(recovered.status.success(), "{}", stderr(&recovered));
+    let listed = medtext_with(&["history", "--json"], &env);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("Colon adenocarcinoma."));
+    // Still the same key, escrowed once: nothing new for IT to collect.
+    assert_eq!(files_in(&escrow), files);
+    let doctor = medtext_with(&["doctor"], &env);
+    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        report.contains(&format!(
+            "ok    recovery key escrow: escrowed to IT: written to {}",
+            file.display()
+        )),
+        "{report}"
+    );
+    assert!(!report.contains(&recovery), "{report}");
+    forget_keys(&data);
+}
+
+#[test]
+fn an_escrow_folder_that_cannot_be_written_shows_the_key_and_doctor_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // Missing: IT has not made it yet (refused even to root, as CI is).
+    let escrow = dir.path().join("not-made-yet");
+    let it_key = dir.path().join("it.key");
+    let policy = escrow_policy(dir.path(), &it_identity(&it_key), &escrow);
+    let env = [
+        ("MEDTEXT_DATA_DIR", data.as_path()),
+        ("MEDTEXT_POLICY_FILE", policy.as_path()),
+    ];
+
+    // Fails safe: the key is shown as without a policy, with the reason.
+    let out = medtext_with(&["history"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let told = stderr(&out);
+    assert!(
+        told.contains("could not be escrowed to IT") && told.contains("not-made-yet"),
+        "{told}"
+    );
+    let shown = told
+        .lines()
+        .skip_while(|l| !l.starts_with("A recovery key was made"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{told}"))
+        .to_string();
+    assert_eq!(shown.len(), 69, "{told}");
+    assert!(!escrow.exists(), "MedText made IT's folder");
+    let doctor = medtext_with(&["doctor"], &env);
+    assert!(!doctor.status.success());
+    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    let line = report
+        .lines()
+        .find(|l| l.contains("recovery key escrow"))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        line.starts_with("FAIL  recovery key escrow: not written:")
+            && line.contains("not-made-yet"),
+        "{line}"
+    );
+    assert!(!report.contains(&shown) && !stderr(&doctor).contains(&shown));
+    assert!(files_containing(&data.join("logs"), shown.as_bytes()).is_empty());
+
+    // Once IT makes the folder, the next start escrows the same key.
+    std::fs::create_dir(&escrow).unwrap();
+    let out = medtext_with(&["history"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(&shown), "{}", stderr(&out));
+    let files = files_in(&escrow);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let opened = medtext_with(
+        &[
+            "key",
+            "escrow-open",
+            "--identity",
+            it_key.to_str().unwrap(),
+            files[0].to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert_eq!(String::from_utf8_lossy(&opened.stdout).trim(), shown);
+    let doctor = medtext_with(&["doctor"], &env);
+    let report = String::from_utf8_lossy(&doctor.stdout).into_owned();
+    assert!(
+        report.contains("ok    recovery key escrow: escrowed to IT: written to"),
+        "{report}"
+    );
+    forget_keys(&data);
+}
+
+#[test]
+fn a_malformed_escrow_key_in_the_policy_stops_medtext_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[history]\nallow_export = false\n\n[recovery]\nescrow_public_key = \"age1notakey\"\n",
+    )
+    .unwrap();
+    let out = medtext_with(
+        &["history"],
+        &[
+            ("MEDTEXT_DATA_DIR", dir.path()),
+            ("MEDTEXT_POLICY_FILE", &policy),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let told = stderr(&out);
+    assert!(
+        told.contains("line 5") && told.contains("recovery.escrow_public_key"),
+        "{told}"
+    );
+    assert!(!dir.path().join("history.db").exists());
+}
+
+#[test]
+fn the_standard_age_tool_opens_an_escrow_file() {
+    let Ok(version) = Command::new("age").arg("--version").output() else {
+        eprintln!("SKIPPED: the `age` tool is not installed (apt-get install age)");
+        return;
+    };
+    assert!(version.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let escrow = dir.path().join("escrow");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::create_dir(&escrow).unwrap();
+    let it_key = dir.path().join("it.key");
+    let policy = escrow_policy(dir.path(), &it_identity(&it_key), &escrow);
+    let env = [
+        ("MEDTEXT_DATA_DIR", data.as_path()),
+        ("MEDTEXT_POLICY_FILE", policy.as_path()),
+    ];
+    assert!(medtext_with(&["history"], &env).status.success());
+    let recovery = medtext_with(&["key", "recovery"], &env);
+    let recovery = String::from_utf8_lossy(&recovery.stdout).trim().to_string();
+    let files = files_in(&escrow);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let out = Command::new("age")
+        .arg("-d")
+        .arg("-i")
+        .arg(&it_key)
+        .arg(&files[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["recovery_key"], recovery.as_str());
+    assert_eq!(record["format"], "medtext-recovery-escrow/1");
+    forget_keys(&data);
+}

@@ -123,7 +123,7 @@ pub fn text_digest(key: &[u8], text: &str) -> String {
 }
 
 /// The operating-system user acting, as the environment names them.
-fn os_user() -> String {
+pub(crate) fn os_user() -> String {
     ["USER", "USERNAME", "LOGNAME"]
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))

@@ -129,6 +129,9 @@ pub enum Error {
 
     #[error("API key: {problem}")]
     ApiKey { problem: String },
+
+    #[error("recovery key escrow: {}", printable(.problem))]
+    Escrow { problem: String },
 }
 
 /// A path as messages show it (see [`printable`]).
@@ -173,6 +176,7 @@ impl Error {
             Error::Locked => "locked",
             Error::Unlock { .. } => "unlock",
             Error::ApiKey { .. } => "api_key",
+            Error::Escrow { .. } => "escrow",
         }
     }
 

@@ -81,9 +81,10 @@ impl fmt::Debug for DatabaseKey {
 }
 
 /// The recovery key: a second random secret that unlocks a copy of the
-/// database key kept beside the database (see [`crate::recovery`]). Shown
-/// once when the history is created, for IT to escrow; it survives key
-/// rotation. Whoever holds it can read the history.
+/// database key kept beside the database (see [`crate::recovery`]).
+/// Escrowed to IT where the policy names IT's key (see [`crate::escrow`]),
+/// else shown once when the history is created for the user to give IT; it
+/// survives key rotation. Whoever holds it can read the history.
 pub struct RecoveryKey(Secret);
 
 impl RecoveryKey {
@@ -158,6 +159,14 @@ impl RecoveryKey {
             return Err(bad("does not check out (a character is mistyped)"));
         }
         Ok(key)
+    }
+}
+
+/// A copy is wiped when dropped, like the original: the store keeps one to
+/// show and hands the other to the escrow.
+impl Clone for RecoveryKey {
+    fn clone(&self) -> Self {
+        Self(Secret(self.0 .0))
     }
 }
 

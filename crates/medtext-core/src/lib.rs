@@ -18,6 +18,7 @@ pub mod embedding_cache;
 pub mod encoder;
 pub mod engine;
 pub mod error;
+pub mod escrow;
 pub mod evidence;
 pub mod head;
 pub mod history_bench;

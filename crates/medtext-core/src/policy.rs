@@ -25,6 +25,11 @@
 //! [api]
 //! allow = false               # the loopback API of `medtext serve`
 //! max_tokens_per_request = 50000   # most tokens in one request's texts
+//!
+//! [recovery]
+//! escrow_public_key = "age1…"  # IT's age X25519 key: the recovery key is
+//!                              # escrowed to it, not shown (crate::escrow)
+//! escrow_dir = "/var/lib/medtext/escrow"   # where (this is Linux's default)
 //! ```
 //!
 //! Every key is optional; a key that is present is *managed*: the user sees
@@ -37,6 +42,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
+use crate::escrow::EscrowPolicy;
 use crate::logging::LogSettings;
 use crate::signing::SignerKey;
 use crate::text::MAX_TEXT_CHARS;
@@ -81,6 +87,9 @@ pub struct Policy {
     /// shares its time between requests, but each request still costs its
     /// tokens, and IT may want a single program's calls kept short.
     pub api_max_tokens_per_request: Option<usize>,
+    /// IT's key to escrow each history's recovery key to (see
+    /// [`crate::escrow`]), and where the escrow files go.
+    pub recovery_escrow: Option<EscrowPolicy>,
 }
 
 /// One managed setting, for the settings screen and `medtext doctor`.
@@ -105,6 +114,8 @@ struct PolicyFile {
     logs: LogsSection,
     #[serde(default)]
     api: ApiSection,
+    #[serde(default)]
+    recovery: RecoverySection,
 }
 
 #[derive(Default, Deserialize)]
@@ -148,6 +159,13 @@ struct ApiSection {
     max_tokens_per_request: Option<Spanned<usize>>,
 }
 
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoverySection {
+    escrow_public_key: Option<Spanned<String>>,
+    escrow_dir: Option<Spanned<String>>,
+}
+
 /// The policy file a test named with [`POLICY_FILE_ENV`] (debug builds only).
 fn test_policy_file() -> Option<PathBuf> {
     if !cfg!(debug_assertions) {
@@ -163,13 +181,20 @@ pub fn machine_policy_path() -> PathBuf {
     if let Some(path) = test_policy_file() {
         return path;
     }
+    machine_path("/etc/medtext/policy.toml", "policy.toml")
+}
+
+/// `name` in MedText's machine-wide folder, IT's and not the user's:
+/// `%ProgramData%\MedText` on Windows, `/Library/Application Support/MedText`
+/// on macOS. Linux spreads them as its file system layout wants: `linux`.
+pub(crate) fn machine_path(linux: &str, name: &str) -> PathBuf {
     if cfg!(windows) {
         let base = std::env::var_os("ProgramData").unwrap_or_else(|| r"C:\ProgramData".into());
-        PathBuf::from(base).join("MedText").join("policy.toml")
+        PathBuf::from(base).join("MedText").join(name)
     } else if cfg!(target_os = "macos") {
-        PathBuf::from("/Library/Application Support/MedText/policy.toml")
+        PathBuf::from("/Library/Application Support/MedText").join(name)
     } else {
-        PathBuf::from("/etc/medtext/policy.toml")
+        PathBuf::from(linux)
     }
 }
 
@@ -254,6 +279,7 @@ impl Policy {
             ),
             None => None,
         };
+        let recovery_escrow = escrow_policy(&file.recovery, &at)?;
         Ok(Self {
             source: Some(path.to_path_buf()),
             idle_lock_minutes: ranged(&file.lock.idle_minutes, 1, 1440, "lock.idle_minutes")?,
@@ -272,6 +298,7 @@ impl Policy {
             log_max_file_mb: ranged(&file.logs.max_file_mb, 1, 1024, "logs.max_file_mb")?,
             allow_local_api: file.api.allow,
             api_max_tokens_per_request,
+            recovery_escrow,
         })
     }
 
@@ -394,6 +421,15 @@ impl Policy {
             "api.max_tokens_per_request",
             self.api_max_tokens_per_request.map(|v| v.to_string()),
         );
+        let escrow = self.recovery_escrow.as_ref();
+        add(
+            "recovery.escrow_public_key",
+            escrow.map(|e| e.key.to_string()),
+        );
+        add(
+            "recovery.escrow_dir",
+            escrow.and_then(|e| e.dir.as_ref().map(|d| d.display().to_string())),
+        );
         out
     }
 }
@@ -414,6 +450,40 @@ fn within<T: PartialOrd + Copy + std::fmt::Display>(
         Some(v) => Ok(Some(*v.get_ref())),
         None => Ok(None),
     }
+}
+
+/// The `[recovery]` section: IT's escrow key, checked, and an absolute
+/// folder if it names one.
+fn escrow_policy(
+    section: &RecoverySection,
+    at: &impl Fn(usize, String) -> Error,
+) -> Result<Option<EscrowPolicy>> {
+    let Some(key) = &section.escrow_public_key else {
+        return match &section.escrow_dir {
+            Some(dir) => Err(at(
+                dir.span().start,
+                "recovery.escrow_dir is set without recovery.escrow_public_key: add IT's public key (age1…), or remove escrow_dir".into(),
+            )),
+            None => Ok(None),
+        };
+    };
+    let parsed = EscrowPolicy::parse_key(key.get_ref()).map_err(|problem| {
+        at(
+            key.span().start,
+            format!("recovery.escrow_public_key {problem}"),
+        )
+    })?;
+    let dir =
+        match &section.escrow_dir {
+            Some(dir) if !Path::new(dir.get_ref()).is_absolute() => return Err(at(
+                dir.span().start,
+                "recovery.escrow_dir must be an absolute path (such as /var/lib/medtext/escrow)"
+                    .into(),
+            )),
+            Some(dir) => Some(PathBuf::from(dir.get_ref())),
+            None => None,
+        };
+    Ok(Some(EscrowPolicy { key: parsed, dir }))
 }
 
 /// A policy anyone can edit is no policy: refuse one that users other than
@@ -529,11 +599,13 @@ mod tests {
     fn every_setting_is_read_and_listed_as_managed() {
         let key =
             crate::signing::generate_key(&tempfile::tempdir().unwrap().path().join("k")).unwrap();
+        let escrow = age::x25519::Identity::generate().to_public();
         let text = format!(
             "[lock]\nidle_minutes = 5\nunlock = \"passphrase\"\n[history]\nretention_days = 90\n\
              allow_export = false\nallow_backup = true\n[input]\nmax_text_chars = 2000\n\
              [packs]\nallowed_signers = [\"{}\"]\n[logs]\nkeep_days = 7\nmax_file_mb = 2\n[api]\nallow = false\n\
-             max_tokens_per_request = 5000\n",
+             max_tokens_per_request = 5000\n[recovery]\nescrow_public_key = \"{escrow}\"\n\
+             escrow_dir = \"/srv/escrow\"\n",
             key.to_text()
         );
         let policy = parse(&text).unwrap();
@@ -550,7 +622,14 @@ mod tests {
             }
         );
         assert_eq!(policy.api_max_tokens_per_request, Some(5000));
-        assert_eq!(policy.managed().len(), 11);
+        assert_eq!(
+            policy.recovery_escrow,
+            Some(EscrowPolicy {
+                key: escrow.clone(),
+                dir: Some(PathBuf::from("/srv/escrow"))
+            })
+        );
+        assert_eq!(policy.managed().len(), 13);
         let api = policy.check_local_api().unwrap_err().to_string();
         assert!(
             api.contains("medtext serve") && api.contains("policy.toml"),
@@ -618,6 +697,60 @@ mod tests {
         let (line, problem) = line_and_problem("[api]\nallow = true\nmax_tokens_per_request = 0\n");
         assert_eq!(line, 3);
         assert!(problem.contains("between 1 and"), "{problem}");
+    }
+
+    #[test]
+    fn the_escrow_key_and_folder_are_checked_on_their_lines() {
+        let key = age::x25519::Identity::generate();
+        let public = key.to_public().to_string();
+        let policy = parse(&format!("[recovery]\nescrow_public_key = \"{public}\"\n")).unwrap();
+        let escrow = policy.recovery_escrow.as_ref().unwrap();
+        assert_eq!(escrow.dir(), crate::escrow::default_dir());
+        assert_eq!(
+            crate::escrow::default_dir(),
+            PathBuf::from("/var/lib/medtext/escrow")
+        );
+        let managed = policy.managed();
+        assert_eq!(managed.len(), 1);
+        assert_eq!(managed[0].key, "recovery.escrow_public_key");
+        assert_eq!(managed[0].value, public);
+        assert_eq!(parse("").unwrap().recovery_escrow, None);
+
+        let (line, problem) = line_and_problem(
+            "[lock]\nidle_minutes = 5\n[recovery]\nescrow_public_key = \"age1xyz\"\n",
+        );
+        assert_eq!(line, 4);
+        assert!(
+            problem.contains("not an age X25519 public key"),
+            "{problem}"
+        );
+
+        use age::secrecy::ExposeSecret;
+        let secret = key.to_string().expose_secret().to_string();
+        let (line, problem) =
+            line_and_problem(&format!("[recovery]\n\nescrow_public_key = \"{secret}\"\n"));
+        assert_eq!(line, 3);
+        assert!(
+            problem.contains("secret key") && !problem.contains(&secret),
+            "{problem}"
+        );
+
+        let (line, problem) = line_and_problem(&format!(
+            "[recovery]\nescrow_public_key = \"{public}\"\nescrow_dir = \"escrow\"\n"
+        ));
+        assert_eq!(line, 3);
+        assert!(problem.contains("absolute"), "{problem}");
+
+        let (line, problem) = line_and_problem("[recovery]\nescrow_dir = \"/srv/escrow\"\n");
+        assert_eq!(line, 2);
+        assert!(
+            problem.contains("without recovery.escrow_public_key"),
+            "{problem}"
+        );
+
+        let (line, problem) = line_and_problem("[recovery]\nescrow_key = \"age1\"\n");
+        assert_eq!(line, 2);
+        assert!(problem.contains("escrow_key"), "{problem}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::anchor;
 use crate::audit::{self, Action, Event};
+use crate::escrow::{self, EscrowRecord, EscrowStatus, Escrowed};
 use crate::evidence::WordEvidence;
 use crate::keychain::{self, DatabaseKey, RecoveryKey};
 use crate::policy::Policy;
@@ -226,6 +227,8 @@ pub struct HistoryStore {
     pub(crate) path: PathBuf,
     /// See [`HistoryStore::take_new_recovery_key`].
     new_recovery_key: Option<RecoveryKey>,
+    /// See [`HistoryStore::escrow_status`].
+    escrow: EscrowStatus,
     /// The machine policy: fixes retention, allows or forbids exports and
     /// backups. Loaded by [`HistoryStore::open_in`] and
     /// [`HistoryStore::recover`] so no caller can forget it.
@@ -265,6 +268,10 @@ pub enum OpenMode {
 /// The setting that holds the history's random id.
 const HISTORY_ID: &str = "history_id";
 
+/// The setting that says to which key and file the recovery key was
+/// escrowed ([`Escrowed`]).
+const RECOVERY_ESCROW: &str = "recovery_escrow";
+
 impl HistoryStore {
     /// Opens (or creates) the history in `data_dir`, with its key from the OS
     /// keychain. The directory is made owner-only. If a key rotation was
@@ -302,7 +309,11 @@ impl HistoryStore {
         };
         store.check_anchor(mode)?;
         store.policy = Policy::load()?;
-        store.ensure_recovery(&key)?;
+        let recovery = store.ensure_recovery(&key)?;
+        // Looking changes nothing; every other open escrows (or tries again).
+        if mode != OpenMode::Inspect {
+            store.escrow_recovery_key(&recovery)?;
+        }
         store._in_use = Some(in_use);
         Ok(store)
     }
@@ -492,9 +503,10 @@ impl HistoryStore {
 
     /// Makes sure the history has a recovery key in the keychain and a
     /// recovery file holding `key` (rewritten after a rotation, finished or
-    /// interrupted). A recovery key made now (first run) is kept for
-    /// [`HistoryStore::take_new_recovery_key`] to show once.
-    fn ensure_recovery(&mut self, key: &DatabaseKey) -> Result<()> {
+    /// interrupted), and returns the recovery key. A recovery key made now
+    /// (first run) is kept for [`HistoryStore::take_new_recovery_key`] to
+    /// show once, unless it is escrowed.
+    fn ensure_recovery(&mut self, key: &DatabaseKey) -> Result<RecoveryKey> {
         match keychain::recovery_key(&self.path)? {
             Some(recovery) => {
                 let holds_key = recovery::read(&self.path, &recovery)
@@ -502,21 +514,76 @@ impl HistoryStore {
                 if !holds_key {
                     recovery::write(&self.path, &recovery, key)?;
                 }
+                Ok(recovery)
             }
             None => {
                 let recovery = RecoveryKey::generate()?;
                 recovery::write(&self.path, &recovery, key)?;
                 keychain::store_recovery_key(&self.path, &recovery)?;
-                self.new_recovery_key = Some(recovery);
+                self.new_recovery_key = Some(recovery.clone());
+                Ok(recovery)
+            }
+        }
+    }
+
+    /// Escrows `recovery` to IT when the policy names IT's key and this
+    /// history does not record it as escrowed to that key already (see
+    /// [`crate::escrow`]). Escrowed, a new key is not shown. A file that
+    /// cannot be written fails safe: the key is shown as without escrow,
+    /// [`HistoryStore::escrow_status`] says why, and the next open tries
+    /// again. Neither the log nor the status ever holds the key.
+    fn escrow_recovery_key(&mut self, recovery: &RecoveryKey) -> Result<()> {
+        let Some(policy) = self.policy.recovery_escrow.clone() else {
+            self.escrow = EscrowStatus::NotManaged;
+            return Ok(());
+        };
+        let recorded = self
+            .setting(RECOVERY_ESCROW)?
+            .and_then(|json| serde_json::from_str::<Escrowed>(&json).ok())
+            .filter(|escrowed| escrowed.covers(&policy, recovery));
+        if let Some(escrowed) = recorded {
+            self.escrow = EscrowStatus::Written {
+                file: escrowed.file,
+            };
+            return Ok(());
+        }
+        let history_id = self.setting(HISTORY_ID)?.unwrap_or_default();
+        let record = EscrowRecord::new(recovery, &history_id, &self.path);
+        match escrow::write(&policy, &record) {
+            Ok(file) => {
+                let escrowed = Escrowed::new(&policy, recovery, file.clone());
+                let json = serde_json::to_string(&escrowed).map_err(|e| Error::Escrow {
+                    problem: format!("the escrow cannot be recorded: {e}"),
+                })?;
+                self.put_unaudited_setting(RECOVERY_ESCROW, json)?;
+                tracing::info!(event = "recovery_key_escrowed");
+                self.new_recovery_key = None;
+                self.escrow = EscrowStatus::Written { file };
+            }
+            Err(e) => {
+                tracing::warn!(event = "recovery_key_not_escrowed", error = e.kind());
+                self.escrow = EscrowStatus::NotWritten {
+                    reason: match e {
+                        Error::Escrow { problem } => problem,
+                        other => other.to_string(),
+                    },
+                };
             }
         }
         Ok(())
     }
 
-    /// The recovery key made when this history was set up, once: the app
-    /// shows it at first run for IT to escrow.
+    /// The recovery key made when this history was set up, once, unless it
+    /// was escrowed: the app shows it at first run for IT to keep.
     pub fn take_new_recovery_key(&mut self) -> Option<RecoveryKey> {
         self.new_recovery_key.take()
+    }
+
+    /// Whether the recovery key is escrowed to IT, as of the last open
+    /// (which tries again where it failed before). An open to inspect
+    /// ([`OpenMode::Inspect`]) does not look: it reports `NotManaged`.
+    pub fn escrow_status(&self) -> &EscrowStatus {
+        &self.escrow
     }
 
     /// Opens the history in `data_dir` with its recovery key when the
@@ -542,6 +609,7 @@ impl HistoryStore {
         // After the keys are back: a history that also lost work is then
         // refused like any other, and `medtext audit accept-loss` can open it.
         store.check_anchor(OpenMode::Normal)?;
+        store.escrow_recovery_key(&recovery_key)?;
         Ok(store)
     }
 
@@ -670,6 +738,7 @@ impl HistoryStore {
             conn,
             path: path.to_path_buf(),
             new_recovery_key: None,
+            escrow: EscrowStatus::NotManaged,
             policy: Policy::default(),
             _in_use: None,
             audit_text_key: None,
@@ -1740,6 +1809,31 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Milliseconds in a day.
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// `ms` since 1970 as "YYYY-MM-DD HH:MM UTC".
+pub fn utc_minute(ms: i64) -> String {
+    let days = ms.div_euclid(DAY_MS);
+    let minute_of_day = ms.rem_euclid(DAY_MS) / 60_000;
+    // The civil date of a day number (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let mp = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        minute_of_day / 60,
+        minute_of_day % 60
+    )
 }
 
 #[cfg(test)]
