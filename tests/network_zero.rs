@@ -13,9 +13,16 @@ fn banned_crates() -> BTreeSet<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deny.toml");
     let text = std::fs::read_to_string(path).expect("deny.toml reads");
     let deny: toml::Table = toml::from_str(&text).expect("deny.toml parses");
-    let list = deny["bans"]["deny"].as_array().expect("[bans] deny is a list");
+    let list = deny["bans"]["deny"]
+        .as_array()
+        .expect("[bans] deny is a list");
     list.iter()
-        .map(|entry| entry["crate"].as_str().expect("each entry names a crate").to_string())
+        .map(|entry| {
+            entry["crate"]
+                .as_str()
+                .expect("each entry names a crate")
+                .to_string()
+        })
         .collect()
 }
 
@@ -26,7 +33,6 @@ const DESKTOP_TARGETS: &[&str] = &[
     "x86_64-apple-darwin",
     "aarch64-apple-darwin",
 ];
-
 
 /// Names of every package the app and the CLI are built from on `target`:
 /// normal dependencies with the features a build of them turns on (`cargo
@@ -84,7 +90,13 @@ fn no_network_crate_is_built_into_the_app_or_the_cli_on_any_desktop() {
 #[test]
 fn the_ban_list_is_read_from_deny_toml() {
     let banned = banned_crates();
-    for name in ["reqwest", "hyper", "sentry-core", "hickory-resolver", "tauri-plugin-updater"] {
+    for name in [
+        "reqwest",
+        "hyper",
+        "sentry-core",
+        "hickory-resolver",
+        "tauri-plugin-updater",
+    ] {
         assert!(banned.contains(name), "{name} is banned");
     }
     for name in ["tauri", "openssl-sys", "rusqlite"] {
