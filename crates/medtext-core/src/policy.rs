@@ -94,6 +94,8 @@ pub enum KeyKind {
     OneOf(&'static [&'static str]),
     /// A list of at least one pack signer key (`ed25519:` and 64 hex digits).
     SignerKeys,
+    /// A string of the form described.
+    Text(&'static str),
 }
 
 /// One key of the policy file, described once: the parser takes its range
@@ -174,7 +176,9 @@ pub const ALLOWED_SIGNERS: KeyDoc = KeyDoc {
     name: "packs.allowed_signers",
     kind: KeyKind::SignerKeys,
     default: "any pack installs; a signature that comes with one is still checked",
-    example: "[\"ed25519:5866666666666666666666666666666666666666666666666666666666666666\"]",
+    // A key whose secret was thrown away: copied into a real policy, it
+    // admits no pack at all rather than one someone could sign.
+    example: "[\"ed25519:001bb0aa1bd398ac5f31acf7518514ee7ca00ea2d48d4076e6f8d621f1382ce4\"]",
     effect: "only pack archives signed by one of these keys (`medtext pack keygen` prints them) can be imported",
 };
 pub const LOG_KEEP_DAYS: KeyDoc = KeyDoc {
@@ -815,10 +819,11 @@ mod tests {
                     values.iter().for_each(|v| ok(&format!("\"{v}\"")));
                     refused("\"something-else\"");
                 }
+                KeyKind::Text(_) => refused("1"),
                 KeyKind::SignerKeys => {
                     refused("[]");
                     refused("[\"ed25519:00\"]");
-                    refused("\"ed25519:5866666666666666666666666666666666666666666666666666666666666666\"");
+                    refused("\"ed25519:001bb0aa1bd398ac5f31acf7518514ee7ca00ea2d48d4076e6f8d621f1382ce4\"");
                 }
             }
         }
