@@ -3,8 +3,19 @@
 # machine allows it they run inside a new network namespace that has nothing
 # but loopback, so every test proves the app works with no network at all.
 # Needs the session bus and keyring that scripts/test.sh sets up.
+#
+# --screenshots: also save the screenshots docs/user-guide.md shows into
+# docs/screenshots/ (the tests take them at fixed moments, with made-up notes).
+# Run it after changing a screen and commit the pictures; tests/user_guide.rs
+# checks that the guide shows exactly the ones the tests take.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [[ "${1:-}" == "--screenshots" ]]; then
+  shift
+  export MEDTEXT_E2E_SCREENSHOTS="$PWD/docs/screenshots"
+  mkdir -p "$MEDTEXT_E2E_SCREENSHOTS"
+fi
 
 run() {
   xvfb-run --auto-servernum --server-args="-screen 0 1280x900x24" \

@@ -92,6 +92,171 @@ pub struct Policy {
     pub recovery_escrow: Option<EscrowPolicy>,
 }
 
+/// What a policy key holds: what the admin guide states and the parser checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A whole number from `min` to `max`, both included.
+    Integer { min: u64, max: u64 },
+    /// `true` or `false`.
+    Boolean,
+    /// One of these strings.
+    OneOf(&'static [&'static str]),
+    /// A list of at least one pack signer key (`ed25519:` and 64 hex digits).
+    SignerKeys,
+    /// A string of the form described.
+    Text(&'static str),
+}
+
+/// One key of the policy file, described once: the parser takes its range
+/// from here, the managed-settings list its name, and the admin guide's
+/// policy table (`docs/admin-guide.md`) is tested against [`KEYS`], so the
+/// guide cannot drift from what MedText accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDoc {
+    /// `section.key`, as the settings screen and `medtext doctor` show it.
+    pub name: &'static str,
+    pub kind: KeyKind,
+    /// What applies while the key is absent (the setting is then the user's).
+    pub default: &'static str,
+    /// A value the parser accepts, written as TOML.
+    pub example: &'static str,
+    /// What the key does once IT sets it.
+    pub effect: &'static str,
+}
+
+impl KeyDoc {
+    /// The `[section]` the key sits in.
+    pub fn section(&self) -> &'static str {
+        self.name.split_once('.').map_or("", |(section, _)| section)
+    }
+
+    /// The key's name inside its section.
+    pub fn key(&self) -> &'static str {
+        self.name.split_once('.').map_or(self.name, |(_, key)| key)
+    }
+}
+
+pub const IDLE_MINUTES: KeyDoc = KeyDoc {
+    name: "lock.idle_minutes",
+    kind: KeyKind::Integer { min: 1, max: 1440 },
+    default: "each user chooses (off until they turn it on)",
+    example: "5",
+    effect: "locks the app after this many minutes without input; users cannot change it or turn it off. With `unlock = \"passphrase\"` a user who has no passphrase yet is asked to choose one",
+};
+pub const UNLOCK: KeyDoc = KeyDoc {
+    name: "lock.unlock",
+    kind: KeyKind::OneOf(&["passphrase", "os"]),
+    default: "`\"passphrase\"`",
+    example: "\"os\"",
+    effect: "what unlocking asks for: the app's own unlock passphrase, or the signed-in account's password (`\"os\"`, through PAM service `medtext`; Linux only). Under `\"os\"` no app passphrase can be set, and the app starts locked",
+};
+pub const RETENTION_DAYS: KeyDoc = KeyDoc {
+    name: "history.retention_days",
+    kind: KeyKind::Integer { min: 1, max: 36_500 },
+    default: "each user chooses (records kept until deleted)",
+    example: "90",
+    effect: "records older than this are deleted (overwritten) when the app starts and every hour while it runs; users cannot change the period",
+};
+pub const ALLOW_EXPORT: KeyDoc = KeyDoc {
+    name: "history.allow_export",
+    kind: KeyKind::Boolean,
+    default: "`true`",
+    example: "false",
+    effect: "`false` refuses unencrypted CSV/JSON exports of the history, in the app and with `medtext history export`",
+};
+pub const ALLOW_BACKUP: KeyDoc = KeyDoc {
+    name: "history.allow_backup",
+    kind: KeyKind::Boolean,
+    default: "`true`",
+    example: "true",
+    effect: "`false` refuses `medtext backup` and `medtext restore`",
+};
+pub const MAX_TEXT_CHARS_KEY: KeyDoc = KeyDoc {
+    name: "input.max_text_chars",
+    kind: KeyKind::Integer {
+        min: 1,
+        max: MAX_TEXT_CHARS as u64,
+    },
+    default: "`100000`",
+    example: "20000",
+    effect: "the longest text classified, in characters; a longer one is refused with a message saying so (app, CLI, batch and local API)",
+};
+pub const ALLOWED_SIGNERS: KeyDoc = KeyDoc {
+    name: "packs.allowed_signers",
+    kind: KeyKind::SignerKeys,
+    default: "any pack installs; a signature that comes with one is still checked",
+    // A key whose secret was thrown away: copied into a real policy, it
+    // admits no pack at all rather than one someone could sign.
+    example: "[\"ed25519:001bb0aa1bd398ac5f31acf7518514ee7ca00ea2d48d4076e6f8d621f1382ce4\"]",
+    effect: "only pack archives signed by one of these keys (`medtext pack keygen` prints them) can be imported",
+};
+pub const LOG_KEEP_DAYS: KeyDoc = KeyDoc {
+    name: "logs.keep_days",
+    kind: KeyKind::Integer { min: 1, max: 3650 },
+    default: "`30`",
+    example: "14",
+    effect: "log files older than this are deleted when MedText starts",
+};
+pub const LOG_MAX_FILE_MB: KeyDoc = KeyDoc {
+    name: "logs.max_file_mb",
+    kind: KeyKind::Integer { min: 1, max: 1024 },
+    default: "`10`",
+    example: "10",
+    effect: "a log file is rotated at this size; at most 20 rotated files are kept per program",
+};
+pub const API_ALLOW: KeyDoc = KeyDoc {
+    name: "api.allow",
+    kind: KeyKind::Boolean,
+    default: "`true`",
+    example: "false",
+    effect: "`false` stops `medtext serve` (the loopback API) before it opens the history",
+};
+pub const API_MAX_TOKENS: KeyDoc = KeyDoc {
+    name: "api.max_tokens_per_request",
+    kind: KeyKind::Integer {
+        min: 1,
+        max: MAX_API_TOKENS_PER_REQUEST as u64,
+    },
+    default: "no cap beyond the request limits (64 texts, 16 MB)",
+    example: "50000",
+    effect: "a local API request whose texts hold more tokens, all together, is refused with 413 before any inference",
+};
+
+pub const ESCROW_PUBLIC_KEY: KeyDoc = KeyDoc {
+    name: "recovery.escrow_public_key",
+    kind: KeyKind::Text("IT's age X25519 recipient, `\"age1…\"`"),
+    default: "no escrow: the app shows each new recovery key once, for the user to give to IT",
+    // A recipient whose identity was thrown away: nobody can open what is
+    // encrypted to it.
+    example: "\"age13xc78h0m85642x69dr9t8la4u0yhrmk736y5gwfttchuu55d94mqc4q3qc\"",
+    effect: "each history's recovery key is written, encrypted to this key, to `<escrow_dir>/<host>-<user>-<history id>.age`, and the recovery-key dialog is not shown; a failed write shows the dialog and is tried again at every start. A secret key (`AGE-SECRET-KEY-…`) here is refused without being echoed",
+};
+pub const ESCROW_DIR: KeyDoc = KeyDoc {
+    name: "recovery.escrow_dir",
+    kind: KeyKind::Text("an absolute folder path, only with `escrow_public_key`"),
+    default: "`/var/lib/medtext/escrow` (Linux), `%ProgramData%\\MedText\\escrow` (Windows), `/Library/Application Support/MedText/escrow` (macOS)",
+    example: "\"/var/lib/medtext/escrow\"",
+    effect: "where escrowed recovery keys are written; MedText never creates it. Every user must be able to create files there and none to read the others' (the package makes the Linux default `root:root`, mode 1733)",
+};
+
+/// Every key the policy file accepts, in the order of the file and of
+/// [`Policy::managed`].
+pub const KEYS: &[KeyDoc] = &[
+    IDLE_MINUTES,
+    UNLOCK,
+    RETENTION_DAYS,
+    ALLOW_EXPORT,
+    ALLOW_BACKUP,
+    MAX_TEXT_CHARS_KEY,
+    ALLOWED_SIGNERS,
+    LOG_KEEP_DAYS,
+    LOG_MAX_FILE_MB,
+    API_ALLOW,
+    API_MAX_TOKENS,
+    ESCROW_PUBLIC_KEY,
+    ESCROW_DIR,
+];
+
 /// One managed setting, for the settings screen and `medtext doctor`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ManagedSetting {
@@ -244,23 +409,9 @@ impl Policy {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             at(offset, e.message().trim().to_string())
         })?;
-        let ranged = |value: &Option<Spanned<u32>>, min: u32, max: u32, what: &str| {
-            within(value, min, max, what, &at)
-        };
-        let max_text_chars = within(
-            &file.input.max_text_chars,
-            1,
-            MAX_TEXT_CHARS,
-            "input.max_text_chars",
-            &at,
-        )?;
-        let api_max_tokens_per_request = within(
-            &file.api.max_tokens_per_request,
-            1,
-            MAX_API_TOKENS_PER_REQUEST,
-            "api.max_tokens_per_request",
-            &at,
-        )?;
+        let max_text_chars = within(&file.input.max_text_chars, &MAX_TEXT_CHARS_KEY, &at)?;
+        let api_max_tokens_per_request =
+            within(&file.api.max_tokens_per_request, &API_MAX_TOKENS, &at)?;
         let allowed_pack_signers = match &file.packs.allowed_signers {
             Some(list) if list.is_empty() => {
                 return Err(at(
@@ -282,20 +433,15 @@ impl Policy {
         let recovery_escrow = escrow_policy(&file.recovery, &at)?;
         Ok(Self {
             source: Some(path.to_path_buf()),
-            idle_lock_minutes: ranged(&file.lock.idle_minutes, 1, 1440, "lock.idle_minutes")?,
+            idle_lock_minutes: within(&file.lock.idle_minutes, &IDLE_MINUTES, &at)?,
             unlock: file.lock.unlock,
-            retention_days: ranged(
-                &file.history.retention_days,
-                1,
-                36_500,
-                "history.retention_days",
-            )?,
+            retention_days: within(&file.history.retention_days, &RETENTION_DAYS, &at)?,
             allow_export: file.history.allow_export,
             allow_backup: file.history.allow_backup,
             max_text_chars,
             allowed_pack_signers,
-            log_keep_days: ranged(&file.logs.keep_days, 1, 3650, "logs.keep_days")?,
-            log_max_file_mb: ranged(&file.logs.max_file_mb, 1, 1024, "logs.max_file_mb")?,
+            log_keep_days: within(&file.logs.keep_days, &LOG_KEEP_DAYS, &at)?,
+            log_max_file_mb: within(&file.logs.max_file_mb, &LOG_MAX_FILE_MB, &at)?,
             allow_local_api: file.api.allow,
             api_max_tokens_per_request,
             recovery_escrow,
@@ -366,86 +512,72 @@ impl Policy {
 
     /// Every managed setting with its value, in the file's order.
     pub fn managed(&self) -> Vec<ManagedSetting> {
-        let mut out = Vec::new();
-        let mut add = |key: &'static str, value: Option<String>| {
-            if let Some(value) = value {
-                out.push(ManagedSetting { key, value });
+        let number = |v: Option<u32>| v.map(|v| v.to_string());
+        let flag = |v: Option<bool>| v.map(|v| v.to_string());
+        let unlock = self.unlock.map(|m| {
+            match m {
+                UnlockMethod::Passphrase => "passphrase",
+                UnlockMethod::Os => "os",
             }
-        };
-        add(
-            "lock.idle_minutes",
-            self.idle_lock_minutes.map(|v| v.to_string()),
-        );
-        add(
-            "lock.unlock",
-            self.unlock.map(|m| {
-                match m {
-                    UnlockMethod::Passphrase => "passphrase",
-                    UnlockMethod::Os => "os",
-                }
-                .to_string()
-            }),
-        );
-        add(
-            "history.retention_days",
-            self.retention_days.map(|v| v.to_string()),
-        );
-        add(
-            "history.allow_export",
-            self.allow_export.map(|v| v.to_string()),
-        );
-        add(
-            "history.allow_backup",
-            self.allow_backup.map(|v| v.to_string()),
-        );
-        add(
-            "input.max_text_chars",
-            self.max_text_chars.map(|v| v.to_string()),
-        );
-        add(
-            "packs.allowed_signers",
-            self.allowed_pack_signers.as_ref().map(|keys| {
-                keys.iter()
-                    .map(SignerKey::to_text)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }),
-        );
-        add("logs.keep_days", self.log_keep_days.map(|v| v.to_string()));
-        add(
-            "logs.max_file_mb",
-            self.log_max_file_mb.map(|v| v.to_string()),
-        );
-        add("api.allow", self.allow_local_api.map(|v| v.to_string()));
-        add(
-            "api.max_tokens_per_request",
-            self.api_max_tokens_per_request.map(|v| v.to_string()),
-        );
+            .to_string()
+        });
         let escrow = self.recovery_escrow.as_ref();
-        add(
-            "recovery.escrow_public_key",
-            escrow.map(|e| e.key.to_string()),
-        );
-        add(
-            "recovery.escrow_dir",
-            escrow.and_then(|e| e.dir.as_ref().map(|d| d.display().to_string())),
-        );
-        out
+        let escrow_dir = escrow.and_then(|e| e.dir.as_ref().map(|d| d.display().to_string()));
+        let signers = self.allowed_pack_signers.as_ref().map(|keys| {
+            keys.iter()
+                .map(SignerKey::to_text)
+                .collect::<Vec<_>>()
+                .join(", ")
+        });
+        [
+            (IDLE_MINUTES, number(self.idle_lock_minutes)),
+            (UNLOCK, unlock),
+            (RETENTION_DAYS, number(self.retention_days)),
+            (ALLOW_EXPORT, flag(self.allow_export)),
+            (ALLOW_BACKUP, flag(self.allow_backup)),
+            (
+                MAX_TEXT_CHARS_KEY,
+                self.max_text_chars.map(|v| v.to_string()),
+            ),
+            (ALLOWED_SIGNERS, signers),
+            (LOG_KEEP_DAYS, number(self.log_keep_days)),
+            (LOG_MAX_FILE_MB, number(self.log_max_file_mb)),
+            (API_ALLOW, flag(self.allow_local_api)),
+            (
+                API_MAX_TOKENS,
+                self.api_max_tokens_per_request.map(|v| v.to_string()),
+            ),
+            (ESCROW_PUBLIC_KEY, escrow.map(|e| e.key.to_string())),
+            (ESCROW_DIR, escrow_dir),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| {
+            value.map(|value| ManagedSetting {
+                key: key.name,
+                value,
+            })
+        })
+        .collect()
     }
 }
 
-/// The value of an optional key, refused on its line when outside `min..=max`.
-fn within<T: PartialOrd + Copy + std::fmt::Display>(
+/// The value of an optional integer key, refused on its line when outside
+/// the range its [`KeyDoc`] gives.
+fn within<T: Copy + std::fmt::Display>(
     value: &Option<Spanned<T>>,
-    min: T,
-    max: T,
-    what: &str,
+    key: &KeyDoc,
     at: &impl Fn(usize, String) -> Error,
-) -> Result<Option<T>> {
+) -> Result<Option<T>>
+where
+    u64: TryFrom<T>,
+{
+    let KeyKind::Integer { min, max } = key.kind else {
+        return Ok(value.as_ref().map(|v| *v.get_ref()));
+    };
     match value {
-        Some(v) if !(min..=max).contains(v.get_ref()) => Err(at(
+        Some(v) if !u64::try_from(*v.get_ref()).is_ok_and(|n| (min..=max).contains(&n)) => Err(at(
             v.span().start,
-            format!("{what} must be between {min} and {max}"),
+            format!("{} must be between {min} and {max}", key.name),
         )),
         Some(v) => Ok(Some(*v.get_ref())),
         None => Ok(None),
@@ -680,6 +812,156 @@ mod tests {
 
         let (_, problem) = line_and_problem("[input]\nmax_text_chars = 100001\n");
         assert!(problem.contains("100000"), "{problem}");
+    }
+
+    /// The names the parser accepts where `text` has an unknown one: serde
+    /// lists them in its message ("expected one of `a`, `b`").
+    fn accepted_names(text: &str) -> Vec<String> {
+        let (_, problem) = line_and_problem(text);
+        let (_, expected) = problem
+            .split_once("expected")
+            .unwrap_or_else(|| panic!("no list of accepted names in {problem:?}"));
+        let mut names: Vec<String> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A policy that sets `key` (and what it needs: an escrow folder is
+    /// only taken with an escrow key).
+    fn with_key(key: &KeyDoc, value: &str) -> Result<Policy> {
+        let needed = if key.name == ESCROW_DIR.name {
+            format!(
+                "{} = {}\n",
+                ESCROW_PUBLIC_KEY.key(),
+                ESCROW_PUBLIC_KEY.example
+            )
+        } else {
+            String::new()
+        };
+        parse(&format!(
+            "[{}]\n{needed}{} = {value}\n",
+            key.section(),
+            key.key()
+        ))
+    }
+
+    #[test]
+    fn the_key_table_lists_exactly_what_the_parser_accepts() {
+        let mut sections: Vec<&str> = KEYS.iter().map(KeyDoc::section).collect();
+        sections.dedup();
+        let mut sorted = sections.clone();
+        sorted.sort();
+        assert_eq!(accepted_names("[no_such_section]\n"), sorted);
+        for section in sections {
+            let mut documented: Vec<&str> = KEYS
+                .iter()
+                .filter(|k| k.section() == section)
+                .map(KeyDoc::key)
+                .collect();
+            documented.sort();
+            assert_eq!(
+                accepted_names(&format!("[{section}]\nno_such_key = 1\n")),
+                documented,
+                "[{section}]"
+            );
+        }
+    }
+
+    #[test]
+    fn every_key_parses_its_example_and_is_listed_as_managed_in_the_table_order() {
+        let mut text = String::new();
+        let mut section = "";
+        for key in KEYS {
+            if key.section() != section {
+                section = key.section();
+                text.push_str(&format!("[{section}]\n"));
+            }
+            text.push_str(&format!("{} = {}\n", key.key(), key.example));
+        }
+        let policy = parse(&text).unwrap();
+        let listed: Vec<&str> = policy.managed().iter().map(|m| m.key).collect();
+        let table: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(listed, table);
+    }
+
+    #[test]
+    fn every_key_accepts_its_kind_and_refuses_anything_else() {
+        for key in KEYS {
+            let ok = |value: &str| {
+                assert!(
+                    with_key(key, value).is_ok(),
+                    "{} = {value} is refused",
+                    key.name
+                )
+            };
+            let refused = |value: &str| {
+                assert!(
+                    with_key(key, value).is_err(),
+                    "{} = {value} is accepted",
+                    key.name
+                )
+            };
+            ok(key.example);
+            match key.kind {
+                KeyKind::Integer { min, max } => {
+                    ok(&min.to_string());
+                    ok(&max.to_string());
+                    refused(&(max + 1).to_string());
+                    if let Some(below) = min.checked_sub(1) {
+                        refused(&below.to_string());
+                    }
+                    refused("\"5\"");
+                }
+                KeyKind::Boolean => {
+                    ok("true");
+                    ok("false");
+                    refused("1");
+                    refused("\"yes\"");
+                }
+                KeyKind::OneOf(values) => {
+                    values.iter().for_each(|v| ok(&format!("\"{v}\"")));
+                    refused("\"something-else\"");
+                }
+                KeyKind::Text(_) => refused("1"),
+                KeyKind::SignerKeys => {
+                    refused("[]");
+                    refused("[\"ed25519:00\"]");
+                    refused("\"ed25519:001bb0aa1bd398ac5f31acf7518514ee7ca00ea2d48d4076e6f8d621f1382ce4\"");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_defaults_are_what_applies_without_a_policy() {
+        let none = Policy::default();
+        let shows = |key: &KeyDoc, value: String| {
+            assert!(
+                key.default.contains(&value),
+                "{}: {:?} does not say {value}",
+                key.name,
+                key.default
+            )
+        };
+        shows(&MAX_TEXT_CHARS_KEY, none.max_text_chars().to_string());
+        assert_eq!(none.unlock_method(), UnlockMethod::Passphrase);
+        shows(&UNLOCK, "\"passphrase\"".into());
+        let logs = none.log_settings();
+        shows(&LOG_KEEP_DAYS, logs.keep_days.to_string());
+        shows(&LOG_MAX_FILE_MB, (logs.max_file_bytes >> 20).to_string());
+        for (key, allowed) in [
+            (ALLOW_EXPORT, none.check_export()),
+            (ALLOW_BACKUP, none.check_backup()),
+            (API_ALLOW, none.check_local_api()),
+        ] {
+            assert!(allowed.is_ok(), "{}", key.name);
+            shows(&key, "true".into());
+        }
     }
 
     #[test]
