@@ -159,6 +159,9 @@ as_clinician '
 cat "$OUT/after-upgrade.log"
 grep -qx "records: 2" "$OUT/after-upgrade.log" || fail "records were lost in the upgrade"
 
+# A user can drop a file in the escrow folder (mode 1733), as MedText does.
+as_clinician 'echo test >/var/lib/medtext/escrow/install-test.age' || fail "a user cannot write to the escrow folder"
+
 step "remove keeps the users' data; purge deletes the conffiles, not IT's policy or the users' data"
 in_root env DEBIAN_FRONTEND=noninteractive apt-get remove -y -qq medtext >>"$OUT/remove.log"
 [[ ! -e "$ROOTFS/usr/bin/medtext" ]] || fail "remove left /usr/bin/medtext"
@@ -169,6 +172,7 @@ in_root env DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq medtext >>"$OUT/
   fail "purge left the package's conffiles"
 [[ -f "$ROOTFS/etc/medtext/policy.toml" ]] || fail "purge deleted IT's policy"
 [[ -s "$ROOTFS/home/clinician/.local/share/MedText/history.db" ]] || fail "purge touched the user's history"
+[[ -f "$ROOTFS/var/lib/medtext/escrow/install-test.age" ]] || fail "purge deleted an escrowed recovery key"
 # The keychain entries live in the user's login keyring, which no package touches.
 [[ -n "$(find "$ROOTFS/home/clinician/.local/share/keyrings" -name '*.keyring' 2>/dev/null)" ]] ||
   fail "the user's keyring is gone"
