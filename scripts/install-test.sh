@@ -40,6 +40,7 @@ MIRRORS=(
 TEST_TOOLS=(dbus dbus-daemon xvfb xauth x11-utils x11-apps netpbm iproute2 procps)
 
 step() { echo; echo "==> $*"; }
+trap 'echo "INSTALL TEST FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 fail() { echo "INSTALL TEST FAILED: $*" >&2; exit 1; }
 
 rm -rf "$ROOTFS" "$OUT"
@@ -142,6 +143,7 @@ VERSION="$(dpkg-deb -f "$DEB" Version)"
 NEXT="$VERSION+upgradetest1"
 REPACK="$WORK/repack"
 rm -rf "$REPACK"
+mkdir -p "$REPACK"
 dpkg-deb -R "$DEB" "$REPACK/tree"
 sed -i "s/^Version: .*/Version: $NEXT/" "$REPACK/tree/DEBIAN/control"
 dpkg-deb --root-owner-group -Zxz --build "$REPACK/tree" "$ROOTFS/tmp-medtext-next.deb" >/dev/null
