@@ -2,8 +2,8 @@
 # The release path end to end, as CI runs it (scripts/test.sh): a throwaway
 # signing key stands in for IT's; scripts/release.sh builds dist/;
 # scripts/verify-release.sh accepts it and refuses a tampered file, an
-# unlisted file and a wrong key; a second packaging of the same build gives
-# the same .deb; scripts/install-test.sh proves the .deb on a clean Debian
+# unlisted file and a wrong key; a second release of the same commit is
+# compared with the first (not yet the same: see below); scripts/install-test.sh proves the .deb on a clean Debian
 # root (install, offline use, upgrade, remove, purge).
 #
 # Usage: scripts/test-release.sh [--profile release|release-ci]
