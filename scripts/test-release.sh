@@ -69,10 +69,13 @@ if [[ "$FIRST" == "$SECOND" ]] && diff -r -x SHA256SUMS.asc "$WORK/first-dist" d
   echo "same .deb twice: $FIRST"
 else
   echo "NOT REPRODUCIBLE YET: the .deb changed between two releases of one commit ($FIRST vs $SECOND); files that differ:"
-  mkdir -p "$WORK/a" "$WORK/b"
-  dpkg-deb -R "$WORK/first-dist/$(basename "$DEB")" "$WORK/a"
-  dpkg-deb -R "$DEB" "$WORK/b"
-  diff -rq "$WORK/a" "$WORK/b" || true
+  # Both unpacked trees are kept beside the release build for a closer look.
+  KEEP="${MEDTEXT_RELEASE_ROOT:-/var/tmp/medtext-release}/differ"
+  rm -rf "$KEEP"; mkdir -p "$KEEP/first" "$KEEP/second"
+  dpkg-deb -R "$WORK/first-dist/$(basename "$DEB")" "$KEEP/first"
+  dpkg-deb -R "$DEB" "$KEEP/second"
+  diff -rq "$KEEP/first" "$KEEP/second" || true
+  echo "(both unpacked in $KEEP)"
 fi
 
 step "scripts/install-test.sh on a clean Debian root"
