@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use tauri::State;
 use zeroize::Zeroizing;
 
-use medtext_core::batch::{self, BatchRow};
-use medtext_core::training::StagedFile;
+use medtext_core::inference::batch::{self, BatchRow};
+use medtext_core::training::pipeline::StagedFile;
 
 use crate::state::{AppState, LockOr};
 
@@ -45,12 +45,12 @@ pub async fn read_batch_file(
         &dir,
         kind,
         bytes,
-        medtext_core::training::MAX_STAGED_FILE_BYTES,
+        medtext_core::training::pipeline::MAX_STAGED_FILE_BYTES,
         "batch files",
     )
     .map_err(fail)?;
     let texts = tauri::async_runtime::spawn_blocking(move || {
-        medtext_core::dataset::read_texts(staged.path(), &column)
+        medtext_core::training::examples::read_texts(staged.path(), &column)
     })
     .await
     .map_err(|_| "reading the batch file stopped unexpectedly".to_string())?

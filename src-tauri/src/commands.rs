@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 use tauri::ipc::Channel;
 use tauri::State;
 
-use medtext_core::evidence::WordEvidence;
-use medtext_core::pack::PackIdentity;
-use medtext_core::policy::{ManagedSetting, UnlockMethod};
-use medtext_core::train::HeadShape;
-use medtext_core::training::{self, Progress, TrainOutcome, TrainRequest};
-use medtext_core::{dataset, network, Classification, HistoryEntry, HistoryStore};
+use medtext_core::inference::evidence::WordEvidence;
+use medtext_core::machine::policy::{ManagedSetting, UnlockMethod};
+use medtext_core::pack::manifest::PackIdentity;
+use medtext_core::training::fit::HeadShape;
+use medtext_core::training::pipeline::{self as training, Progress, TrainOutcome, TrainRequest};
+use medtext_core::{
+    machine::network, training::examples as dataset, Classification, HistoryEntry, HistoryStore,
+};
 use zeroize::Zeroizing;
 
 use crate::state::{AppState, LockOr};
@@ -176,17 +178,19 @@ pub fn app_status(state: State<'_, AppState>) -> AppStatus {
         max_text_chars: state
             .policy
             .as_ref()
-            .map_or(medtext_core::text::MAX_TEXT_CHARS, |p| p.max_text_chars()),
+            .map_or(medtext_core::text::validation::MAX_TEXT_CHARS, |p| {
+                p.max_text_chars()
+            }),
         policy: policy.map_err(Clone::clone),
         lock: lock_state(&state),
         log_file: state.log_file.clone(),
         version: env!("CARGO_PKG_VERSION"),
-        threads: medtext_core::runtime::pool()
+        threads: medtext_core::machine::runtime::pool()
             .ok()
             .map(|p| p.current_num_threads()),
         threads_chosen: medtext_core::paths::data_dir()
             .ok()
-            .and_then(|dir| medtext_core::runtime::saved_threads(&dir)),
+            .and_then(|dir| medtext_core::machine::runtime::saved_threads(&dir)),
         cpus: std::thread::available_parallelism().map_or(1, usize::from),
     }
 }
@@ -213,7 +217,7 @@ pub async fn about(state: State<'_, AppState>) -> Result<About, String> {
         version: medtext_build_info::VERSION,
         commit: medtext_build_info::COMMIT,
         build_date: medtext_build_info::DATE,
-        packs: medtext_core::pack::identities(&models_dir)
+        packs: medtext_core::pack::manifest::identities(&models_dir)
             .into_iter()
             .map(|pack| pack.map_err(|e| e.to_string()))
             .collect(),
@@ -268,7 +272,7 @@ fn lock_state(state: &AppState) -> LockStatus {
         has_passphrase,
         method,
         os_user: (method == UnlockMethod::Os)
-            .then(|| medtext_core::os_auth::current_user().ok())
+            .then(|| medtext_core::machine::os_auth::current_user().ok())
             .flatten(),
     }
 }
@@ -316,9 +320,9 @@ pub async fn unlock(passphrase: String, state: State<'_, AppState>) -> Result<()
         UnlockMethod::Os => None,
     };
     let check = || match &hash {
-        Some(hash) => medtext_core::lock::verify_passphrase(&passphrase, hash),
-        None => medtext_core::os_auth::current_user()
-            .and_then(|user| medtext_core::os_auth::verify(&user, &passphrase)),
+        Some(hash) => medtext_core::machine::idle_lock::verify_passphrase(&passphrase, hash),
+        None => medtext_core::machine::os_auth::current_user()
+            .and_then(|user| medtext_core::machine::os_auth::verify(&user, &passphrase)),
     };
     // The lock is let go before the history is taken (set_unlock_passphrase
     // takes them the other way round).
@@ -369,7 +373,7 @@ pub async fn set_unlock_passphrase(
         let (outcome, failures) = {
             let mut lock = state.lock.lock_or("the lock")?;
             let outcome = lock.unlock_with(
-                || medtext_core::lock::verify_passphrase(&current, &hash),
+                || medtext_core::machine::idle_lock::verify_passphrase(&current, &hash),
                 Instant::now(),
             );
             (outcome, lock.failures())
@@ -438,7 +442,7 @@ pub struct HeadChoice {
     pub labels: usize,
     /// Label ids with their display names, for filters and corrections.
     pub label_names: Vec<(String, String)>,
-    pub evaluation: Option<medtext_core::pack::ShippedEvaluation>,
+    pub evaluation: Option<medtext_core::pack::manifest::ShippedEvaluation>,
 }
 
 /// Largest model card shown: a card is a page of text, not a book.
@@ -469,7 +473,7 @@ pub async fn list_packs(state: State<'_, AppState>) -> Result<PackList, String> 
             packs: Vec::new(),
             broken: Vec::new(),
         };
-        for pack in medtext_core::pack::installed(&models_dir) {
+        for pack in medtext_core::pack::manifest::installed(&models_dir) {
             match pack {
                 Ok(p) => list.packs.push(PackChoice {
                     pack: p
@@ -548,8 +552,9 @@ pub async fn stage_training_file(
     let dir = medtext_core::paths::data_dir()
         .map_err(fail)?
         .join("training");
-    let staged = medtext_core::training::StagedFile::write(&dir, &format!("upload.{kind}"), bytes)
-        .map_err(fail)?;
+    let staged =
+        medtext_core::training::pipeline::StagedFile::write(&dir, &format!("upload.{kind}"), bytes)
+            .map_err(fail)?;
     *state.training_file.lock_or("training")? = Some(staged);
     Ok(())
 }
@@ -689,7 +694,7 @@ pub async fn import_pack(
         .map(str::to_string);
     let models_dir = state.engine.models_dir().to_path_buf();
     tauri::async_runtime::spawn_blocking(move || {
-        let (pack, signer) = medtext_core::archive::import(
+        let (pack, signer) = medtext_core::pack::archive::import(
             bytes.as_slice(),
             std::path::Path::new("the imported archive"),
             signature.as_deref(),
@@ -712,5 +717,5 @@ pub async fn import_pack(
 #[tauri::command]
 pub fn set_engine_threads(threads: Option<usize>) -> Result<(), String> {
     let dir = medtext_core::paths::data_dir().map_err(fail)?;
-    medtext_core::runtime::save_threads(&dir, threads).map_err(fail)
+    medtext_core::machine::runtime::save_threads(&dir, threads).map_err(fail)
 }

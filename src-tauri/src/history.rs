@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 use tauri::State;
 
-use medtext_core::store::{ExportFormat, Feedback, HistoryPage, HistoryQuery, HistoryRecord};
+use medtext_core::history::store::{
+    ExportFormat, Feedback, HistoryPage, HistoryQuery, HistoryRecord,
+};
 
 use crate::state::AppState;
 

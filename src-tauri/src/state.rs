@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
-use medtext_core::engine::Engine;
-use medtext_core::lock::IdleLock;
-use medtext_core::policy::{Policy, UnlockMethod};
-use medtext_core::training::StagedFile;
-use medtext_core::{logging, paths, HistoryStore};
+use medtext_core::inference::engine::Engine;
+use medtext_core::machine::idle_lock::IdleLock;
+use medtext_core::machine::policy::{Policy, UnlockMethod};
+use medtext_core::training::pipeline::StagedFile;
+use medtext_core::{machine::logging, paths, HistoryStore};
 
 /// Locks a mutex of the app's state, or says which part is unusable after a
 /// panic poisoned it (the one message every command gives for that).
@@ -75,7 +75,7 @@ impl AppState {
         let models_dir = paths::models_dir(&candidates);
         let engine = Arc::new(Engine::start(
             &models_dir,
-            medtext_core::pack::DEFAULT_PACK,
+            medtext_core::pack::manifest::DEFAULT_PACK,
             None,
         ));
         let mut new_recovery_key = None;
@@ -108,7 +108,9 @@ impl AppState {
         // With a way to unlock set up, the app starts locked: otherwise
         // closing a locked window and starting it again would open it.
         let can_unlock = match &policy {
-            Ok(p) if p.unlock_method() == UnlockMethod::Os => medtext_core::os_auth::AVAILABLE,
+            Ok(p) if p.unlock_method() == UnlockMethod::Os => {
+                medtext_core::machine::os_auth::AVAILABLE
+            }
             _ => saved.is_some_and(|(_, has_passphrase, _)| has_passphrase),
         };
         let mut lock = IdleLock::new(idle_minutes, Instant::now());

@@ -37,9 +37,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use medtext_core::api_keys::ApiKeyHolder;
-use medtext_core::engine::Engine;
-use medtext_core::policy::Policy;
+use medtext_core::history::api_keys::ApiKeyHolder;
+use medtext_core::inference::engine::Engine;
+use medtext_core::machine::policy::Policy;
 use medtext_core::{Classification, HistoryStore};
 use serde::Deserialize;
 use zeroize::Zeroizing;
@@ -59,7 +59,7 @@ pub const PROBE_CONNECTIONS: usize = 4;
 pub const MAX_BODY_BYTES: usize = 16 << 20;
 
 /// Most texts in one request: the same as one batch call of the app.
-pub const MAX_TEXTS: usize = medtext_core::batch::MAX_TEXTS_PER_CALL;
+pub const MAX_TEXTS: usize = medtext_core::inference::batch::MAX_TEXTS_PER_CALL;
 
 /// How long a client may take to send its request line and headers: short,
 /// so idle connections cannot hold the [`MAX_CONNECTIONS`] slots for long.

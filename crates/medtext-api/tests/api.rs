@@ -13,7 +13,7 @@ use common::{
     classify, connect, key, metric, models, request, send_raw, start, wait_ready, CANCER,
 };
 use medtext_api::{Config, Server};
-use medtext_core::policy::Policy;
+use medtext_core::machine::policy::Policy;
 use medtext_core::HistoryStore;
 
 /// Words that must never come back in an error, a log or the audit trail.

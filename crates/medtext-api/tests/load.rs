@@ -13,8 +13,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{classify, key, metric, start, wait_ready, CANCER};
-use medtext_core::policy::Policy;
-use medtext_core::{audit, HistoryStore};
+use medtext_core::machine::policy::Policy;
+use medtext_core::{history::audit, HistoryStore};
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)

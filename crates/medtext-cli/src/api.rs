@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use medtext_api::{Config, Server};
-use medtext_core::store::utc_minute;
+use medtext_core::history::store::utc_minute;
 
 use crate::{err, models_dir, open_history, policy, CliResult, PackArgs};
 

@@ -8,21 +8,22 @@ mod api;
 mod generate;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use medtext_core::anchor;
-use medtext_core::archive;
-use medtext_core::audit;
-use medtext_core::bench::{self, BenchPlan};
-use medtext_core::escrow::{self, EscrowStatus};
-use medtext_core::pack::{Pack, DEFAULT_PACK};
-use medtext_core::policy::Policy;
-use medtext_core::store::{
+use medtext_core::bench::inference::{self as bench, BenchPlan};
+use medtext_core::history::anchor;
+use medtext_core::history::audit;
+use medtext_core::history::escrow::{self, EscrowStatus};
+use medtext_core::history::store::{
     ExportFormat, Feedback, FeedbackFilter, HistoryQuery, OpenMode, Verdict,
 };
-use medtext_core::train::HeadShape;
-use medtext_core::training::{self, Progress, TrainRequest};
+use medtext_core::machine::policy::Policy;
+use medtext_core::pack::archive;
+use medtext_core::pack::manifest::{Pack, DEFAULT_PACK};
+use medtext_core::training::fit::HeadShape;
+use medtext_core::training::pipeline::{self as training, Progress, TrainRequest};
 use medtext_core::{
-    dataset, logging, metrics, network, paths, runtime, signing, text, user_files, Classification,
-    Classifier, HistoryStore,
+    machine::logging, machine::network, machine::runtime, pack::signing, paths,
+    text::validation as text, training::evaluation as metrics, training::examples as dataset,
+    user_files, Classification, Classifier, HistoryStore,
 };
 
 /// What `medtext -V` prints after the name: the version, the commit and the
@@ -561,7 +562,7 @@ fn end_quietly_on_a_closed_pipe() {
     }
 }
 
-/// The machine policy, loaded once at start (see `medtext_core::policy`).
+/// The machine policy, loaded once at start (see `medtext_core::machine::policy`).
 static POLICY: OnceLock<Policy> = OnceLock::new();
 
 fn policy() -> &'static Policy {
@@ -596,9 +597,14 @@ fn main() -> ExitCode {
             name,
             license,
             attribution,
-        } => medtext_core::pack::import_sequence_classifier(&folder, &name, &license, &attribution)
-            .map(|path| eprintln!("wrote {}", path.display()))
-            .map_err(err),
+        } => medtext_core::pack::manifest::import_sequence_classifier(
+            &folder,
+            &name,
+            &license,
+            &attribution,
+        )
+        .map(|path| eprintln!("wrote {}", path.display()))
+        .map_err(err),
         Command::Pack(command) => pack_command(command),
         Command::Generate(command) => generate::run(command, Cli::command()),
         Command::Serve(args) => api::serve(args),
@@ -775,7 +781,7 @@ fn pack_command(command: PackCommand) -> CliResult {
             println!("wrote {}", sig.display());
         }
         PackCommand::List { json } => {
-            let packs = medtext_core::pack::installed(&models);
+            let packs = medtext_core::pack::manifest::installed(&models);
             if json {
                 let list: Vec<serde_json::Value> = packs
                     .iter()
@@ -896,7 +902,7 @@ fn parse_command_line() -> Cli {
 fn long_version() -> String {
     let models = models_dir();
     let mut text = format!("{VERSION}\npacks in {}:", models.display());
-    let packs = medtext_core::pack::identities(&models);
+    let packs = medtext_core::pack::manifest::identities(&models);
     if packs.is_empty() {
         text.push_str("\n  none");
     }
@@ -991,7 +997,7 @@ fn bench_history(records: usize, json: bool) -> CliResult {
     let scratch =
         std::env::temp_dir().join(format!("medtext-bench-history-{}", std::process::id()));
     paths::ensure_private_dir(&scratch).map_err(err)?;
-    let report = medtext_core::history_bench::run(&scratch, records);
+    let report = medtext_core::bench::history::run(&scratch, records);
     let _ = std::fs::remove_dir_all(&scratch);
     let r = report.map_err(err)?;
     if json {
@@ -1026,7 +1032,7 @@ fn backup(out: &Path) -> CliResult {
 }
 
 fn restore(backup: &Path) -> CliResult {
-    let report = medtext_core::backup::restore(
+    let report = medtext_core::history::backup::restore(
         &paths::data_dir().map_err(err)?,
         backup,
         &read_secret_line()?,
@@ -1254,7 +1260,7 @@ fn key_command(command: KeyCommand) -> CliResult {
         KeyCommand::Recovery => {
             // Opening proves the keychain's keys are this history's.
             let store = open_history()?;
-            let key = medtext_core::keychain::recovery_key(store.path())
+            let key = medtext_core::history::keychain::recovery_key(store.path())
                 .map_err(err)?
                 .ok_or("this history has no recovery key in the keychain")?;
             eprintln!(
@@ -1436,7 +1442,7 @@ fn doctor() -> CliResult {
     report(
         "model packs",
         Ok(format!("looking in {}", models.display())).and_then(|where_| {
-            let packs = medtext_core::pack::installed(&models);
+            let packs = medtext_core::pack::manifest::installed(&models);
             let broken: Vec<String> = packs
                 .iter()
                 .filter_map(|p| p.as_ref().err().map(|e| e.to_string()))
@@ -1565,7 +1571,7 @@ fn doctor() -> CliResult {
             }
             None => format!(
                 "none at {}; every setting is the user's",
-                medtext_core::policy::machine_policy_path().display()
+                medtext_core::machine::policy::machine_policy_path().display()
             ),
         }),
     );

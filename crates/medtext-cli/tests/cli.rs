@@ -319,7 +319,7 @@ fn saved_results_are_listed_by_history() {
     let out = medtext(&["key", "rotate"], dir.path());
     assert!(out.status.success(), "{}", stderr(&out));
     let db_path = dir.path().canonicalize().unwrap().join("history.db");
-    medtext_core::keychain::delete_database_key(&db_path).unwrap();
+    medtext_core::history::keychain::delete_database_key(&db_path).unwrap();
     let out = medtext(&["history"], dir.path());
     assert!(stderr(&out).contains("key is missing"), "{}", stderr(&out));
     let with_stdin = |args: &[&str], input: &str| {
@@ -377,8 +377,10 @@ fn saved_results_are_listed_by_history() {
         1
     );
     // Leave no secrets behind in the test keychain.
-    medtext_core::keychain::delete_all_keys(&dir.path().canonicalize().unwrap().join("history.db"))
-        .unwrap();
+    medtext_core::history::keychain::delete_all_keys(
+        &dir.path().canonicalize().unwrap().join("history.db"),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -1086,8 +1088,8 @@ fn audit_verify_against_the_system_log_finds_what_the_owner_cut_from_the_chain()
     // entry, and remove the anchor file beside the database.
     let db = data.join("history.db");
     let key_hex = keyring::Entry::new(
-        medtext_core::keychain::KEYCHAIN_SERVICE,
-        &medtext_core::keychain::account_for(&db),
+        medtext_core::history::keychain::KEYCHAIN_SERVICE,
+        &medtext_core::history::keychain::account_for(&db),
     )
     .unwrap()
     .get_password()
@@ -1116,7 +1118,7 @@ fn audit_verify_against_the_system_log_finds_what_the_owner_cut_from_the_chain()
     let out = run(&against);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("were cut off"), "{}", stderr(&out));
-    medtext_core::keychain::delete_all_keys(&db).unwrap();
+    medtext_core::history::keychain::delete_all_keys(&db).unwrap();
 }
 
 /// Runs medtext with `stdin`, under a ceiling on its address space (8 GB)
@@ -1399,8 +1401,10 @@ fn exports_never_replace_a_file_or_remove_one_they_did_not_make() {
         .map(String::from)
         .into()
     );
-    medtext_core::keychain::delete_all_keys(&dir.path().canonicalize().unwrap().join("history.db"))
-        .unwrap();
+    medtext_core::history::keychain::delete_all_keys(
+        &dir.path().canonicalize().unwrap().join("history.db"),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -2049,8 +2053,10 @@ fn files_in(dir: &std::path::Path) -> Vec<PathBuf> {
 
 /// The history of `data` in the test keychain: its entries go at the end.
 fn forget_keys(data: &std::path::Path) {
-    medtext_core::keychain::delete_all_keys(&data.canonicalize().unwrap().join("history.db"))
-        .unwrap();
+    medtext_core::history::keychain::delete_all_keys(
+        &data.canonicalize().unwrap().join("history.db"),
+    )
+    .unwrap();
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::text::printable;
+use crate::text::validation::printable;
 
 pub type Result<T> = std::result::Result<T, Error>;
 

@@ -1,50 +1,44 @@
-//! MedText's domain: model packs, tokenization, inference, the encrypted
-//! history store and its keychain custody.
+//! MedText's domain: model packs, tokenization, inference, training, the
+//! encrypted history and the machine it runs on.
 //!
-//! This crate knows nothing of Tauri so that the desktop app, the `medtext`
-//! command-line tool and the tests all run exactly the same code.
+//! This crate knows nothing of Tauri, HTTP or the terminal, so that the
+//! desktop app, the `medtext` command-line tool, the local API and the tests
+//! all run exactly the same code. Front ends only translate.
+//!
+//! # Code map
+//!
+//! The crate is six wings and a few shared modules; `ARCHITECTURE.md` at the
+//! repository root has the whole map and its invariants.
+//!
+//! - [`text`]: what a text must be before it is classified, and how it
+//!   becomes tokens (abbreviations expanded, the tokenizer applied).
+//! - [`pack`]: model packs on disk: the manifest, pack archives, signatures.
+//! - [`encoder`]: our own fast transformer encoders (BERT, DistilBERT).
+//! - [`inference`]: the classifier and its heads, evidence, and the worker
+//!   thread and engine every front end classifies through.
+//! - [`training`]: from a labelled file to a new pack, and its evaluation.
+//! - [`history`]: the SQLCipher history, its key in the OS keychain, the
+//!   audit chain, backups, API keys and escrow.
+//! - [`machine`]: what the workstation imposes: IT's policy, the idle lock,
+//!   OS authentication, the network guard, logging and threads.
+//! - [`bench`]: the project's own benchmarks (figures printed, never asserted).
+//!
+//! Shared by every wing: [`error`] (the one error enum), [`paths`] (where
+//! data and models live) and [`user_files`] (reading and writing files the
+//! user names, with ceilings).
 
-pub mod abbreviations;
-pub mod anchor;
-pub mod api_keys;
-pub mod archive;
-pub mod audit;
-pub mod backup;
-pub mod batch;
 pub mod bench;
-pub mod classifier;
-pub mod dataset;
-pub mod embedding_cache;
 pub mod encoder;
-pub mod engine;
 pub mod error;
-pub mod escrow;
-pub mod evidence;
-pub mod head;
-pub mod history_bench;
-pub mod keychain;
-pub mod lexical;
-pub mod lock;
-pub mod logging;
-pub mod metrics;
-pub mod network;
-pub mod os_auth;
+pub mod history;
+pub mod inference;
+pub mod machine;
 pub mod pack;
 pub mod paths;
-pub mod policy;
-pub mod pool;
-pub mod recovery;
-pub mod runtime;
-pub mod signing;
-pub mod split_file;
-pub mod store;
 pub mod text;
-pub mod tokenize;
-pub mod train;
 pub mod training;
 pub mod user_files;
-pub mod worker;
 
-pub use classifier::{Classification, Classifier, Embedder, LabelScore};
 pub use error::{Error, Result};
-pub use store::{HistoryEntry, HistoryStore};
+pub use history::store::{HistoryEntry, HistoryStore};
+pub use inference::classifier::{Classification, Classifier, Embedder, LabelScore};

@@ -69,7 +69,7 @@ impl Limit {
             }
         }
         self.check(line.len() as u64, source)?;
-        crate::text::decode_utf8(line)
+        crate::text::validation::decode_utf8(line)
     }
 
     /// Copies all of `reader` into `to` (at `destination`), refusing, with

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use medtext_core::policy::{KeyKind, Policy, KEYS};
+use medtext_core::machine::policy::{KeyKind, Policy, KEYS};
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

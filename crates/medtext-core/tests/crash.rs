@@ -5,7 +5,7 @@
 //! committed, and its audit chain must verify.
 //!
 //! A second test does the same through the anchored open of the app and the
-//! CLI (see `medtext_core::anchor`): a kill between a commit and its anchor
+//! CLI (see `medtext_core::history::anchor`): a kill between a commit and its anchor
 //! must never make the next open report a loss.
 //!
 //! CI runs 200 kills; `MEDTEXT_CRASH_KILLS=5000 cargo test --test crash`
@@ -16,9 +16,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use medtext_core::keychain::DatabaseKey;
-use medtext_core::store::{HistoryQuery, DATABASE_FILE};
-use medtext_core::{audit, Classification, HistoryStore, LabelScore};
+use medtext_core::history::keychain::DatabaseKey;
+use medtext_core::history::store::{HistoryQuery, DATABASE_FILE};
+use medtext_core::{history::audit, Classification, HistoryStore, LabelScore};
 
 const CHILD_DB: &str = "MEDTEXT_CRASH_CHILD_DB";
 const CHILD_ANCHORED: &str = "MEDTEXT_CRASH_CHILD_ANCHORED";
@@ -130,7 +130,7 @@ fn run_child_until_killed(db: &Path, anchored: bool, delay: Duration) -> Vec<i64
     reader.join().unwrap()
 }
 
-/// Every audited commit is anchored after it (see medtext_core::anchor): a
+/// Every audited commit is anchored after it (see medtext_core::history::anchor): a
 /// kill between a commit and its anchor, or during the anchor's write, must
 /// never make the next open report a loss, and nothing reported committed
 /// may be lost.
@@ -162,7 +162,7 @@ fn a_kill_9_between_a_commit_and_its_anchor_never_looks_like_a_loss() {
         stored.len()
     );
     drop(store);
-    medtext_core::keychain::delete_all_keys(&db).unwrap();
+    medtext_core::history::keychain::delete_all_keys(&db).unwrap();
 }
 
 #[test]

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use medtext_core::keychain::DatabaseKey;
-use medtext_core::store::{HistoryQuery, DATABASE_FILE};
-use medtext_core::{audit, Classification, Error, HistoryStore, LabelScore};
+use medtext_core::history::keychain::DatabaseKey;
+use medtext_core::history::store::{HistoryQuery, DATABASE_FILE};
+use medtext_core::{history::audit, Classification, Error, HistoryStore, LabelScore};
 
 /// A tmpfs mounted on a fresh folder, unmounted when dropped.
 struct Tmpfs {

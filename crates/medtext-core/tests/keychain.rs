@@ -3,8 +3,8 @@
 //! scripts/test.sh runs these inside a private D-Bus session with an unlocked
 //! gnome-keyring; run bare, they fail with the keychain's own error.
 
-use medtext_core::keychain::{self, database_key, delete_database_key};
-use medtext_core::store::DATABASE_FILE;
+use medtext_core::history::keychain::{self, database_key, delete_database_key};
+use medtext_core::history::store::DATABASE_FILE;
 use medtext_core::{Error, HistoryStore};
 
 #[test]
@@ -196,10 +196,11 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
     assert_eq!(store.count().unwrap(), 0);
     drop(store);
     let before = std::fs::read(&db).unwrap();
-    let err = medtext_core::backup::restore(&canonical, &backup, "not the passphrase at all")
-        .err()
-        .unwrap()
-        .to_string();
+    let err =
+        medtext_core::history::backup::restore(&canonical, &backup, "not the passphrase at all")
+            .err()
+            .unwrap()
+            .to_string();
     assert!(err.contains("does not open with that passphrase"), "{err}");
     assert_eq!(
         std::fs::read(&db).unwrap(),
@@ -216,7 +217,7 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
     let backup_bytes = std::fs::read(&backup).unwrap();
     // Not while another MedText has the history open.
     let app = HistoryStore::open_in(&canonical).unwrap();
-    let err = medtext_core::backup::restore(&canonical, &backup, passphrase)
+    let err = medtext_core::history::backup::restore(&canonical, &backup, passphrase)
         .err()
         .unwrap()
         .to_string();
@@ -227,7 +228,7 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
     assert_eq!(std::fs::read(&db).unwrap(), before);
     drop(app);
 
-    let report = medtext_core::backup::restore(&canonical, &backup, passphrase).unwrap();
+    let report = medtext_core::history::backup::restore(&canonical, &backup, passphrase).unwrap();
     assert_eq!(report.records, 1);
     assert_eq!(std::fs::read(&backup).unwrap(), backup_bytes);
     #[cfg(unix)]
@@ -258,9 +259,11 @@ fn a_restore_replaces_the_history_keeps_the_old_one_and_refuses_a_wrong_passphra
     // entries after it stay in the replaced history, which is kept. Then the
     // note saved and deleted above.
     assert_eq!(actions, ["classify", "restore", "classify", "delete"]);
-    assert!(medtext_core::audit::verify(&store.audit_entries().unwrap())
-        .problems
-        .is_empty());
+    assert!(
+        medtext_core::history::audit::verify(&store.audit_entries().unwrap())
+            .problems
+            .is_empty()
+    );
     // The replaced history is still there, under the same key.
     let key = database_key(&db).unwrap();
     assert_eq!(HistoryStore::open(&kept, &key).unwrap().count().unwrap(), 0);
@@ -355,13 +358,16 @@ fn a_restore_puts_back_a_deleted_history() {
     std::fs::remove_file(&db).unwrap();
     assert!(HistoryStore::open_in(&canonical).is_err());
     let report =
-        medtext_core::backup::restore(&canonical, &backup, "a long enough passphrase").unwrap();
+        medtext_core::history::backup::restore(&canonical, &backup, "a long enough passphrase")
+            .unwrap();
     assert_eq!(report.records, 1);
     let store = HistoryStore::open_in(&canonical).unwrap();
     assert_eq!(store.count().unwrap(), 1);
-    assert!(medtext_core::audit::verify(&store.audit_entries().unwrap())
-        .problems
-        .is_empty());
+    assert!(
+        medtext_core::history::audit::verify(&store.audit_entries().unwrap())
+            .problems
+            .is_empty()
+    );
     drop(store);
     keychain::delete_all_keys(&db).unwrap();
 }
@@ -439,7 +445,8 @@ fn records_lost_from_a_damaged_write_ahead_log_are_reported_not_opened_quietly()
         assert_eq!(log(&db), log_before, "{what}: the log was changed");
         // Shown, not refused, to `audit verify`.
         let inspected =
-            HistoryStore::open_in_mode(&canonical, medtext_core::store::OpenMode::Inspect).unwrap();
+            HistoryStore::open_in_mode(&canonical, medtext_core::history::store::OpenMode::Inspect)
+                .unwrap();
         assert!(inspected.anchor_problem().is_some(), "{what}");
         drop(inspected);
         assert!(
@@ -448,15 +455,19 @@ fn records_lost_from_a_damaged_write_ahead_log_are_reported_not_opened_quietly()
         );
         if what == "removed" {
             // Accepted on purpose: the loss is in the trail, which verifies.
-            let accepted =
-                HistoryStore::open_in_mode(&canonical, medtext_core::store::OpenMode::AcceptLoss)
-                    .unwrap();
+            let accepted = HistoryStore::open_in_mode(
+                &canonical,
+                medtext_core::history::store::OpenMode::AcceptLoss,
+            )
+            .unwrap();
             assert!(accepted.anchor_problem().is_some());
             drop(accepted);
             let store = HistoryStore::open_in(&canonical).unwrap();
             let entries = store.audit_entries().unwrap();
             assert_eq!(entries.last().unwrap().action, "audit-loss");
-            assert!(medtext_core::audit::verify(&entries).problems.is_empty());
+            assert!(medtext_core::history::audit::verify(&entries)
+                .problems
+                .is_empty());
             assert_eq!(store.count().unwrap(), 1);
         }
         keychain::delete_all_keys(&db).unwrap();

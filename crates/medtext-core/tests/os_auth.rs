@@ -45,10 +45,10 @@ fn the_os_account_password_unlocks_and_nothing_else_does() {
         return;
     }
     let set = run("chpasswd", &[], Some(&format!("{USER}:{PASSWORD}\n")));
-    let right = medtext_core::os_auth::verify(USER, PASSWORD);
-    let wrong = medtext_core::os_auth::verify(USER, "Correct-Horse-42");
-    let empty = medtext_core::os_auth::verify(USER, "");
-    let nobody = medtext_core::os_auth::verify("medtext-no-such-user", PASSWORD);
+    let right = medtext_core::machine::os_auth::verify(USER, PASSWORD);
+    let wrong = medtext_core::machine::os_auth::verify(USER, "Correct-Horse-42");
+    let empty = medtext_core::machine::os_auth::verify(USER, "");
+    let nobody = medtext_core::machine::os_auth::verify("medtext-no-such-user", PASSWORD);
     run("userdel", &[USER], None);
 
     assert!(set, "chpasswd set the test password");
@@ -65,5 +65,8 @@ fn the_os_account_password_unlocks_and_nothing_else_does() {
         );
     }
     // The signed-in account is read from the user database.
-    assert_eq!(medtext_core::os_auth::current_user().unwrap(), "root");
+    assert_eq!(
+        medtext_core::machine::os_auth::current_user().unwrap(),
+        "root"
+    );
 }

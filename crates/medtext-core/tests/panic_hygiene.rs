@@ -16,7 +16,7 @@ const MARKER: &str = "Wqxpanicmarker9031";
 #[ignore = "the child process of a_panic_on_a_note_leaves_no_trace_of_it"]
 fn panicking_child() {
     let dir = PathBuf::from(std::env::var_os(CHILD_DIR).expect("started by the test"));
-    medtext_core::logging::init("app", &dir.join("logs"), Default::default()).unwrap();
+    medtext_core::machine::logging::init("app", &dir.join("logs"), Default::default()).unwrap();
     #[cfg(target_os = "linux")]
     {
         let limits = std::fs::read_to_string("/proc/self/limits").unwrap();

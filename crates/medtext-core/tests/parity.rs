@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use medtext_core::encoder::{bert, distilbert, Encoder};
-use medtext_core::head::{Head, SequenceClassificationHead};
-use medtext_core::pack::Architecture;
-use medtext_core::pool::{cls_pool, mean_pool_normalized};
+use medtext_core::inference::head::{Head, SequenceClassificationHead};
+use medtext_core::inference::pooling::{cls_pool, mean_pool_normalized};
+use medtext_core::pack::manifest::Architecture;
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -107,9 +107,11 @@ fn minilm_tokenization_matches() {
     let Some(encoder_dir) = minilm_dir() else {
         return;
     };
-    let tokenizer =
-        medtext_core::tokenize::TextTokenizer::from_file(&encoder_dir.join("tokenizer.json"), 256)
-            .unwrap();
+    let tokenizer = medtext_core::text::tokenize::TextTokenizer::from_file(
+        &encoder_dir.join("tokenizer.json"),
+        256,
+    )
+    .unwrap();
     let sentences: Vec<String> = serde_json::from_str(
         &std::fs::read_to_string(fixture("minilm").join("sentences.json")).unwrap(),
     )

@@ -10,11 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use medtext_core::abbreviations::Abbreviations;
-use medtext_core::dataset::{self, Columns};
-use medtext_core::pack::Pack;
-use medtext_core::policy::Policy;
-use medtext_core::tokenize::TextTokenizer;
+use medtext_core::machine::policy::Policy;
+use medtext_core::pack::manifest::Pack;
+use medtext_core::text::abbreviations::Abbreviations;
+use medtext_core::text::tokenize::TextTokenizer;
+use medtext_core::training::examples::{self as dataset, Columns};
 
 /// A fuzz target: runs one input, panics only on a bug.
 pub type Target = fn(&[u8]);
@@ -54,7 +54,7 @@ pub fn archive(data: &[u8]) {
     let models = scratch().join("archive-models");
     std::fs::create_dir_all(&models).expect("scratch models folder");
     let origin = std::path::Path::new("fuzz.tar");
-    let _ = medtext_core::archive::import(data, origin, None, &models, None);
+    let _ = medtext_core::pack::archive::import(data, origin, None, &models, None);
     // Import must never write outside the models folder; clear it for the next input.
     let _ = std::fs::remove_dir_all(&models);
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use medtext_api::{Config, Server};
-use medtext_core::keychain::DatabaseKey;
-use medtext_core::policy::Policy;
+use medtext_core::history::keychain::DatabaseKey;
+use medtext_core::machine::policy::Policy;
 use medtext_core::HistoryStore;
 
 pub const CANCER: &str =

@@ -49,7 +49,7 @@ const NAMES: WeightNames = WeightNames {
 /// carry a `distilbert.` prefix (Hugging Face checkpoints) or not.
 pub fn load(dir: &Path, adapter: Option<&Path>) -> Result<TransformerEncoder> {
     let config_path = dir.join("config.json");
-    let text = crate::pack::read_json_file(&config_path)?;
+    let text = crate::pack::manifest::read_json_file(&config_path)?;
     let config: Config = serde_json::from_str(&text)
         .map_err(|e| Error::pack(&config_path, format!("not a DistilBERT config: {e}")))?;
     let dims = Dimensions {

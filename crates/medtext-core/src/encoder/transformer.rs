@@ -320,7 +320,7 @@ impl TransformerEncoder {
 
 impl Encoder for TransformerEncoder {
     fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
-        crate::runtime::pool()?.install(|| {
+        crate::machine::runtime::pool()?.install(|| {
             let word = self.word_embeddings(input_ids)?;
             self.run(&word, attention_mask, Pass::Fast)
         })

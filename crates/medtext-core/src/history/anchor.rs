@@ -1,6 +1,6 @@
 //! Anchors of the audit chain outside the database.
 //!
-//! The chain in [`crate::audit`] shows an edited, removed or reordered entry
+//! The chain in [`crate::history::audit`] shows an edited, removed or reordered entry
 //! only to someone who cannot recompute its hashes. The workstation's own
 //! user can: the database key is in their keychain. Edited entries with
 //! recomputed hashes would verify, and a cut tail (the newest entries gone,
@@ -32,7 +32,7 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use crate::audit::Entry;
+use crate::history::audit::Entry;
 use crate::{Error, Result};
 
 /// What every anchor line starts with, wherever it is logged.
@@ -301,7 +301,7 @@ pub fn read_anchors(log: impl Read) -> std::io::Result<Vec<Anchor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::tests::chain_of;
+    use crate::history::audit::tests::chain_of;
 
     const ID: &str = "00112233445566778899aabbccddeeff";
 
@@ -354,9 +354,9 @@ mod tests {
         let anchors = anchors_of(&entries);
         let mut edited = entries.clone();
         edited[1].detail = Some("tampered".into());
-        crate::audit::tests::rehash(&mut edited);
+        crate::history::audit::tests::rehash(&mut edited);
         // The chain alone cannot tell: every hash was recomputed.
-        assert!(crate::audit::verify(&edited).problems.is_empty());
+        assert!(crate::history::audit::verify(&edited).problems.is_empty());
         let check = verify_against(&edited, ID, &anchors);
         assert_eq!(check.problems.len(), 1, "{:?}", check.problems);
         assert!(check.problems[0].starts_with("entry 2 is not the one anchored"));
@@ -370,8 +370,8 @@ mod tests {
         let entries = chain_of(5);
         let anchors = anchors_of(&entries);
         let mut removed: Vec<Entry> = entries.iter().filter(|e| e.seq != 3).cloned().collect();
-        crate::audit::tests::rehash(&mut removed);
-        assert!(crate::audit::verify(&removed).problems.is_empty());
+        crate::history::audit::tests::rehash(&mut removed);
+        assert!(crate::history::audit::verify(&removed).problems.is_empty());
         let check = verify_against(&removed, ID, &anchors);
         assert!(
             check.problems[0].starts_with("entry 3 is not the one anchored"),
@@ -380,8 +380,10 @@ mod tests {
         );
         let mut reordered = entries.clone();
         reordered.swap(1, 2);
-        crate::audit::tests::rehash(&mut reordered);
-        assert!(crate::audit::verify(&reordered).problems.is_empty());
+        crate::history::audit::tests::rehash(&mut reordered);
+        assert!(crate::history::audit::verify(&reordered)
+            .problems
+            .is_empty());
         let check = verify_against(&reordered, ID, &anchors);
         assert!(check.problems[0].starts_with("entry 2 is not the one anchored"));
     }

@@ -14,7 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::tokenize::Tokenized;
+use crate::text::tokenize::Tokenized;
 
 /// One word of the input and how much it drove the top label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

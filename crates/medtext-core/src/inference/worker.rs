@@ -16,7 +16,7 @@
 //! Texts are read (validated and tokenized) on the caller's thread before
 //! they are queued ([`Worker::prepare`]), so a front end can refuse a request
 //! over its token limit before any inference. Inference threads are the
-//! process-wide setting of [`crate::runtime::configure`].
+//! process-wide setting of [`crate::machine::runtime::configure`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -25,7 +25,7 @@ use std::thread::JoinHandle;
 
 use zeroize::Zeroize;
 
-use crate::classifier::Pending;
+use crate::inference::classifier::Pending;
 use crate::{Classification, Classifier, Error, Result};
 
 /// Requests a worker holds (queued or in progress) by default before it
@@ -34,11 +34,11 @@ pub const DEFAULT_QUEUE: usize = 64;
 
 /// Tokens of windows each request in progress gets in a round (at least one
 /// window, however long): a quarter of a forward pass's
-/// [`crate::classifier::TOKENS_PER_BATCH`], eight windows of 256 tokens, so
+/// [`crate::inference::classifier::TOKENS_PER_BATCH`], eight windows of 256 tokens, so
 /// a new request waits about two rounds' share of each request ahead of it,
 /// while a single long request still runs its windows many at a time (as
 /// fast as all at once, measured on a 48-window note).
-pub const ROUND_TOKENS_PER_REQUEST: usize = crate::classifier::TOKENS_PER_BATCH / 4;
+pub const ROUND_TOKENS_PER_REQUEST: usize = crate::inference::classifier::TOKENS_PER_BATCH / 4;
 
 type Reply = SyncSender<Result<Vec<Result<Classification>>>>;
 
@@ -294,7 +294,7 @@ fn run_round(classifier: &Classifier, active: &mut Vec<Request>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::tests::write_tiny_pack;
+    use crate::pack::manifest::tests::write_tiny_pack;
 
     fn tiny_worker(root: &std::path::Path, capacity: usize) -> Worker {
         write_tiny_pack(root);

@@ -22,8 +22,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::keychain::RecoveryKey;
-use crate::text::printable;
+use crate::history::keychain::RecoveryKey;
+use crate::text::validation::printable;
 use crate::user_files::{Limit, NewFile};
 use crate::{Error, Result};
 
@@ -60,7 +60,7 @@ impl EscrowPolicy {
 /// The escrow folder when the policy names none: beside IT's other
 /// machine-wide MedText files (on Linux, where packages keep state).
 pub fn default_dir() -> PathBuf {
-    crate::policy::machine_path("/var/lib/medtext/escrow", "escrow")
+    crate::machine::policy::machine_path("/var/lib/medtext/escrow", "escrow")
 }
 
 /// What an escrow file holds: the recovery key and what it opens.
@@ -70,7 +70,7 @@ pub struct EscrowRecord {
     pub format: String,
     /// As people type it ([`RecoveryKey::to_text`]).
     pub recovery_key: String,
-    /// The history's random id (see [`crate::anchor`]) when the key was
+    /// The history's random id (see [`crate::history::anchor`]) when the key was
     /// escrowed.
     pub history_id: String,
     /// The history database the key opens, on `host`.
@@ -87,7 +87,7 @@ impl EscrowRecord {
     /// The record of `key`, which opens `history` (id `history_id`), made
     /// now on this machine by this user.
     pub fn new(key: &RecoveryKey, history_id: &str, history: &Path) -> Self {
-        let created_ms = crate::store::now_ms();
+        let created_ms = crate::history::store::now_ms();
         Self {
             format: FORMAT.into(),
             recovery_key: key.to_text(),
@@ -96,8 +96,9 @@ impl EscrowRecord {
             host: host_name(),
             // The account from the user database where there is one (not
             // `$USER`, which anyone sets), else as the audit names it.
-            user: crate::os_auth::current_user().unwrap_or_else(|_| crate::audit::os_user()),
-            created: crate::store::utc_minute(created_ms),
+            user: crate::machine::os_auth::current_user()
+                .unwrap_or_else(|_| crate::history::audit::os_user()),
+            created: crate::history::store::utc_minute(created_ms),
             created_ms,
             medtext_version: env!("CARGO_PKG_VERSION").into(),
         }

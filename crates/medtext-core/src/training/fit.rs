@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer, ParamsAdamW};
 
-use crate::lexical::{LexicalHead, SparseRows};
-use crate::pack::{
+use crate::inference::lexical::{LexicalHead, SparseRows};
+use crate::pack::manifest::{
     encoder_hashes, is_safe_name, sha256_file, Architecture, EncoderSpec, HeadKind, HeadSpec,
     Label, LexicalSpec, Manifest, PackFile, Pooling, ShippedEvaluation, MANIFEST_FORMAT,
 };
@@ -263,7 +263,7 @@ impl Features for [Vec<f32>] {
     }
 }
 
-/// Character n-grams ([`crate::lexical`]).
+/// Character n-grams ([`crate::inference::lexical`]).
 impl Features for SparseRows {
     fn width(&self) -> usize {
         self.width
@@ -695,8 +695,8 @@ mod tests {
             PathBuf::from("../encoders/minilm")
         );
     }
-    use crate::pack::tests::write_tiny_pack;
-    use crate::pack::Pack;
+    use crate::pack::manifest::tests::write_tiny_pack;
+    use crate::pack::manifest::Pack;
     use crate::Classifier;
 
     #[test]
@@ -982,7 +982,7 @@ mod tests {
         // A head with an n-gram part; a head named after its file is
         // refused before anything is written; replaced by a head without
         // one, its file goes.
-        let vocabulary = crate::lexical::Vocabulary::build(&["fever cough"; 3]);
+        let vocabulary = crate::inference::lexical::Vocabulary::build(&["fever cough"; 3]);
         let n = vocabulary.len();
         let lexical = LexicalHead::new(vocabulary, vec![vec![0.5; n], vec![-0.5; n]], vec![0.0; 2]);
         let with_ngrams = PackDraft {

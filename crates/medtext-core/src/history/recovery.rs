@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::keychain::{DatabaseKey, RecoveryKey};
+use crate::history::keychain::{DatabaseKey, RecoveryKey};
 use crate::{Error, Result};
 
 /// `history.db` → `history.db.recovery`.

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use tokenizers::Tokenizer;
 
-use crate::abbreviations::Expanded;
+use crate::text::abbreviations::Expanded;
 use crate::user_files::Limit;
 use crate::{Error, Result};
 

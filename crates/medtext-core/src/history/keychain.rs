@@ -81,8 +81,8 @@ impl fmt::Debug for DatabaseKey {
 }
 
 /// The recovery key: a second random secret that unlocks a copy of the
-/// database key kept beside the database (see [`crate::recovery`]).
-/// Escrowed to IT where the policy names IT's key (see [`crate::escrow`]),
+/// database key kept beside the database (see [`crate::history::recovery`]).
+/// Escrowed to IT where the policy names IT's key (see [`crate::history::escrow`]),
 /// else shown once when the history is created for the user to give IT; it
 /// survives key rotation. Whoever holds it can read the history.
 pub struct RecoveryKey(Secret);

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::policy::Policy;
-use crate::text::spreadsheet_cell;
+use crate::machine::policy::Policy;
+use crate::text::validation::spreadsheet_cell;
 use crate::{paths, Classification, Error, Result};
 
 /// Most texts one batch call classifies: the screen sends a long batch in

@@ -13,14 +13,14 @@ use rusqlite::types::Type;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::anchor;
-use crate::audit::{self, Action, Event};
-use crate::escrow::{self, EscrowRecord, EscrowStatus, Escrowed};
-use crate::evidence::WordEvidence;
-use crate::keychain::{self, DatabaseKey, RecoveryKey};
-use crate::policy::Policy;
-use crate::recovery;
-use crate::text::spreadsheet_cell;
+use crate::history::anchor;
+use crate::history::audit::{self, Action, Event};
+use crate::history::escrow::{self, EscrowRecord, EscrowStatus, Escrowed};
+use crate::history::keychain::{self, DatabaseKey, RecoveryKey};
+use crate::history::recovery;
+use crate::inference::evidence::WordEvidence;
+use crate::machine::policy::Policy;
+use crate::text::validation::spreadsheet_cell;
 use crate::user_files::NewFile;
 use crate::{paths, Classification, Error, LabelScore, Result};
 
@@ -76,7 +76,7 @@ const MIGRATIONS: &[&str] = &[
     AUDIT_TABLE,
     // 4: settings kept with the history (retention)
     "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    // 5: keys of the local API, kept as their sha256 (see crate::api_keys)
+    // 5: keys of the local API, kept as their sha256 (see crate::history::api_keys)
     "CREATE TABLE api_keys (
         id              INTEGER PRIMARY KEY,
         name            TEXT    NOT NULL,
@@ -88,7 +88,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX api_keys_live_name ON api_keys(name) WHERE revoked_at_ms IS NULL;",
 ];
 
-/// See [`crate::audit`].
+/// See [`crate::history::audit`].
 pub(crate) const AUDIT_TABLE: &str = "CREATE TABLE audit (
         seq          INTEGER PRIMARY KEY,
         at_ms        INTEGER NOT NULL,
@@ -240,7 +240,7 @@ pub struct HistoryStore {
     /// [`HistoryStore::audit_text_key`]); it never changes once made.
     audit_text_key: Option<zeroize::Zeroizing<String>>,
     /// The history's id while every commit is anchored (see
-    /// [`crate::anchor`]): set by `open_in` and `recover`, not by the plain
+    /// [`crate::history::anchor`]): set by `open_in` and `recover`, not by the plain
     /// `open` of a copy (a backup being checked has no anchor).
     anchor_history: Option<String>,
     /// See [`HistoryStore::anchor_problem`].
@@ -281,7 +281,7 @@ impl HistoryStore {
     /// A new history is made only on a first run: never where a history was
     /// kept before (see [`Error::HistoryMissing`]), and a history that lost
     /// committed work since its last anchor is refused
-    /// ([`Error::AuditLoss`], see [`crate::anchor`]).
+    /// ([`Error::AuditLoss`], see [`crate::history::anchor`]).
     pub fn open_in(data_dir: &Path) -> Result<Self> {
         Self::open_in_mode(data_dir, OpenMode::Normal)
     }
@@ -319,7 +319,7 @@ impl HistoryStore {
     }
 
     /// Compares the chain with the anchor kept beside the database, then
-    /// anchors every commit from here on (see [`crate::anchor`]). Nothing is
+    /// anchors every commit from here on (see [`crate::history::anchor`]). Nothing is
     /// written before the comparison: a refused history keeps its files as
     /// they were, write-ahead log included, for whoever restores it.
     fn check_anchor(&mut self, mode: OpenMode) -> Result<()> {
@@ -452,7 +452,7 @@ impl HistoryStore {
     }
 
     /// The history's random id, which its anchors carry (see
-    /// [`crate::anchor`]).
+    /// [`crate::history::anchor`]).
     pub fn history_id(&self) -> Result<Option<String>> {
         self.setting(HISTORY_ID)
     }
@@ -528,7 +528,7 @@ impl HistoryStore {
 
     /// Escrows `recovery` to IT when the policy names IT's key and this
     /// history does not record it as escrowed to that key already (see
-    /// [`crate::escrow`]). Escrowed, a new key is not shown. A file that
+    /// [`crate::history::escrow`]). Escrowed, a new key is not shown. A file that
     /// cannot be written fails safe: the key is shown as without escrow,
     /// [`HistoryStore::escrow_status`] says why, and the next open tries
     /// again. Neither the log nor the status ever holds the key.
@@ -1267,7 +1267,7 @@ impl HistoryStore {
     /// Sets the unlock passphrase (kept as its Argon2id hash); audited
     /// without the hash.
     pub fn set_unlock_passphrase(&mut self, passphrase: &str) -> Result<()> {
-        let hash = crate::lock::hash_passphrase(passphrase)?;
+        let hash = crate::machine::idle_lock::hash_passphrase(passphrase)?;
         self.put_setting("unlock_passphrase", Some(hash), false)
     }
 
@@ -1325,7 +1325,7 @@ impl HistoryStore {
     }
 
     /// Wrong unlock attempts in a row, as last kept (see
-    /// [`crate::lock::IdleLock::resume_failures`]).
+    /// [`crate::machine::idle_lock::IdleLock::resume_failures`]).
     pub fn unlock_failures(&self) -> Result<u32> {
         Ok(self
             .setting("unlock_failures")?
@@ -2657,7 +2657,7 @@ pub(crate) mod tests {
         assert!(s.set_idle_lock_minutes(Some(0)).is_err());
         s.set_unlock_passphrase("night shift 42").unwrap();
         let hash = s.unlock_passphrase_hash().unwrap().unwrap();
-        crate::lock::verify_passphrase("night shift 42", &hash).unwrap();
+        crate::machine::idle_lock::verify_passphrase("night shift 42", &hash).unwrap();
         let details: Vec<String> = s
             .audit_entries()
             .unwrap()

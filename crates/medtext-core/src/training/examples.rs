@@ -10,7 +10,7 @@ use crate::{Error, Result};
 /// training (a CSV of 256 MB holds several hundred thousand notes). Its rows
 /// are kept in memory, so a larger one is refused before it is read.
 pub const FILE_LIMIT: Limit = Limit {
-    bytes: crate::training::MAX_STAGED_FILE_BYTES as u64,
+    bytes: crate::training::pipeline::MAX_STAGED_FILE_BYTES as u64,
     what: "a data file",
     advice: "split it into smaller files",
 };
@@ -83,7 +83,7 @@ pub fn read_texts(path: &Path, text: &str) -> Result<Vec<String>> {
     rows.into_iter()
         .map(|(row, mut fields)| {
             let text = fields.pop().unwrap_or_default();
-            if !crate::text::has_content(&text) {
+            if !crate::text::validation::has_content(&text) {
                 Err(Error::Dataset {
                     path: path.to_path_buf(),
                     problem: format!("row {row} has an empty text (or only invisible characters)"),
@@ -111,7 +111,7 @@ fn examples(path: &Path, columns: Columns, rows: Vec<Row>) -> Result<Vec<Example
                 label: fields.next().unwrap_or_default().trim().to_string(),
                 group: columns.group.and(fields.next()),
             };
-            if !crate::text::has_content(&example.text) || example.label.is_empty() {
+            if !crate::text::validation::has_content(&example.text) || example.label.is_empty() {
                 return Err(Error::Dataset {
                     path: path.to_path_buf(),
                     problem: format!(

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::tokenize::Window;
+use crate::text::tokenize::Window;
 use crate::{Classifier, Result};
 
 /// Input lengths (tokens, special tokens included) measured at batch 1.

@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::bench::{ms, percentile};
-use crate::keychain::DatabaseKey;
-use crate::store::{FeedbackFilter, HistoryQuery, HistoryStore, DATABASE_FILE};
+use crate::bench::inference::{ms, percentile};
+use crate::history::keychain::DatabaseKey;
+use crate::history::store::{FeedbackFilter, HistoryQuery, HistoryStore, DATABASE_FILE};
 use crate::{Classification, LabelScore, Result};
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,7 +140,7 @@ pub fn run(dir: &Path, records: usize) -> Result<HistoryBenchReport> {
     let key = DatabaseKey::from_bytes([0x42; 32]);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut store = HistoryStore::open(&path, &key)?;
-    // Every commit anchored, as in the app (see crate::anchor): the anchor
+    // Every commit anchored, as in the app (see crate::history::anchor): the anchor
     // file's flush is part of what a save costs.
     store.renew_history_id()?;
     store.anchor_commits()?;

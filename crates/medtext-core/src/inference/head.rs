@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor, D};
 
-use crate::pack::Architecture;
+use crate::pack::manifest::Architecture;
 use crate::{Error, Result};
 
 /// What every head does: pooled vectors `[batch, hidden]` in, logits

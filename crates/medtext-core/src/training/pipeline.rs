@@ -13,15 +13,17 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::abbreviations::Abbreviations;
-use crate::archive::Staging;
-use crate::dataset::{self, Example, Removed};
-use crate::embedding_cache::EmbeddingCache;
-use crate::lexical::{self, LexicalHead, SparseRows, Vocabulary};
-use crate::metrics::{self, Metrics};
-use crate::pack::{self, Architecture, Label, Pack, PackFile, Pooling, ShippedEvaluation};
-use crate::split_file;
-use crate::train::{self, Fit, HeadShape, PackDraft};
+use crate::inference::lexical::{self, LexicalHead, SparseRows, Vocabulary};
+use crate::pack::archive::Staging;
+use crate::pack::manifest::{
+    self as pack, Architecture, Label, Pack, PackFile, Pooling, ShippedEvaluation,
+};
+use crate::text::abbreviations::Abbreviations;
+use crate::training::embedding_cache::EmbeddingCache;
+use crate::training::evaluation::{self as metrics, Metrics};
+use crate::training::examples::{self as dataset, Example, Removed};
+use crate::training::fit::{self as train, Fit, HeadShape, PackDraft};
+use crate::training::split as split_file;
 use crate::{Embedder, Error, Result};
 
 /// What to train and where to write it.
@@ -65,7 +67,7 @@ pub struct TrainRequest {
     /// it (fine-tuning the encoder on the training part only).
     pub split_out: Option<PathBuf>,
     /// Also train a head on the texts' character n-grams and mix it in, if
-    /// that does better on the validation part ([`crate::lexical`]).
+    /// that does better on the validation part ([`crate::inference::lexical`]).
     pub lexical: bool,
     /// Take the split from a CSV written by `split_out` instead of drawing
     /// one: a second head on the same data is then tested on the same
@@ -118,10 +120,10 @@ impl TrainRequest {
                 ));
             }
         }
-        if self.max_tokens < crate::tokenize::MIN_WINDOW_TOKENS {
+        if self.max_tokens < crate::text::tokenize::MIN_WINDOW_TOKENS {
             return refuse(format!(
                 "max-tokens must be at least {} ([CLS], [SEP] and the words), not {}",
-                crate::tokenize::MIN_WINDOW_TOKENS,
+                crate::text::tokenize::MIN_WINDOW_TOKENS,
                 self.max_tokens
             ));
         }
@@ -255,7 +257,7 @@ pub fn train_pack(
         return Err(Error::Training {
             problem: format!(
                 "label {} has no examples in the training part of the split; give it more examples, or draw the split with this label column",
-                crate::dataset::cell_for_message(label)
+                crate::training::examples::cell_for_message(label)
             ),
         });
     }
@@ -679,7 +681,7 @@ fn embed_all(
     Ok(vectors.into_iter().flatten().collect())
 }
 
-/// A head's lexical part ([`crate::lexical`]), trained and weighed.
+/// A head's lexical part ([`crate::inference::lexical`]), trained and weighed.
 struct LexicalPart {
     head: LexicalHead,
     weight: f64,
@@ -814,7 +816,7 @@ fn capitalised(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::tests::write_tiny_pack;
+    use crate::pack::manifest::tests::write_tiny_pack;
     use crate::Classifier;
 
     /// Forty examples of two labels in the tiny vocabulary.

@@ -28,7 +28,7 @@
 //!
 //! [recovery]
 //! escrow_public_key = "age1…"  # IT's age X25519 key: the recovery key is
-//!                              # escrowed to it, not shown (crate::escrow)
+//!                              # escrowed to it, not shown (crate::history::escrow)
 //! escrow_dir = "/var/lib/medtext/escrow"   # where (this is Linux's default)
 //! ```
 //!
@@ -42,16 +42,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::escrow::EscrowPolicy;
-use crate::logging::LogSettings;
-use crate::signing::SignerKey;
-use crate::text::MAX_TEXT_CHARS;
+use crate::history::escrow::EscrowPolicy;
+use crate::machine::logging::LogSettings;
+use crate::pack::signing::SignerKey;
+use crate::text::validation::MAX_TEXT_CHARS;
 use crate::{Error, Result};
 
 /// The largest `[api] max_tokens_per_request`: what the most texts of the
 /// longest length a request may send could hold (a token is at least one
 /// character).
-pub const MAX_API_TOKENS_PER_REQUEST: usize = crate::batch::MAX_TEXTS_PER_CALL * MAX_TEXT_CHARS;
+pub const MAX_API_TOKENS_PER_REQUEST: usize =
+    crate::inference::batch::MAX_TEXTS_PER_CALL * MAX_TEXT_CHARS;
 
 /// Names another policy file, in debug builds only: tests need one, and a
 /// released MedText must not let a user point it at a file of their own.
@@ -63,7 +64,7 @@ pub const POLICY_FILE_ENV: &str = "MEDTEXT_POLICY_FILE";
 pub enum UnlockMethod {
     /// The app passphrase the user set (kept as an Argon2id hash).
     Passphrase,
-    /// The signed-in OS account's password (see [`crate::os_auth`]).
+    /// The signed-in OS account's password (see [`crate::machine::os_auth`]).
     Os,
 }
 
@@ -88,7 +89,7 @@ pub struct Policy {
     /// tokens, and IT may want a single program's calls kept short.
     pub api_max_tokens_per_request: Option<usize>,
     /// IT's key to escrow each history's recovery key to (see
-    /// [`crate::escrow`]), and where the escrow files go.
+    /// [`crate::history::escrow`]), and where the escrow files go.
     pub recovery_escrow: Option<EscrowPolicy>,
 }
 
@@ -460,7 +461,7 @@ impl Policy {
 
     /// Checks `text` against the machine's limit (and the core's own checks).
     pub fn check_text(&self, text: &str) -> Result<()> {
-        crate::text::validate_within(text, self.max_text_chars())
+        crate::text::validation::validate_within(text, self.max_text_chars())
     }
 
     /// Refuses unencrypted exports when IT turned them off.
@@ -730,7 +731,8 @@ mod tests {
     #[test]
     fn every_setting_is_read_and_listed_as_managed() {
         let key =
-            crate::signing::generate_key(&tempfile::tempdir().unwrap().path().join("k")).unwrap();
+            crate::pack::signing::generate_key(&tempfile::tempdir().unwrap().path().join("k"))
+                .unwrap();
         let escrow = age::x25519::Identity::generate().to_public();
         let text = format!(
             "[lock]\nidle_minutes = 5\nunlock = \"passphrase\"\n[history]\nretention_days = 90\n\
@@ -987,9 +989,9 @@ mod tests {
         let public = key.to_public().to_string();
         let policy = parse(&format!("[recovery]\nescrow_public_key = \"{public}\"\n")).unwrap();
         let escrow = policy.recovery_escrow.as_ref().unwrap();
-        assert_eq!(escrow.dir(), crate::escrow::default_dir());
+        assert_eq!(escrow.dir(), crate::history::escrow::default_dir());
         assert_eq!(
-            crate::escrow::default_dir(),
+            crate::history::escrow::default_dir(),
             PathBuf::from("/var/lib/medtext/escrow")
         );
         let managed = policy.managed();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::abbreviations::Abbreviations;
+use crate::text::abbreviations::Abbreviations;
 use crate::user_files::Limit;
 use crate::{Error, Result};
 
@@ -48,7 +48,7 @@ pub struct Manifest {
     pub encoder: EncoderSpec,
     pub heads: Vec<HeadSpec>,
     /// Clinicians' abbreviations spelled out before tokenizing, for every
-    /// head (see [`crate::abbreviations`]).
+    /// head (see [`crate::text::abbreviations`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abbreviations: Option<PackFile>,
 }
@@ -112,7 +112,7 @@ pub struct HeadSpec {
     /// The figures the head was shipped with, on held-out data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evaluation: Option<ShippedEvaluation>,
-    /// A character n-gram head mixed into this one ([`crate::lexical`]).
+    /// A character n-gram head mixed into this one ([`crate::inference::lexical`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lexical: Option<LexicalSpec>,
 }
@@ -700,8 +700,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::encoder::bert::tests::write_tiny_bert;
     use crate::encoder::distilbert::tests::write_tiny_distilbert;
-    use crate::head::tests::write_head;
-    use crate::tokenize::tests::{tiny_tokenizer_json, TINY_VOCAB};
+    use crate::inference::head::tests::write_head;
+    use crate::text::tokenize::tests::{tiny_tokenizer_json, TINY_VOCAB};
 
     pub(crate) const TINY_LABELS: [(&str, &str); 3] = [
         ("I00-I99", "Diseases of the circulatory system"),
@@ -854,7 +854,7 @@ pub(crate) mod tests {
                 Architecture::detect(&encoder).map(|_| ())
             }),
             (encoder.join("tokenizer.json"), 64 << 20, &|| {
-                crate::tokenize::TextTokenizer::from_file(&encoder.join("tokenizer.json"), 16)
+                crate::text::tokenize::TextTokenizer::from_file(&encoder.join("tokenizer.json"), 16)
                     .map(|_| ())
             }),
         ];

@@ -13,8 +13,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::audit::{self, Action, Event};
-use crate::store::{now_ms, store_error};
+use crate::history::audit::{self, Action, Event};
+use crate::history::store::{now_ms, store_error};
 use crate::{Error, HistoryStore, Result};
 
 /// Every key starts with this, so a key found in a script or a log is
@@ -234,7 +234,7 @@ impl HistoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keychain::DatabaseKey;
+    use crate::history::keychain::DatabaseKey;
 
     fn store() -> (tempfile::TempDir, HistoryStore) {
         let dir = tempfile::tempdir().unwrap();

@@ -7,17 +7,17 @@ use candle_core::{Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
-use crate::abbreviations::Abbreviations;
 use crate::encoder::{bert, distilbert, Encoder};
-use crate::evidence::{words_from_window_scores, WordEvidence};
-use crate::head::{
+use crate::inference::evidence::{words_from_window_scores, WordEvidence};
+use crate::inference::head::{
     calibrated_probabilities, Head, LinearHead, MlpHead, SequenceClassificationHead,
 };
-use crate::lexical::{self, LexicalHead};
-use crate::pack::{Architecture, HeadKind, HeadSpec, Pack, Pooling};
-use crate::pool::{cls_pool, mean_pool_normalized};
-use crate::tokenize::{TextTokenizer, Tokenized, Window};
-use crate::{text, Error, Result};
+use crate::inference::lexical::{self, LexicalHead};
+use crate::inference::pooling::{cls_pool, mean_pool_normalized};
+use crate::pack::manifest::{Architecture, HeadKind, HeadSpec, Pack, Pooling};
+use crate::text::abbreviations::Abbreviations;
+use crate::text::tokenize::{TextTokenizer, Tokenized, Window};
+use crate::{text::validation as text, Error, Result};
 
 /// Path points of integrated gradients for evidence: as many as fit
 /// [`EVIDENCE_TOKENS`] tokens per window, from 2 to 8. Plain gradient ×
@@ -137,7 +137,7 @@ impl Embedder {
     }
 
     /// Spells out the abbreviations of `list` in every text before
-    /// tokenizing (see [`crate::abbreviations`]).
+    /// tokenizing (see [`crate::text::abbreviations`]).
     pub fn with_abbreviations(mut self, list: Option<Abbreviations>) -> Self {
         self.abbreviations = list;
         self
@@ -210,7 +210,7 @@ impl Embedder {
     ) -> Result<Vec<f32>> {
         let steps = steps.max(1);
         // Same pool as the forward pass; see runtime::pool.
-        crate::runtime::pool()?.install(|| {
+        crate::machine::runtime::pool()?.install(|| {
             let ids = Tensor::new(window.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
             let word = self.encoder.word_embeddings(&ids)?;
             let alphas: Vec<f32> = (1..=steps).map(|k| k as f32 / steps as f32).collect();
@@ -304,7 +304,7 @@ fn normalised(v: Vec<f32>) -> Vec<f32> {
 /// A text's result is the mean of its windows' probabilities, so it does not
 /// depend on which passes its windows ran in: a batch runs them all at once,
 /// the inference worker a few of every request per round, so that one
-/// request with long notes cannot hold it (see [`crate::worker`]). The text
+/// request with long notes cannot hold it (see [`crate::inference::worker`]). The text
 /// itself is not kept; its token ids, which spell it out, are wiped when
 /// this is dropped.
 pub(crate) struct Pending {
@@ -356,7 +356,7 @@ pub struct Classifier {
 struct LoadedHead {
     spec: HeadSpec,
     head: Box<dyn Head>,
-    /// The character n-gram part and its weight ([`crate::lexical`]).
+    /// The character n-gram part and its weight ([`crate::inference::lexical`]).
     lexical: Option<(LexicalHead, f64)>,
     /// See [`Classification::model_sha256`].
     model_sha256: String,
@@ -456,7 +456,7 @@ impl Classifier {
     }
 
     /// [`Classifier::classify`], plus the evidence for the top label: every
-    /// word of the text with its share in the decision (see [`crate::evidence`]).
+    /// word of the text with its share in the decision (see [`crate::inference::evidence`]).
     pub fn classify_with_evidence(&self, text: &str) -> Result<Classification> {
         let mut pending = self.begin(text)?;
         self.run_to_end(&mut [&mut pending])?;
@@ -623,7 +623,7 @@ impl Classifier {
         for (p, n) in work.iter_mut() {
             p.done = (p.done + *n).min(p.tokenized.windows.len());
         }
-        // Sizes and timings only: never text or labels (see crate::logging).
+        // Sizes and timings only: never text or labels (see crate::machine::logging).
         tracing::info!(
             event = "classify",
             texts = work.len(),
@@ -761,7 +761,7 @@ impl Classifier {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::tests::{write_tiny_pack, write_tiny_pack_with, TINY_LABELS};
+    use crate::pack::manifest::tests::{write_tiny_pack, write_tiny_pack_with, TINY_LABELS};
 
     fn tiny_classifier(root: &Path) -> Classifier {
         write_tiny_pack(root);
@@ -887,7 +887,8 @@ mod tests {
             let dir = root.path().join("encoders/tiny");
             // A zero classifier leaves only its bias: the answer is known exactly.
             make_hf_checkpoint(&dir, architecture, vec![0.0; 24], [2.0, 0.0, -1.0]);
-            crate::pack::import_sequence_classifier(&dir, "sentiment", "MIT", "test").unwrap();
+            crate::pack::manifest::import_sequence_classifier(&dir, "sentiment", "MIT", "test")
+                .unwrap();
             let c = Classifier::load(root.path(), dir.to_str().unwrap(), None).unwrap();
             let r = c.classify("fever and cough").unwrap();
             let z: f32 = [2f32, 0.0, -1.0].iter().map(|v| v.exp()).sum();
@@ -901,10 +902,10 @@ mod tests {
             }
             // The checkpoint is its own encoder: it travels as one archive.
             let archive = root.path().join("sentiment.tar");
-            let pack = crate::pack::Pack::open(&dir).unwrap();
-            crate::archive::write_archive(&pack, &archive, false).unwrap();
+            let pack = crate::pack::manifest::Pack::open(&dir).unwrap();
+            crate::pack::archive::write_archive(&pack, &archive, false).unwrap();
             let elsewhere = root.path().join("elsewhere");
-            crate::archive::import_file(&archive, &elsewhere, None).unwrap();
+            crate::pack::archive::import_file(&archive, &elsewhere, None).unwrap();
             let moved = Classifier::load(&elsewhere, "sentiment", None).unwrap();
             assert_eq!(
                 moved.classify("fever and cough").unwrap().probabilities,
@@ -927,7 +928,8 @@ mod tests {
             classifier_weight.clone(),
             [0.1, -0.2, 0.3],
         );
-        crate::pack::import_sequence_classifier(&dir, "sentiment", "MIT", "test").unwrap();
+        crate::pack::manifest::import_sequence_classifier(&dir, "sentiment", "MIT", "test")
+            .unwrap();
         let c = Classifier::load(root.path(), dir.to_str().unwrap(), None).unwrap();
         let r = c.classify("chest pain").unwrap();
 
@@ -977,7 +979,7 @@ mod tests {
     fn a_checkpoint_that_is_not_a_classifier_is_refused_on_import() {
         let root = tempfile::tempdir().unwrap();
         write_tiny_pack(root.path());
-        let err = crate::pack::import_sequence_classifier(
+        let err = crate::pack::manifest::import_sequence_classifier(
             &root.path().join("encoders/tiny"),
             "x",
             "MIT",

@@ -39,7 +39,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use crate::{dataset, Error, Result};
+use crate::{training::examples as dataset, Error, Result};
 
 /// An abbreviation list: `abbreviation,expansion` rows (an abbreviation may
 /// have several rows). Matching is case-sensitive ("AS" is aortic stenosis,

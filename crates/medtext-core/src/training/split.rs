@@ -11,9 +11,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use crate::abbreviations::Abbreviations;
-use crate::dataset::Example;
-use crate::train::Split;
+use crate::text::abbreviations::Abbreviations;
+use crate::training::examples::Example;
+use crate::training::fit::Split;
 use crate::{Error, Result};
 
 const PARTS: [&str; 3] = ["train", "validation", "test"];
@@ -66,7 +66,7 @@ pub fn read(
         path: path.to_path_buf(),
         problem,
     };
-    let mut reader = crate::dataset::open_csv(path)?;
+    let mut reader = crate::training::examples::open_csv(path)?;
     let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
     let column = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| {
@@ -88,7 +88,7 @@ pub fn read(
             bad(format!(
                 "row {}: part {} is not train, validation or test",
                 i + 2,
-                crate::dataset::cell_for_message(part)
+                crate::training::examples::cell_for_message(part)
             ))
         })?;
         let key = record.get(key_at).unwrap_or_default().to_string();

@@ -24,8 +24,8 @@ use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::pack::{is_safe_name, Manifest, Pack};
-use crate::signing::{self, SignerKey};
+use crate::pack::manifest::{is_safe_name, Manifest, Pack};
+use crate::pack::signing::{self, SignerKey};
 use crate::{Classifier, Error, Result};
 
 /// Largest pack archive imported: one with a BERT-base encoder inside is
@@ -246,7 +246,7 @@ fn copy_hashed(
 fn install_encoder(staged: &Path, target: &Path, manifest: &Manifest) -> Result<()> {
     if target.exists() {
         for (file, expected) in &manifest.encoder.sha256 {
-            let actual = crate::pack::sha256_file(&target.join(file))?;
+            let actual = crate::pack::manifest::sha256_file(&target.join(file))?;
             if !actual.eq_ignore_ascii_case(expected) {
                 return Err(Error::pack(
                     target,
@@ -454,7 +454,7 @@ impl Drop for Staging {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::tests::write_tiny_pack;
+    use crate::pack::manifest::tests::write_tiny_pack;
 
     /// An import without a signature or a policy asking for one.
     fn import_archive(archive: &Path, models: &Path) -> Result<Pack> {
@@ -477,8 +477,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = tiny_archive(dir.path());
         let key = dir.path().join("it.key");
-        crate::signing::generate_key(&key).unwrap();
-        let first_sig = crate::signing::sign_archive(&first, &key).unwrap();
+        crate::pack::signing::generate_key(&key).unwrap();
+        let first_sig = crate::pack::signing::sign_archive(&first, &key).unwrap();
         // The same files, as a later checkout or another user would have
         // them: other times, modes and owners.
         let source = dir.path().join("source");
@@ -505,7 +505,7 @@ mod tests {
         let second = dir.path().join("again.medtext-pack");
         write_archive(&pack, &second, true).unwrap();
         assert!(std::fs::read(&first).unwrap() == std::fs::read(&second).unwrap());
-        let second_sig = crate::signing::sign_archive(&second, &key).unwrap();
+        let second_sig = crate::pack::signing::sign_archive(&second, &key).unwrap();
         assert_eq!(
             std::fs::read_to_string(first_sig).unwrap(),
             std::fs::read_to_string(second_sig).unwrap()
@@ -755,7 +755,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside.txt");
         std::fs::write(&outside, b"not the pack's").unwrap();
-        let sha = crate::pack::sha256_file(&outside).unwrap();
+        let sha = crate::pack::manifest::sha256_file(&outside).unwrap();
         let entry = outside.to_string_lossy().into_owned();
         let members = tiny_members(dir.path(), |m| {
             m["encoder"]["sha256"][&entry] = serde_json::json!(sha);
@@ -820,8 +820,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let archive = tiny_archive(dir.path());
         let bytes = std::fs::read(&archive).unwrap();
-        let key = crate::signing::generate_key(&dir.path().join("it.key")).unwrap();
-        let sig = crate::signing::sign_archive(&archive, &dir.path().join("it.key")).unwrap();
+        let key = crate::pack::signing::generate_key(&dir.path().join("it.key")).unwrap();
+        let sig = crate::pack::signing::sign_archive(&archive, &dir.path().join("it.key")).unwrap();
         let signature = std::fs::read_to_string(&sig).unwrap();
         let allowed = Some(std::slice::from_ref(&key));
         let models = dir.path().join("models");

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use crate::pack::{is_safe_name, Pack};
-use crate::worker::{Worker, DEFAULT_QUEUE};
+use crate::inference::worker::{Worker, DEFAULT_QUEUE};
+use crate::pack::manifest::{is_safe_name, Pack};
 use crate::{Classifier, Error, Result};
 
 enum Loaded {
@@ -92,7 +92,7 @@ fn poisoned() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::tests::write_tiny_pack;
+    use crate::pack::manifest::tests::write_tiny_pack;
 
     #[test]
     fn a_broken_pack_leaves_the_pack_in_use_working() {

@@ -35,7 +35,7 @@ pub enum Action {
     ApiKeyRevoke,
     /// Texts classified through the local API (`medtext serve`); not saved.
     ApiClassify,
-    /// Committed entries found missing at open (see [`crate::anchor`]),
+    /// Committed entries found missing at open (see [`crate::history::anchor`]),
     /// recorded by `medtext audit accept-loss` so the trail says so.
     AuditLoss,
 }
@@ -273,7 +273,8 @@ pub(crate) mod tests {
 
     fn chain(n: i64) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(crate::store::AUDIT_TABLE).unwrap();
+        conn.execute_batch(crate::history::store::AUDIT_TABLE)
+            .unwrap();
         for i in 0..n {
             let ids = [i];
             let event = Event {

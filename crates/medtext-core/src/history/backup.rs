@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 
-use crate::audit::Action;
-use crate::keychain::DatabaseKey;
-use crate::store::HistoryStore;
+use crate::history::audit::Action;
+use crate::history::keychain::DatabaseKey;
+use crate::history::store::HistoryStore;
 use crate::user_files::{Limit, NewFile};
 use crate::{Error, Result};
 
@@ -124,7 +124,7 @@ impl HistoryStore {
                 "the backup would be larger than `medtext restore` reads ({size} bytes); delete old records (`medtext history purge`) and try again"
             ),
         })?;
-        crate::store::audited_place(file, || {
+        crate::history::store::audited_place(file, || {
             self.audit_only(Action::Backup, format!("records={records}"))
         })?;
         Ok(BackupReport {
@@ -141,7 +141,7 @@ impl HistoryStore {
 /// replaced; the history it replaces is kept beside it as
 /// `history.db.before-restore-<time>`, still encrypted with its key.
 pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<BackupReport> {
-    crate::policy::Policy::load()?.check_backup()?;
+    crate::machine::policy::Policy::load()?.check_backup()?;
     let file = open_backup(backup)?;
     let key = BackupKey::for_file(&file, backup, passphrase)?;
     // Read from a private copy: opening a database writes to it (its log,
@@ -160,14 +160,14 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
     let records = check_copy(&source, source.count()?)?;
     // The history being replaced may be gone or have lost work: that is
     // what a restore is for.
-    let current = HistoryStore::open_in_mode(data_dir, crate::store::OpenMode::Restore)?;
+    let current = HistoryStore::open_in_mode(data_dir, crate::history::store::OpenMode::Restore)?;
     let live = current.path().to_path_buf();
-    let live_key = crate::keychain::database_key(&live)?;
+    let live_key = crate::history::keychain::database_key(&live)?;
     let last_id = current.last_record_id()?;
     drop(current);
     // Nobody else may have it open while it is replaced: an app writing to
     // the old file's log would lose what it writes.
-    let _alone = crate::store::hold_history_alone(&live)?;
+    let _alone = crate::history::store::hold_history_alone(&live)?;
     // The backup's rows, re-encrypted with the history's own key.
     let incoming = partial_path(&live);
     // MedText's own name in its own folder: what a crash left there.
@@ -186,8 +186,8 @@ pub fn restore(data_dir: &Path, backup: &Path, passphrase: &str) -> Result<Backu
     }
     let kept = live.with_file_name(format!(
         "{}.before-restore-{}",
-        crate::store::DATABASE_FILE,
-        crate::store::now_ms()
+        crate::history::store::DATABASE_FILE,
+        crate::history::store::now_ms()
     ));
     // With every connection closed the log is empty; none may meet the new file.
     for suffix in ["-wal", "-shm"] {
@@ -323,7 +323,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = DatabaseKey::from_bytes([7; 32]);
         let mut live = HistoryStore::open(&dir.path().join("history.db"), &key).unwrap();
-        let c = crate::store::tests::sample("I20-I25");
+        let c = crate::history::store::tests::sample("I20-I25");
         for i in 0..20 {
             live.save(&format!("Zebrafinch note {i} troponin"), &c)
                 .unwrap();
@@ -357,7 +357,7 @@ mod tests {
         assert_eq!(&bytes[..16], &opened.salt);
         let copy = HistoryStore::open_raw(&out, &opened.sql_literal()).unwrap();
         let found = copy
-            .search(&crate::store::HistoryQuery {
+            .search(&crate::history::store::HistoryQuery {
                 text: Some("zebrafinch tropon".into()),
                 ..Default::default()
             })
@@ -372,7 +372,7 @@ mod tests {
         // Every file the history, its search index, a rotation and a backup
         // leave in the folder is free of the text (nothing spills to
         // temporary files: temp_store is memory).
-        live.search(&crate::store::HistoryQuery {
+        live.search(&crate::history::store::HistoryQuery {
             text: Some("zebrafinch".into()),
             ..Default::default()
         })
