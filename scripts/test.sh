@@ -51,9 +51,8 @@ mkdir -p "$SCRATCH/home"
 export MEDTEXT_APP_BIN="$TARGET/debug/medtext-app"
 export MEDTEXT_CLI_BIN="$TARGET/debug/medtext"
 export TAURI_DRIVER_BIN="$(command -v tauri-driver)"
-HOME="$SCRATCH/home" dbus-run-session -- bash -c '
+HOME="$SCRATCH/home" scripts/with-test-keyring.sh bash -c '
   set -euo pipefail
-  echo -n medtext-test | gnome-keyring-daemon --unlock --components=secrets >/dev/null
   cargo test --workspace --features "$APP_FEATURES"
   scripts/e2e.sh
 '

@@ -1656,8 +1656,8 @@ fn read_label_names(path: &Path) -> Result<Vec<(String, String)>, String> {
         .collect()
 }
 
-fn csv_reader(path: &Path) -> Result<dataset::CsvReader, String> {
-    dataset::open_csv(path).map_err(err)
+fn csv_reader(path: &Path) -> Result<medtext_core::tabular::CsvReader, String> {
+    medtext_core::tabular::open_csv(path).map_err(err)
 }
 
 fn eval(args: EvalArgs) -> CliResult {

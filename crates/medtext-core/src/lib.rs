@@ -24,7 +24,7 @@
 //! - [`bench`]: the project's own benchmarks (figures printed, never asserted).
 //!
 //! Shared by every wing: [`error`] (the one error enum), [`paths`] (where
-//! data and models live) and [`user_files`] (reading and writing files the
+//! data and models live), [`tabular`] (CSV data files by column) and [`user_files`] (reading and writing files the
 //! user names, with ceilings).
 
 pub mod bench;
@@ -35,6 +35,7 @@ pub mod inference;
 pub mod machine;
 pub mod pack;
 pub mod paths;
+pub mod tabular;
 pub mod text;
 pub mod training;
 pub mod user_files;

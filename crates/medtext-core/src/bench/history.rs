@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::bench::inference::{ms, percentile};
 use crate::history::keychain::DatabaseKey;
 use crate::history::store::{FeedbackFilter, HistoryQuery, HistoryStore, DATABASE_FILE};
-use crate::{Classification, LabelScore, Result};
+use crate::{inference::classifier::Classification, inference::classifier::LabelScore, Result};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryBenchReport {

@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::text::tokenize::Window;
-use crate::{Classifier, Result};
+use crate::{inference::classifier::Classifier, Result};
 
 /// Input lengths (tokens, special tokens included) measured at batch 1.
 pub const LENGTHS: [usize; 4] = [32, 128, 256, 512];

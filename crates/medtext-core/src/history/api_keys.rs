@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use crate::history::audit::{self, Action, Event};
 use crate::history::store::{now_ms, store_error};
-use crate::{Error, HistoryStore, Result};
+use crate::{history::store::HistoryStore, Error, Result};
 
 /// Every key starts with this, so a key found in a script or a log is
 /// recognisable as MedText's.

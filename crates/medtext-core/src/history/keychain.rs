@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::{Error, Result};
 
@@ -213,7 +214,7 @@ pub fn account_for(db_path: &Path) -> String {
 /// one only when neither the key nor the database exists yet.
 pub fn database_key(db_path: &Path) -> Result<DatabaseKey> {
     let entry = entry(db_path)?;
-    match entry.get_password() {
+    match retried(|| entry.get_password()) {
         Ok(hex) => DatabaseKey::from_hex(&hex),
         Err(keyring::Error::NoEntry) => {
             if db_path.exists() {
@@ -232,7 +233,8 @@ pub fn database_key(db_path: &Path) -> Result<DatabaseKey> {
 /// The key being rotated in, kept under its own account until the database
 /// and the main entry both use it (see `HistoryStore::rotate_key`).
 pub fn pending_key(db_path: &Path) -> Result<Option<DatabaseKey>> {
-    match pending_entry(db_path)?.get_password() {
+    let entry = pending_entry(db_path)?;
+    match retried(|| entry.get_password()) {
         Ok(hex) => DatabaseKey::from_hex(&hex).map(Some),
         Err(keyring::Error::NoEntry) => Ok(None),
         Err(e) => Err(keychain_error(e)),
@@ -255,8 +257,8 @@ pub fn store_database_key(db_path: &Path, key: &DatabaseKey) -> Result<()> {
 /// Writes `key` and reads it back: a keychain that accepts a secret but
 /// cannot return it would otherwise leave a database nobody can open.
 fn store_verified(entry: &keyring::Entry, key: &DatabaseKey) -> Result<()> {
-    entry.set_password(&key.to_hex()).map_err(keychain_error)?;
-    let stored = entry.get_password().map_err(keychain_error)?;
+    retried(|| entry.set_password(&key.to_hex())).map_err(keychain_error)?;
+    let stored = retried(|| entry.get_password()).map_err(keychain_error)?;
     if stored != key.to_hex() {
         return Err(Error::Keychain {
             problem: "the key read back from the keychain differs from the one stored".into(),
@@ -268,7 +270,8 @@ fn store_verified(entry: &keyring::Entry, key: &DatabaseKey) -> Result<()> {
 /// The recovery key of the database at `db_path`, kept in the keychain so
 /// it can be shown again on demand and survives key rotation.
 pub fn recovery_key(db_path: &Path) -> Result<Option<RecoveryKey>> {
-    match recovery_entry(db_path)?.get_password() {
+    let entry = recovery_entry(db_path)?;
+    match retried(|| entry.get_password()) {
         Ok(hex) => RecoveryKey::from_hex(&hex).map(Some),
         Err(keyring::Error::NoEntry) => Ok(None),
         Err(e) => Err(keychain_error(e)),
@@ -277,8 +280,8 @@ pub fn recovery_key(db_path: &Path) -> Result<Option<RecoveryKey>> {
 
 pub(crate) fn store_recovery_key(db_path: &Path, key: &RecoveryKey) -> Result<()> {
     let entry = recovery_entry(db_path)?;
-    entry.set_password(&key.to_hex()).map_err(keychain_error)?;
-    if entry.get_password().map_err(keychain_error)? != key.to_hex() {
+    retried(|| entry.set_password(&key.to_hex())).map_err(keychain_error)?;
+    if retried(|| entry.get_password()).map_err(keychain_error)? != key.to_hex() {
         return Err(Error::Keychain {
             problem: "the recovery key read back from the keychain differs from the one stored"
                 .into(),
@@ -324,7 +327,7 @@ pub fn delete_all_keys(db_path: &Path) -> Result<()> {
 }
 
 fn delete(entry: keyring::Entry) -> Result<()> {
-    match entry.delete_credential() {
+    match retried(|| entry.delete_credential()) {
         Ok(()) | Err(keyring::Error::NoEntry) => Ok(()),
         Err(e) => Err(keychain_error(e)),
     }
@@ -332,6 +335,56 @@ fn delete(entry: keyring::Entry) -> Result<()> {
 
 fn entry(db_path: &Path) -> Result<keyring::Entry> {
     keyring::Entry::new(KEYCHAIN_SERVICE, &account_for(db_path)).map_err(keychain_error)
+}
+
+/// How long to wait before each new try of a keychain call whose keychain
+/// service went away mid-call.
+const RETRY_AFTER: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_millis(1000),
+];
+
+/// Runs a keychain call again when the keychain service went away during it.
+///
+/// Why: gnome-keyring-daemon can abort when short-lived clients connect and
+/// disconnect quickly (an upstream race, GNOME/gnome-keyring#196), and the
+/// session bus or systemd starts it again a moment later. Without a retry
+/// the call in flight fails with "Message recipient disconnected", and a
+/// clinician sees a keychain error for a keychain that is fine. Every call
+/// retried here is idempotent (read, write the same value, delete).
+fn retried<T>(call: impl Fn() -> keyring::Result<T>) -> keyring::Result<T> {
+    let mut result = call();
+    for pause in RETRY_AFTER {
+        match &result {
+            Err(e) if service_went_away(e) => {
+                std::thread::sleep(pause);
+                result = call();
+            }
+            _ => break,
+        }
+    }
+    result
+}
+
+/// Whether `e` says the keychain service vanished or is being started again,
+/// rather than refusing or lacking the entry.
+fn service_went_away(e: &keyring::Error) -> bool {
+    let message = match e {
+        keyring::Error::PlatformFailure(inner) | keyring::Error::NoStorageAccess(inner) => {
+            inner.to_string()
+        }
+        _ => return false,
+    };
+    [
+        "disconnected from message bus",
+        "NoReply",
+        "Did not receive a reply",
+        "ServiceUnknown",
+        "was not provided by any .service files",
+    ]
+    .iter()
+    .any(|sign| message.contains(sign))
 }
 
 fn keychain_error(e: keyring::Error) -> Error {
@@ -343,6 +396,56 @@ fn keychain_error(e: keyring::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn platform_failure(message: &str) -> keyring::Error {
+        keyring::Error::PlatformFailure(message.to_string().into())
+    }
+
+    #[test]
+    fn a_call_whose_keychain_service_went_away_is_tried_again() {
+        let tries = std::cell::Cell::new(0);
+        let result = retried(|| {
+            tries.set(tries.get() + 1);
+            if tries.get() < 3 {
+                Err(platform_failure(
+                    "DBus error: Message recipient disconnected from message bus without replying",
+                ))
+            } else {
+                Ok("key")
+            }
+        });
+        assert_eq!(result.ok(), Some("key"));
+        assert_eq!(tries.get(), 3);
+    }
+
+    #[test]
+    fn a_refusal_or_a_missing_entry_is_not_tried_again() {
+        for error in [
+            || keyring::Error::NoEntry,
+            || platform_failure("DBus error: the collection is locked"),
+        ] {
+            let tries = std::cell::Cell::new(0);
+            let result: keyring::Result<()> = retried(|| {
+                tries.set(tries.get() + 1);
+                Err(error())
+            });
+            assert!(result.is_err());
+            assert_eq!(tries.get(), 1);
+        }
+    }
+
+    #[test]
+    fn a_service_that_stays_away_fails_after_the_last_try() {
+        let tries = std::cell::Cell::new(0);
+        let result: keyring::Result<()> = retried(|| {
+            tries.set(tries.get() + 1);
+            Err(platform_failure(
+                "org.freedesktop.DBus.Error.ServiceUnknown",
+            ))
+        });
+        assert!(result.is_err());
+        assert_eq!(tries.get(), 1 + RETRY_AFTER.len());
+    }
 
     #[test]
     fn debug_output_never_shows_the_key() {

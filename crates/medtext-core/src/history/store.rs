@@ -22,7 +22,9 @@ use crate::inference::evidence::WordEvidence;
 use crate::machine::policy::Policy;
 use crate::text::validation::spreadsheet_cell;
 use crate::user_files::NewFile;
-use crate::{paths, Classification, Error, LabelScore, Result};
+use crate::{
+    inference::classifier::Classification, inference::classifier::LabelScore, paths, Error, Result,
+};
 
 /// File name of the history database inside the data directory.
 pub const DATABASE_FILE: &str = "history.db";

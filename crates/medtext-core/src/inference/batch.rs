@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::machine::policy::Policy;
 use crate::text::validation::spreadsheet_cell;
-use crate::{paths, Classification, Error, Result};
+use crate::{inference::classifier::Classification, paths, Error, Result};
 
 /// Most texts one batch call classifies: the screen sends a long batch in
 /// parts, so progress shows and Cancel takes effect between parts.

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::inference::worker::{Worker, DEFAULT_QUEUE};
 use crate::pack::manifest::{is_safe_name, Pack};
-use crate::{Classifier, Error, Result};
+use crate::{inference::classifier::Classifier, Error, Result};
 
 enum Loaded {
     Ready(Arc<Worker>),

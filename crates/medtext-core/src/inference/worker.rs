@@ -26,7 +26,9 @@ use std::thread::JoinHandle;
 use zeroize::Zeroize;
 
 use crate::inference::classifier::Pending;
-use crate::{Classification, Classifier, Error, Result};
+use crate::{
+    inference::classifier::Classification, inference::classifier::Classifier, Error, Result,
+};
 
 /// Requests a worker holds (queued or in progress) by default before it
 /// refuses more.

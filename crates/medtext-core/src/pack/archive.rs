@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::pack::manifest::{is_safe_name, Manifest, Pack};
 use crate::pack::signing::{self, SignerKey};
-use crate::{Classifier, Error, Result};
+use crate::{inference::classifier::Classifier, Error, Result};
 
 /// Largest pack archive imported: one with a BERT-base encoder inside is
 /// about 440 MB. Members need no limit of their own: sparse members are

@@ -864,7 +864,7 @@ pub(crate) mod tests {
             assert!(err.contains("is larger than"), "{}: {err}", file.display());
             std::fs::rename(&kept, &file).unwrap();
         }
-        crate::Classifier::load(dir.path(), "tiny-pack", None).unwrap();
+        crate::inference::classifier::Classifier::load(dir.path(), "tiny-pack", None).unwrap();
     }
 
     #[test]

@@ -39,7 +39,7 @@
 use std::ops::Range;
 use std::path::Path;
 
-use crate::{training::examples as dataset, Error, Result};
+use crate::{tabular, Error, Result};
 
 /// An abbreviation list: `abbreviation,expansion` rows (an abbreviation may
 /// have several rows). Matching is case-sensitive ("AS" is aortic stenosis,
@@ -259,7 +259,7 @@ impl Abbreviations {
     /// Reads an `abbreviation,expansion` CSV; a bad row is named.
     pub fn load(path: &Path) -> Result<Self> {
         let bad = |problem: String| Error::pack(path, problem);
-        let mut reader = dataset::open_csv(path)?;
+        let mut reader = tabular::open_csv(path)?;
         let headers = reader
             .headers()
             .map_err(|e| bad(format!("cannot read the header row: {e}")))?

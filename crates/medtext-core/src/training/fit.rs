@@ -695,9 +695,9 @@ mod tests {
             PathBuf::from("../encoders/minilm")
         );
     }
+    use crate::inference::classifier::Classifier;
     use crate::pack::manifest::tests::write_tiny_pack;
     use crate::pack::manifest::Pack;
-    use crate::Classifier;
 
     #[test]
     fn rare_labels_weigh_more_but_at_most_ten_times_the_median() {

@@ -24,7 +24,7 @@ use crate::training::evaluation::{self as metrics, Metrics};
 use crate::training::examples::{self as dataset, Example, Removed};
 use crate::training::fit::{self as train, Fit, HeadShape, PackDraft};
 use crate::training::split as split_file;
-use crate::{Embedder, Error, Result};
+use crate::{inference::classifier::Embedder, Error, Result};
 
 /// What to train and where to write it.
 #[derive(Debug, Clone)]
@@ -547,7 +547,7 @@ pub struct StagedFile {
 }
 
 /// Largest file the app accepts to train on or to classify as a batch.
-pub const MAX_STAGED_FILE_BYTES: usize = 256 * 1024 * 1024;
+pub const MAX_STAGED_FILE_BYTES: usize = crate::tabular::MAX_DATA_FILE_BYTES;
 
 impl StagedFile {
     /// Writes `bytes` into `dir`, keeping the extension of `file_name`
@@ -816,8 +816,8 @@ fn capitalised(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::inference::classifier::Classifier;
     use crate::pack::manifest::tests::write_tiny_pack;
-    use crate::Classifier;
 
     /// Forty examples of two labels in the tiny vocabulary.
     fn examples() -> Vec<Example> {

@@ -66,7 +66,7 @@ pub fn read(
         path: path.to_path_buf(),
         problem,
     };
-    let mut reader = crate::training::examples::open_csv(path)?;
+    let mut reader = crate::tabular::open_csv(path)?;
     let headers = reader.headers().map_err(|e| bad(e.to_string()))?.clone();
     let column = |name: &str| {
         headers.iter().position(|h| h == name).ok_or_else(|| {
