@@ -1230,29 +1230,26 @@ fn read_secret_line() -> Result<String, String> {
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
 
-/// Milliseconds since 1970 at the start of `day` (YYYY-MM-DD, UTC).
+/// Milliseconds since 1970 at the start of `day` (YYYY-MM-DD, UTC). An
+/// impossible date (February 30th, April 31st) is refused, not carried over
+/// into the next month.
 fn day_start_ms(day: &str) -> Result<i64, String> {
     let bad = || format!("'{day}' is not a date: write it as YYYY-MM-DD");
     let parts: Vec<&str> = day.split('-').collect();
-    let [y, m, d] = parts.as_slice() else {
+    let [year, month, day_of_month] = parts.as_slice() else {
         return Err(bad());
     };
-    let (y, m, d): (i64, i64, i64) = (
-        y.parse().map_err(|_| bad())?,
-        m.parse().map_err(|_| bad())?,
-        d.parse().map_err(|_| bad())?,
-    );
-    // Years past 9999 would overflow the milliseconds below.
-    if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let year: i32 = year.parse().map_err(|_| bad())?;
+    let month: u8 = month.parse().map_err(|_| bad())?;
+    let day_of_month: u8 = day_of_month.parse().map_err(|_| bad())?;
+    if !(1..=9999).contains(&year) {
         return Err(bad());
     }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let year_of_era = y - era * 400;
-    let day_of_year = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    Ok((era * 146_097 + day_of_era - 719_468) * DAY_MS)
+    let month = time::Month::try_from(month).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(year, month, day_of_month)
+        .map_err(|_| format!("'{day}' is not a date: {month} {year} has no day {day_of_month}"))?;
+    let midnight = date.midnight().assume_utc();
+    Ok(midnight.unix_timestamp() * 1000)
 }
 
 fn key_command(command: KeyCommand) -> CliResult {
@@ -1868,7 +1865,26 @@ mod tests {
             "yesterday",
         ] {
             let e = day_start_ms(bad).unwrap_err();
-            assert!(e.contains("YYYY-MM-DD"), "{bad}: {e}");
+            assert!(e.contains("is not a date"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn days_a_month_does_not_have_are_refused_not_carried_into_the_next() {
+        assert_eq!(day_start_ms("2024-02-29"), Ok(1_709_164_800_000));
+        assert_eq!(day_start_ms("2026-04-30"), Ok(1_777_507_200_000));
+        for impossible in [
+            "2026-02-29",
+            "2026-02-30",
+            "2026-02-31",
+            "2026-04-31",
+            "1900-02-29",
+        ] {
+            let e = day_start_ms(impossible).unwrap_err();
+            assert!(
+                e.contains("is not a date") && e.contains("has no day"),
+                "{impossible}: {e}"
+            );
         }
     }
 }

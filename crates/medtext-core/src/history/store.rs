@@ -1813,34 +1813,36 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Milliseconds in a day.
-const DAY_MS: i64 = 24 * 60 * 60 * 1000;
-
-/// `ms` since 1970 as "YYYY-MM-DD HH:MM UTC".
+/// `ms` since 1970 as "YYYY-MM-DD HH:MM UTC" (the epoch itself for a time
+/// out of the calendar's range, which no clock gives).
 pub fn utc_minute(ms: i64) -> String {
-    let days = ms.div_euclid(DAY_MS);
-    let minute_of_day = ms.rem_euclid(DAY_MS) / 60_000;
-    // The civil date of a day number (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let nanos = i128::from(ms) * 1_000_000;
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
-        minute_of_day / 60,
-        minute_of_day % 60
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
     )
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_shown_to_the_minute_in_utc_across_leap_days() {
+        assert_eq!(utc_minute(0), "1970-01-01 00:00 UTC");
+        assert_eq!(
+            utc_minute(951_782_400_000 + 61 * 60_000 + 59_999),
+            "2000-02-29 01:01 UTC"
+        );
+        assert_eq!(utc_minute(1_709_251_199_000), "2024-02-29 23:59 UTC");
+        assert_eq!(utc_minute(-60_000), "1969-12-31 23:59 UTC");
+    }
 
     const SECRET_NOTE: &str =
         "Zebrafinch Quixotic: 71yo M with NSTEMI, troponin 4.2, s/p PCI to LAD.";
