@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
+use medtext_core::history::store::apply_retention_hourly;
 use medtext_core::inference::engine::Engine;
 use medtext_core::machine::idle_lock::IdleLock;
 use medtext_core::machine::policy::{Policy, UnlockMethod};
@@ -84,11 +85,9 @@ impl AppState {
             .map_err(|_| medtext_core::Error::Engine("the machine policy is unusable".into()))
             .and_then(|_| paths::data_dir())
             .and_then(|dir| HistoryStore::open_in(&dir))
-            .and_then(|mut store| {
+            .map(|mut store| {
                 new_recovery_key = store.take_new_recovery_key().map(|k| k.to_text());
-                // Records past the retention period go at every start.
-                store.apply_retention()?;
-                Ok(Arc::new(Mutex::new(store)))
+                Arc::new(Mutex::new(store))
             })
             .map_err(|e| e.logged("open_history").to_string());
         // What the history keeps for the lock: the idle time, whether a
@@ -203,16 +202,11 @@ fn start_background_work(
 ) {
     check_integrity_in_background(Arc::clone(store), Arc::clone(integrity));
     let store = Arc::downgrade(store);
-    std::thread::spawn(move || loop {
-        std::thread::sleep(std::time::Duration::from_secs(3600));
-        // Gone when a recovery replaced this store: its own thread took over.
-        let Some(history) = store.upgrade() else {
-            return;
-        };
-        let purged = history.lock().map(|mut open| open.apply_retention());
-        if let Ok(Err(e)) = purged {
-            e.logged("retention");
-        }
+    // Ends when a recovery replaced this store: its own thread took over.
+    apply_retention_hourly(move || {
+        let history = store.upgrade()?;
+        let mut open = history.lock().ok()?;
+        Some(open.apply_retention())
     });
 }
 

@@ -38,6 +38,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use medtext_core::history::api_keys::ApiKeyHolder;
+use medtext_core::history::store::apply_retention_hourly;
 use medtext_core::inference::engine::Engine;
 use medtext_core::machine::policy::Policy;
 use medtext_core::{Classification, HistoryStore};
@@ -198,6 +199,13 @@ impl Server {
     /// Loads the pack in the background (`/ready` says when it is done) and
     /// serves until the process ends.
     pub fn run(mut self) -> Result<(), Error> {
+        // The store lives as long as the server: this ends with the process.
+        let state = Arc::downgrade(&self.state);
+        apply_retention_hourly(move || {
+            let state = state.upgrade()?;
+            let applied = history(&state).apply_retention();
+            Some(applied)
+        });
         if let Some((models_dir, pack, head)) = self.load.take() {
             let state = Arc::clone(&self.state);
             std::thread::Builder::new()

@@ -316,6 +316,12 @@ impl HistoryStore {
         if mode != OpenMode::Inspect {
             store.escrow_recovery_key(&recovery)?;
         }
+        // Records past the retention period go whenever any front end opens
+        // the history (the app, `medtext classify --save`, `medtext serve`),
+        // not only when the app starts. A restore is replaced at once.
+        if matches!(mode, OpenMode::Normal | OpenMode::AcceptLoss) {
+            store.apply_retention()?;
+        }
         store._in_use = Some(in_use);
         Ok(store)
     }
@@ -1384,7 +1390,8 @@ impl HistoryStore {
     }
 
     /// Deletes the records older than the retention period, if one is set;
-    /// returns how many. The app runs this at every start.
+    /// returns how many. Every everyday open runs it, and long-running front
+    /// ends run it again every hour ([`apply_retention_hourly`]).
     pub fn apply_retention(&mut self) -> Result<usize> {
         match self.retention_days()? {
             Some(days) => self.purge_older_than(now_ms() - i64::from(days) * 24 * 60 * 60 * 1000),
@@ -1811,6 +1818,33 @@ pub(crate) fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// How often a long-running front end applies the retention period again.
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Applies the retention period every [`RETENTION_EVERY`] on a thread of its
+/// own, until `apply` returns `None` (the history it reaches is gone).
+///
+/// Why: the app and `medtext serve` may run for weeks, and records must not
+/// outlive what IT set; opening the history covers only their start.
+pub fn apply_retention_hourly(mut apply: impl FnMut() -> Option<Result<usize>> + Send + 'static) {
+    let started = std::thread::Builder::new()
+        .name("medtext-retention".into())
+        .spawn(move || loop {
+            std::thread::sleep(RETENTION_EVERY);
+            match apply() {
+                None => return,
+                Some(Err(e)) => {
+                    e.logged("retention");
+                }
+                Some(Ok(_)) => {}
+            }
+        });
+    if started.is_err() {
+        // Every open still applies the period; only the hourly pass is lost.
+        tracing::warn!(event = "error", operation = "retention", kind = "thread");
+    }
 }
 
 /// `ms` since 1970 as "YYYY-MM-DD HH:MM UTC" (the epoch itself for a time
@@ -2537,6 +2571,35 @@ pub(crate) mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(&row[2], "'=HYPERLINK(\"x\") pt");
+    }
+
+    /// The bug this catches: only the app applied retention, at its start, so
+    /// records saved by `medtext classify --save` or `medtext serve` outlived
+    /// IT's period until the app next started.
+    #[test]
+    fn every_open_of_the_history_applies_its_retention_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().canonicalize().unwrap();
+        let mut s = HistoryStore::open_in(&data).expect("a Secret Service must be running");
+        let old = s.save("old note", &sample("x")).unwrap();
+        let new = s.save("new note", &sample("x")).unwrap();
+        s.conn
+            .execute(
+                "UPDATE classifications SET created_at_ms = created_at_ms - 40 * 86400000 WHERE id = ?1",
+                [old],
+            )
+            .unwrap();
+        s.set_retention_days(Some(30)).unwrap();
+        drop(s);
+        // Looking (`medtext audit verify`) deletes nothing.
+        let inspected = HistoryStore::open_in_mode(&data, OpenMode::Inspect).unwrap();
+        assert_eq!(inspected.count().unwrap(), 2);
+        drop(inspected);
+        // What the CLI, the local API and the app all do first.
+        let s = HistoryStore::open_in(&data).unwrap();
+        assert_eq!(s.matching_ids(&HistoryQuery::default()).unwrap(), [new]);
+        drop(s);
+        keychain::delete_all_keys(&data.join(DATABASE_FILE)).unwrap();
     }
 
     #[test]
