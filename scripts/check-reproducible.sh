@@ -29,8 +29,11 @@ if [[ "$first" == "$second" ]]; then
   exit 0
 fi
 echo "NOT reproducible: $first vs $second; files that differ:"
-mkdir -p "$WORK/a" "$WORK/b"
-dpkg-deb -R "$WORK/first.deb" "$WORK/a"
-dpkg-deb -R "$WORK/second.deb" "$WORK/b"
-diff -rq "$WORK/a" "$WORK/b" || true
+# Both unpacked trees are kept beside the release build for a closer look.
+KEEP="$ROOT/differ"
+rm -rf "$KEEP"; mkdir -p "$KEEP/first" "$KEEP/second"
+dpkg-deb -R "$WORK/first.deb" "$KEEP/first"
+dpkg-deb -R "$WORK/second.deb" "$KEEP/second"
+diff -rq "$KEEP/first" "$KEEP/second" || true
+echo "(both unpacked in $KEEP)"
 exit 1
