@@ -756,6 +756,16 @@ impl Classifier {
         let pooled = self.embedder.embed_windows(windows)?;
         self.head_probabilities(self.selected, &pooled, None)
     }
+
+    /// The encoder part's logits `[window][label]`, before the temperature:
+    /// what tests rebuild a mixed head from, exactly (a probability that
+    /// underflows to 0 would lose the logit).
+    #[cfg(test)]
+    pub(crate) fn window_logits(&self, windows: &[Window]) -> Result<Vec<Vec<f32>>> {
+        let pooled = self.embedder.embed_windows(windows)?;
+        let logits = self.heads[self.selected].head.logits(&pooled)?;
+        Ok(logits.to_vec2::<f32>()?)
+    }
 }
 
 #[cfg(test)]
