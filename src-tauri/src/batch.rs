@@ -45,7 +45,7 @@ pub async fn read_batch_file(
         &dir,
         kind,
         bytes,
-        medtext_core::training::pipeline::MAX_STAGED_FILE_BYTES,
+        medtext_core::tabular::MAX_DATA_FILE_BYTES,
         "batch files",
     )
     .map_err(fail)?;

@@ -8,7 +8,8 @@ use std::path::Path;
 use crate::user_files::Limit;
 use crate::{Error, Result};
 
-/// [`FILE_LIMIT`] in bytes, for the app's own checks before it stages a file.
+/// [`FILE_LIMIT`] in bytes: also the largest file the app stages to train
+/// on or to classify as a batch.
 pub const MAX_DATA_FILE_BYTES: usize = 256 * 1024 * 1024;
 
 /// The most read of a data file (training, evaluation, a batch, a split, a

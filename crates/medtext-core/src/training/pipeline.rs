@@ -546,9 +546,6 @@ pub struct StagedFile {
     path: PathBuf,
 }
 
-/// Largest file the app accepts to train on or to classify as a batch.
-pub const MAX_STAGED_FILE_BYTES: usize = crate::tabular::MAX_DATA_FILE_BYTES;
-
 impl StagedFile {
     /// Writes `bytes` into `dir`, keeping the extension of `file_name`
     /// (`.jsonl`/`.ndjson` are read as JSON Lines, anything else as CSV).
@@ -563,7 +560,7 @@ impl StagedFile {
             dir,
             &extension,
             bytes,
-            MAX_STAGED_FILE_BYTES,
+            crate::tabular::MAX_DATA_FILE_BYTES,
             "training files",
         )
     }
